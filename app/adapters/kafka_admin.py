@@ -1,0 +1,59 @@
+"""Create the application's topics (auto topic creation is off on our brokers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from app.topics import TopicSpec
+
+log = logging.getLogger("magqb.kafka")
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class BrokerUnavailable(Exception):
+    """No broker answered within the bounded wait."""
+
+
+async def connect_admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            return admin
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            last = exc
+            await admin.close()
+            await asyncio.sleep(0.5)
+    raise BrokerUnavailable(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s ({last})")
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; returns the names created. Existing topics are left as they are."""
+    admin = await connect_admin(bootstrap, timeout)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        resp = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config) for s in missing]
+        )
+        created = []
+        for name, code, message in resp.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                raise KafkaError(f"creating topic {name} failed: error {code} {message}")
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

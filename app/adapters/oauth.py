@@ -1,0 +1,96 @@
+"""QBO OAuth2: access tokens from the rotating refresh token, one refresh at a time per realm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import aiohttp
+from pydantic import SecretStr
+
+from app.adapters.token_store import TokenStore
+from app.domain.faults import parse_fault
+
+log = logging.getLogger("magqb.oauth")
+
+# Refresh a little before QBO's expiry, as Intuit's own client does (60 s latency allowance).
+EXPIRY_MARGIN_SECONDS = 60
+
+
+class TokenRefreshError(Exception):
+    """The token endpoint refused (invalid_grant: the refresh token is unknown or expired)."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class TokenManager:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        token_url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        realm_id: str,
+        store: TokenStore,
+        initial_refresh_token: SecretStr,
+    ) -> None:
+        self._session = session
+        self._token_url = token_url
+        self._auth = aiohttp.BasicAuth(client_id, client_secret.get_secret_value())
+        self._realm_id = realm_id
+        self._store = store
+        self._initial = initial_refresh_token
+        self._access: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.refreshes = 0
+
+    async def access_token(self) -> str:
+        if self._access and time.monotonic() < self._expires_at:
+            return self._access
+        return await self.refresh(stale=self._access)
+
+    async def refresh(self, stale: str | None) -> str:
+        """Get a new access token unless another task already replaced `stale`."""
+        async with self._lock:
+            if self._access and self._access != stale and time.monotonic() < self._expires_at:
+                return self._access
+            # The store wins over the environment: the env token is only the very first one.
+            refresh_token = await self._store.get(self._realm_id)
+            if refresh_token is None:
+                refresh_token = self._initial.get_secret_value()
+            try:
+                async with self._session.post(
+                    self._token_url,
+                    data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                    auth=self._auth,
+                    headers={"Accept": "application/json"},
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise TokenRefreshError(f"token endpoint unreachable: {exc.__class__.__name__}", False) from None
+            if status != 200:
+                fault = parse_fault(status, body)
+                permanent = fault.code in ("invalid_grant", "invalid_client")
+                raise TokenRefreshError(
+                    f"token refresh for realm {self._realm_id} refused: HTTP {status} {fault.code or ''} "
+                    f"{fault.detail}".strip(),
+                    permanent,
+                )
+            data = json.loads(body)
+            new_rt = data.get("refresh_token")
+            if new_rt and new_rt != refresh_token:
+                await self._store.put(self._realm_id, new_rt)
+            elif await self._store.get(self._realm_id) is None:
+                await self._store.put(self._realm_id, refresh_token)
+            self._access = str(data["access_token"])
+            ttl = float(data.get("expires_in", 3600))
+            self._expires_at = time.monotonic() + ttl - min(EXPIRY_MARGIN_SECONDS, ttl / 10)
+            self.refreshes += 1
+            log.info("realm=%s access token refreshed (expires in %ss)", self._realm_id, data.get("expires_in"))
+            return self._access

@@ -1,0 +1,117 @@
+"""The QuickBooks Online Accounting API over HTTP. Only the dispatcher uses it.
+
+Every write carries the caller's deterministic `requestid`; a 401 refreshes the
+access token once and repeats the *same* request (same requestid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from app import jsonutil, metrics
+from app.adapters.oauth import TokenManager
+from app.domain.faults import ErrorClass, QboFault, classify, parse_fault
+
+log = logging.getLogger("magqb.qbo")
+
+
+class QboError(Exception):
+    def __init__(self, fault: QboFault, error_class: ErrorClass) -> None:
+        super().__init__(f"{error_class}: HTTP {fault.status} code={fault.code} {fault.message} {fault.detail}".strip())
+        self.fault = fault
+        self.error_class = error_class
+
+
+class QboClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        realm_id: str,
+        tokens: TokenManager,
+        minor_version: int = 75,
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        self._session = session
+        self._base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
+        self.realm_id = realm_id
+        self._tokens = tokens
+        self._minor = str(minor_version)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def query(self, sql: str) -> dict[str, Any]:
+        """The `QueryResponse` object (`{}` when nothing matched)."""
+        data = await self._request("GET", "query", "query", params={"query": sql})
+        return dict(data.get("QueryResponse") or {})
+
+    async def query_one(self, entity: str, sql: str) -> dict[str, Any] | None:
+        rows = (await self.query(sql)).get(entity) or []
+        return rows[0] if rows else None
+
+    async def create(self, entity: str, body: dict[str, Any], request_id: str) -> dict[str, Any]:
+        data = await self._request("POST", entity.lower(), entity, body=body, params={"requestid": request_id})
+        obj = data.get(entity)
+        if not isinstance(obj, dict):
+            raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
+        return obj
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        entity: str,
+        params: dict[str, str],
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params = {**params, "minorversion": self._minor}
+        payload = jsonutil.dumps(body) if body is not None else None
+        token = await self._tokens.access_token()
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            status = 0
+            try:
+                async with self._session.request(
+                    method,
+                    f"{self._base}/{path}",
+                    params=params,
+                    data=payload,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Accept": "application/json",
+                        "Content-Type": "application/json",
+                    },
+                    timeout=self._timeout,
+                ) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error").inc()
+                fault = QboFault(0, None, exc.__class__.__name__, str(exc)[:200], None, "")
+                raise QboError(fault, ErrorClass.RETRIABLE) from None
+            finally:
+                metrics.QBO_REQUEST_SECONDS.labels(entity=entity.lower()).observe(time.perf_counter() - started)
+            metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status=str(status)).inc()
+
+            if status == 200:
+                try:
+                    data = jsonutil.loads_decimal(raw)
+                except ValueError:
+                    raise QboError(parse_fault(status, raw), ErrorClass.RETRIABLE) from None
+                if isinstance(data, dict) and "Fault" in data:
+                    fault = parse_fault(status, raw)
+                    raise QboError(fault, classify(fault))
+                return data if isinstance(data, dict) else {}
+
+            fault = parse_fault(status, raw)
+            error_class = classify(fault)
+            if error_class is ErrorClass.AUTH and attempt == 1:
+                log.info("realm=%s QBO answered 401 (%s): refreshing the access token", self.realm_id, fault.detail[:60])
+                token = await self._tokens.refresh(stale=token)
+                continue
+            raise QboError(fault, error_class)
+        raise AssertionError("unreachable")

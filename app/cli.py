@@ -1,0 +1,296 @@
+"""`magqb`: the command line of the service and its local tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+from importlib import resources
+from typing import Any, NoReturn
+
+import click
+
+from app import __version__
+
+log = logging.getLogger("magqb")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"magqb: {message}", err=True)
+    sys.exit(2)
+
+
+def _settings() -> Any:
+    from app.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    """Fail fast with a clear line rather than a traceback from deep inside a server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot start {what}: {host}:{port} is not available ({exc.strerror})")
+
+
+async def _serve_until_signal(runner: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="magqb")
+def main() -> None:
+    """magqb: every new Magento 2 order becomes exactly one QuickBooks Online
+    SalesReceipt or Invoice, through Kafka.
+
+    Settings come from the environment and a .env file in the current directory
+    (see .env.example). A local stack is: Kafka (ops/kafka/start), `magqb sandbox`,
+    `magqb ingress` and `magqb worker` — `make run` starts all four.
+    """
+
+
+# ---------------------------------------------------------------- ingress
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+def ingress(host: str, port: int) -> None:
+    """Receive signed Magento webhooks and publish them to Kafka.
+
+    POST /webhooks/magento/new-order answers 202 only after Kafka acknowledged
+    the order (acks=all); 401 bad signature, 400 not JSON, 413 too large,
+    422 not an order (with field paths), 503 Kafka unavailable.
+    Also GET /healthz, /readyz and /metrics.
+    """
+    settings = _settings()
+    from app.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    _check_port(host, port, "the ingress")
+    asyncio.run(_run_ingress(settings, host, port))
+
+
+async def _run_ingress(settings: Any, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from app import topics
+    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+    from app.ingress.server import WEBHOOK_PATH, build_app, make_producer
+
+    try:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor),
+            timeout=settings.kafka_connect_timeout_seconds,
+        )
+    except BrokerUnavailable as exc:
+        _fail(f"cannot start the ingress: {exc}")
+    producer = make_producer(settings)
+    await producer.start()
+    runner = web.AppRunner(build_app(settings, producer), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await producer.stop()
+        _fail(f"cannot start the ingress on {host}:{port}: {exc.strerror}")
+    log.info("ingress ready: POST http://%s:%d%s (Kafka %s)", host, port, WEBHOOK_PATH,
+             settings.kafka_bootstrap_servers)
+    try:
+        await _serve_until_signal(runner)
+    finally:
+        await producer.stop()
+        log.info("ingress stopped")
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8090, show_default=True, type=int, help="Port to listen on.")
+@click.option("--realm-id", help="Company id. [default: $QUICKBOOKS_REALM_ID]")
+@click.option("--client-id", help="OAuth client id. [default: $QUICKBOOKS_CLIENT_ID]")
+@click.option("--client-secret", help="OAuth client secret. [default: $QUICKBOOKS_CLIENT_SECRET]")
+@click.option("--refresh-token", help="The first valid refresh token. [default: $QUICKBOOKS_REFRESH_TOKEN]")
+@click.option("--token-ttl", default=3600, show_default=True, type=click.IntRange(min=1),
+              help="Access-token lifetime in seconds.")
+def sandbox(host: str, port: int, realm_id: str | None, client_id: str | None, client_secret: str | None,
+            refresh_token: str | None, token_ttl: int) -> None:
+    """Run a local QuickBooks Online (Accounting API v3 + OAuth2) for development and tests.
+
+    Point the service at it with QUICKBOOKS_API_BASE_URL=http://HOST:PORT and
+    QUICKBOOKS_TOKEN_URL=http://HOST:PORT/oauth2/v1/tokens/bearer. It reads the
+    same QUICKBOOKS_* variables as the service, so one .env drives both.
+    Operator endpoints: GET /_sandbox/stats, POST /_sandbox/reset.
+    """
+    from pydantic import Field
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class _Env(BaseSettings):
+        model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+        QUICKBOOKS_REALM_ID: str = Field("")
+        QUICKBOOKS_CLIENT_ID: str = Field("")
+        QUICKBOOKS_CLIENT_SECRET: str = Field("")
+        QUICKBOOKS_REFRESH_TOKEN: str = Field("")
+        MAGQB_LOG_LEVEL: str = "INFO"
+
+    env = _Env()
+    values = {
+        "realm id (--realm-id or QUICKBOOKS_REALM_ID)": realm_id or env.QUICKBOOKS_REALM_ID,
+        "client id (--client-id or QUICKBOOKS_CLIENT_ID)": client_id or env.QUICKBOOKS_CLIENT_ID,
+        "client secret (--client-secret or QUICKBOOKS_CLIENT_SECRET)": client_secret or env.QUICKBOOKS_CLIENT_SECRET,
+        "refresh token (--refresh-token or QUICKBOOKS_REFRESH_TOKEN)": refresh_token or env.QUICKBOOKS_REFRESH_TOKEN,
+    }
+    for name, value in values.items():
+        if not value:
+            _fail(f"missing required setting: {name}")
+    from app.logs import setup_logging
+    from app.sandbox.server import SandboxConfig
+
+    setup_logging(env.MAGQB_LOG_LEVEL)
+    _check_port(host, port, "the sandbox")
+    config = SandboxConfig(*values.values(), token_ttl=token_ttl)
+    asyncio.run(_run_sandbox(config, host, port))
+
+
+async def _run_sandbox(config: Any, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from app.sandbox.server import build_app
+
+    runner = web.AppRunner(build_app(config), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        _fail(f"cannot start the sandbox on {host}:{port}: {exc.strerror}")
+    log.info("QuickBooks sandbox ready: http://%s:%d (realm %s, access tokens live %ss)", host, port,
+             config.realm_id, config.token_ttl)
+    await _serve_until_signal(runner)
+
+
+# ---------------------------------------------------------------- worker
+
+
+@main.command()
+@click.option("--web-port", default=6066, show_default=True, type=int,
+              help="Port of the worker's web server (Faust views and /metrics); one per worker.")
+def worker(web_port: int) -> None:
+    """Run the stream processor: the orders agent and the QuickBooks dispatcher.
+
+    Start as many as you like: Kafka shares the partitions among them.
+    Local state (tables, token store) lives under MAGQB_DATA_DIR.
+    """
+    settings = _settings()
+    from app.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    _check_port("127.0.0.1", web_port, "the worker's web server")
+
+    from app import topics
+    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+
+    try:
+        asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap_servers,
+                topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor),
+                timeout=settings.kafka_connect_timeout_seconds,
+            )
+        )
+    except BrokerUnavailable as exc:
+        _fail(f"cannot start the worker: {exc}")
+
+    import faust
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from app.worker_app import create_worker_app
+
+    ctx = create_worker_app(settings, web_port=web_port)
+
+    @ctx.app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @ctx.app.on_rebalance_complete.connect
+    async def _ready(sender: Any, **kwargs: Any) -> None:
+        assigned = ctx.app.consumer.assignment() if ctx.app.consumer else set()
+        log.info("worker ready: %d partition(s) assigned, web on http://127.0.0.1:%d", len(assigned), web_port)
+
+    from app.logs import worker_logging_config
+
+    faust.Worker(
+        ctx.app, loglevel=settings.log_level.lower(), quiet=True,
+        logging_config=worker_logging_config(settings.log_level),
+    ).execute_from_commandline()
+
+
+# ---------------------------------------------------------------- tools
+
+
+@main.command("create-topics")
+def create_topics() -> None:
+    """Create the application's Kafka topics (ingress and worker also do it on start)."""
+    settings = _settings()
+    from app import topics
+    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+
+    specs = topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor)
+    try:
+        created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs,
+                                            timeout=settings.kafka_connect_timeout_seconds))
+    except BrokerUnavailable as exc:
+        _fail(str(exc))
+    for spec in specs:
+        click.echo(f"{spec.name}: {'created' if spec.name in created else 'exists'} ({spec.partitions} partitions)")
+
+
+@main.command("sample-webhook")
+@click.option("--url", default="http://127.0.0.1:8080/webhooks/magento/new-order", show_default=True,
+              help="The ingress webhook URL.")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False),
+              help="Order JSON to send instead of the built-in sample (the blueprint's order).")
+def sample_webhook(url: str, path: str | None) -> None:
+    """Print a ready-to-paste curl command that posts a correctly signed order.
+
+    The signature is the hex HMAC-SHA256 of the exact body with MAGENTO_WEBHOOK_SECRET.
+    """
+    from app.domain.signature import SIGNATURE_HEADER, sign
+
+    settings = _settings()
+    if path:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    else:
+        raw = resources.files("app.samples").joinpath("blueprint_order.json").read_bytes()
+    body = json.dumps(json.loads(raw), separators=(",", ":"))
+    signature = sign(body.encode(), settings.magento_webhook_secret.get_secret_value())
+    click.echo(
+        f"curl -sS -X POST {shlex.quote(url)} -H 'Content-Type: application/json' "
+        f"-H '{SIGNATURE_HEADER}: {signature}' --data-raw {shlex.quote(body)}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,199 @@
+"""Carry out one QBO command and say what happened, as a result event.
+
+Query before create (customers by e-mail, items by Name, documents by DocNumber),
+deterministic requestids, and "already exists" faults turned into lookups: a
+redelivered command, a crash mid-request or a replay never creates a second
+customer, item or document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from app import metrics
+from app.adapters.qbo_client import QboClient, QboError
+from app.adapters.oauth import TokenRefreshError
+from app.domain.faults import ErrorClass
+from app.domain.naming import qbo_quote
+from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
+from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
+
+log = logging.getLogger("magqb.dispatcher")
+
+Command = EnsureCustomer | EnsureItem | CreateDocument
+Result = CustomerResolved | ItemResolved | DocumentCreated | CommandFailed
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries for retriable failures (delay topics take over in issue #4)."""
+
+    attempts: int = 4
+    first_delay: float = 0.5
+    max_delay: float = 10.0
+
+
+class Dispatcher:
+    def __init__(self, client: QboClient, retry: RetryPolicy | None = None) -> None:
+        self.client = client
+        self.retry = retry or RetryPolicy()
+        # One in-flight resolution per customer/item/document, so concurrent orders share it.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._customers: dict[str, CustomerResolved] = {}
+        self._items: dict[str, ItemResolved] = {}
+
+    async def handle(self, cmd: Command) -> Result:
+        delay = self.retry.first_delay
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                result = await self._dispatch(cmd)
+                metrics.COMMANDS.labels(command=cmd.type, result="ok").inc()
+                return result
+            except QboError as exc:
+                retriable = exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH)
+                if not retriable or attempt == self.retry.attempts:
+                    metrics.COMMANDS.labels(command=cmd.type, result="failed").inc()
+                    log.error("order_id=%s order=%s %s failed (%s): %s", cmd.order_id, cmd.order_ref, cmd.type,
+                              exc.error_class, exc)
+                    return self._failed(cmd, str(exc.error_class), str(exc), exc.fault.as_dict())
+                log.warning("order_id=%s %s attempt %d failed (%s), retrying in %.1fs", cmd.order_id, cmd.type,
+                            attempt, exc.error_class, delay)
+            except TokenRefreshError as exc:
+                if exc.permanent or attempt == self.retry.attempts:
+                    metrics.COMMANDS.labels(command=cmd.type, result="failed").inc()
+                    log.error("order_id=%s %s: %s", cmd.order_id, cmd.type, exc)
+                    return self._failed(cmd, "auth", str(exc), None)
+                log.warning("order_id=%s %s: %s, retrying in %.1fs", cmd.order_id, cmd.type, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry.max_delay)
+        raise AssertionError("unreachable")
+
+    def _failed(self, cmd: Command, error_class: str, message: str, fault: dict[str, Any] | None) -> CommandFailed:
+        return CommandFailed(
+            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
+            command_type=cmd.type, error_class=error_class, message=message[:1000], fault=fault,
+        )
+
+    async def _dispatch(self, cmd: Command) -> Result:
+        if isinstance(cmd, EnsureCustomer):
+            async with self._locks[f"customer:{cmd.email}"]:
+                return await self._ensure_customer(cmd)
+        if isinstance(cmd, EnsureItem):
+            async with self._locks[f"item:{cmd.name.lower()}"]:
+                return await self._ensure_item(cmd)
+        async with self._locks[f"doc:{cmd.document.DocNumber}"]:
+            return await self._create_document(cmd)
+
+    # ------------------------------------------------------------ customers
+
+    async def _ensure_customer(self, cmd: EnsureCustomer) -> CustomerResolved:
+        cached = self._customers.get(cmd.email)
+        if cached is not None:
+            return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
+        found = await self.client.query_one(
+            "Customer", f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}"
+        )
+        created = False
+        if found is None:
+            body: dict[str, Any] = {"DisplayName": cmd.display_name, "PrimaryEmailAddr": {"Address": cmd.email}}
+            for key, value in (("GivenName", cmd.given_name), ("FamilyName", cmd.family_name),
+                               ("CompanyName", cmd.company_name)):
+                if value:
+                    body[key] = value
+            try:
+                found = await self.client.create("Customer", body, cmd.request_id)
+                created = True
+            except QboError as exc:
+                if exc.error_class is not ErrorClass.DUPLICATE_NAME:
+                    raise
+                # The name is taken: it is this customer (created by an earlier attempt) or a namesake.
+                found = await self.client.query_one(
+                    "Customer", f"SELECT * FROM Customer WHERE DisplayName = {qbo_quote(cmd.display_name)}"
+                )
+                if found is None:
+                    raise
+        result = self._customer_result(cmd, str(found["Id"]), str(found.get("DisplayName", cmd.display_name)), created)
+        self._customers[cmd.email] = result
+        log.info("order_id=%s customer %s → QBO Customer Id=%s (%s)", cmd.order_id, cmd.email, result.customer_id,
+                 "created" if created else "existing")
+        return result
+
+    def _customer_result(self, cmd: EnsureCustomer, customer_id: str, name: str, created: bool) -> CustomerResolved:
+        return CustomerResolved(
+            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
+            email=cmd.email, customer_id=customer_id, display_name=name, created=created,
+        )
+
+    # ------------------------------------------------------------ items
+
+    async def _ensure_item(self, cmd: EnsureItem) -> ItemResolved:
+        key = cmd.name.lower()
+        cached = self._items.get(key)
+        if cached is not None:
+            return self._item_result(cmd, cached.item_id, created=False)
+        query = f"SELECT * FROM Item WHERE Name = {qbo_quote(cmd.name)}"
+        found = await self.client.query_one("Item", query)
+        created = False
+        if found is None:
+            body: dict[str, Any] = {
+                "Name": cmd.name,
+                "Type": cmd.item_type,
+                "IncomeAccountRef": {"value": cmd.income_account_id},
+            }
+            if cmd.sku:
+                body["Sku"] = cmd.sku[:100]
+            if cmd.description:
+                body["Description"] = cmd.description[:4000]
+            try:
+                found = await self.client.create("Item", body, cmd.request_id)
+                created = True
+            except QboError as exc:
+                if exc.error_class is not ErrorClass.DUPLICATE_NAME:
+                    raise
+                found = await self.client.query_one("Item", query)
+                if found is None:
+                    raise
+        result = self._item_result(cmd, str(found["Id"]), created)
+        self._items[key] = result
+        log.info("order_id=%s item %r → QBO Item Id=%s (%s)", cmd.order_id, cmd.name, result.item_id,
+                 "created" if created else "existing")
+        return result
+
+    def _item_result(self, cmd: EnsureItem, item_id: str, created: bool) -> ItemResolved:
+        return ItemResolved(
+            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
+            name=cmd.name, item_id=item_id, created=created,
+        )
+
+    # ------------------------------------------------------------ documents
+
+    async def _find_document(self, cmd: CreateDocument) -> dict[str, Any] | None:
+        return await self.client.query_one(
+            cmd.doc_type, f"SELECT * FROM {cmd.doc_type} WHERE DocNumber = {qbo_quote(cmd.document.DocNumber)}"
+        )
+
+    async def _create_document(self, cmd: CreateDocument) -> DocumentCreated:
+        found = await self._find_document(cmd)
+        created = False
+        if found is None:
+            try:
+                found = await self.client.create(cmd.doc_type, cmd.document.to_qbo(), cmd.request_id)
+                created = True
+            except QboError as exc:
+                if exc.error_class is not ErrorClass.DUPLICATE_DOC_NUMBER:
+                    raise
+                found = await self._find_document(cmd)
+                if found is None:
+                    raise
+        how = "created" if created else "found"
+        metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how=how).inc()
+        result = DocumentCreated(
+            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
+            doc_type=cmd.doc_type, doc_number=str(found.get("DocNumber", cmd.document.DocNumber)),
+            qbo_id=str(found["Id"]), total_amt=found.get("TotalAmt", 0), created=created,
+        )
+        return result

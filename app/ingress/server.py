@@ -1,0 +1,140 @@
+"""The webhook ingress: verify · validate · produce (acks=all) · then 202.
+
+It answers 2xx only after the broker acknowledged the event, so Magento's
+retries cover every failure before that point. It never waits on QuickBooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from app import jsonutil, metrics, topics
+from app.domain.signature import SIGNATURE_HEADER, verify
+from app.settings import Settings
+from schemas.envelope import OrderEnvelope
+from schemas.magento import MagentoOrder, extract_order
+
+log = logging.getLogger("magqb.ingress")
+
+WEBHOOK_PATH = "/webhooks/magento/new-order"
+SOURCE = "magento-webhook"
+
+
+def _problem(status: int, error: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, **extra}, status=status, dumps=lambda o: jsonutil.dumps(o).decode())
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+class Ingress:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self._secret = settings.magento_webhook_secret.get_secret_value()
+
+    async def new_order(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            return await self._new_order(request)
+        finally:
+            metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+
+    async def _new_order(self, request: web.Request) -> web.Response:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            metrics.WEBHOOKS.labels(result="too_large").inc()
+            return _problem(413, f"body is larger than {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            metrics.WEBHOOKS.labels(result="too_large").inc()
+            return _problem(413, f"body is larger than {limit} bytes")
+
+        if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret):
+            metrics.WEBHOOKS.labels(result="bad_signature").inc()
+            log.warning("rejected webhook from %s: missing or bad %s", request.remote, SIGNATURE_HEADER)
+            return _problem(401, f"missing or invalid {SIGNATURE_HEADER}")
+
+        try:
+            parsed = jsonutil.loads(body)
+        except ValueError:
+            metrics.WEBHOOKS.labels(result="bad_json").inc()
+            return _problem(400, "body is not JSON")
+
+        raw_order = extract_order(parsed)
+        if not isinstance(raw_order, dict):
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            return _problem(422, "order is not a JSON object", errors=[{"field": "(body)", "message": "expected an object"}])
+        try:
+            order = MagentoOrder.model_validate(raw_order)
+        except ValidationError as exc:
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            errors = _field_errors(exc)
+            log.warning("rejected order (schema): %s", ", ".join(e["field"] for e in errors))
+            return _problem(422, "order does not match the Magento order schema", errors=errors)
+
+        envelope = OrderEnvelope(source=SOURCE, order=raw_order)
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(topics.ORDERS, envelope.to_bytes(), key=order.key.encode()),
+                timeout=self.settings.kafka_produce_timeout_seconds,
+            )
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            metrics.WEBHOOKS.labels(result="broker_unavailable").inc()
+            log.error("order_id=%s order=%s not accepted: Kafka did not acknowledge (%s)", order.key,
+                      order.order_ref, exc.__class__.__name__)
+            return _problem(503, "event store unavailable, retry later", retry_after_seconds=5)
+
+        metrics.WEBHOOKS.labels(result="accepted").inc()
+        log.info("order_id=%s order=%s accepted as event %s", order.key, order.order_ref, envelope.event_id)
+        return web.json_response({"event_id": envelope.event_id, "order_id": order.key}, status=202)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=3)
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            return web.json_response({"status": "unavailable", "kafka": exc.__class__.__name__}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=1,
+        request_timeout_ms=int(settings.kafka_produce_timeout_seconds * 1000),
+        client_id="magqb-ingress",
+    )
+
+
+def build_app(settings: Settings, producer: AIOKafkaProducer) -> web.Application:
+    # A chunked body past the limit makes request.read() raise; _new_order answers 413 either way.
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    ingress = Ingress(settings, producer)
+    app["ingress"] = ingress
+    app.router.add_post(WEBHOOK_PATH, ingress.new_order)
+    app.router.add_get("/healthz", ingress.healthz)
+    app.router.add_get("/readyz", ingress.readyz)
+    app.router.add_get("/metrics", ingress.metrics_page)
+    return app

@@ -1,0 +1,38 @@
+"""JSON at the edges, with money kept as Decimal end to end.
+
+orjson is fast but has no Decimal type: on the way out a Decimal is written as a
+raw JSON number (orjson.Fragment), never through float; on the way in, callers
+that read money (QBO responses, QBO request bodies in the sandbox) use
+`loads_decimal`, which parses every JSON number with a fraction as Decimal.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise TypeError(f"cannot encode non-finite amount {obj!r}")
+        return orjson.Fragment(format(obj, "f").encode())
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize to JSON bytes; Decimal becomes a JSON number with its exact digits."""
+    return orjson.dumps(obj, default=_default)
+
+
+def loads(data: bytes | str) -> Any:
+    """Fast parse for payloads whose numbers are not read as money here."""
+    return orjson.loads(data)
+
+
+def loads_decimal(data: bytes | str) -> Any:
+    """Parse with numbers that have a fraction or exponent as Decimal (no float anywhere)."""
+    return json.loads(data, parse_float=Decimal)

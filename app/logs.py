@@ -1,0 +1,33 @@
+"""One log format for every process: time, level, component, message (order lines carry order_id=)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=LOG_FORMAT,
+        force=True,
+    )
+    # aiokafka is chatty at INFO (every join, every metadata refresh).
+    logging.getLogger("aiokafka").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+
+
+
+def worker_logging_config(level: str = "INFO") -> dict[str, object]:
+    """dictConfig for the Faust worker: our lines at `level`, faust/mode/aiokafka internals at WARNING."""
+    quiet = "WARNING" if level.upper() != "DEBUG" else "DEBUG"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {name: {"level": quiet} for name in ("faust", "mode", "aiokafka")},
+    }

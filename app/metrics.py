@@ -1,0 +1,35 @@
+"""Prometheus metrics (prefix `magqb_`, base units, `_total` counters, no per-order labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOKS = Counter(
+    "magqb_webhooks",
+    "Webhook requests by outcome (accepted, bad_signature, bad_json, too_large, invalid, broker_unavailable).",
+    ["result"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "magqb_webhook_request_duration_seconds",
+    "Time to verify, validate and durably publish a webhook.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ORDERS = Counter("magqb_orders_processed", "Order events handled by the orders agent, by outcome.", ["outcome"])
+BAD_EVENTS = Counter(
+    "magqb_bad_events", "Events that could not be read (skipped and logged), by topic.", ["topic"]
+)
+COMMANDS = Counter("magqb_qbo_commands", "QBO commands finished by the dispatcher, by type and result.",
+                   ["command", "result"])
+QBO_REQUESTS = Counter("magqb_qbo_requests", "HTTP requests to QuickBooks, by entity, method and status.",
+                       ["entity", "method", "status"])
+QBO_REQUEST_SECONDS = Histogram(
+    "magqb_qbo_request_duration_seconds", "QuickBooks request latency.", ["entity"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DOCUMENTS = Counter("magqb_documents_created", "QBO sales documents booked, by type and how (created, found).",
+                    ["doc_type", "how"])
+RECONCILE_MISMATCHES = Counter(
+    "magqb_reconciliation_mismatches",
+    "Orders whose QBO document total differs from Magento's grand_total by more than the tolerance.",
+)
+COMMANDS_IN_FLIGHT = Gauge("magqb_dispatcher_in_flight", "QBO commands being dispatched right now.")

@@ -1,0 +1,297 @@
+"""One QBO company (realm) in memory: its lists, its sales forms and QBO's create rules.
+
+Responses follow the real shapes in reference/fixtures/qbo/: string Ids and
+SyncTokens, MetaData, `domain`/`sparse`, a SubTotal line on sales forms,
+TotalAmt computed by the server, ref names filled in.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from app.sandbox import faults
+from app.sandbox.faults import COMPANY_TZ, SandboxFault, meta_time
+
+ENTITIES = ("Account", "Customer", "Item", "TaxCode", "SalesReceipt", "Invoice")
+NAME_LISTS = {"Account", "Customer", "Item", "TaxCode"}
+SALES_FORMS = {"SalesReceipt": "Sales Receipt", "Invoice": "Invoice"}
+URL_ENTITIES = {e.lower(): e for e in ENTITIES}
+CREATABLE = {"customer": "Customer", "item": "Item", "salesreceipt": "SalesReceipt", "invoice": "Invoice"}
+
+_BAD_NAME_CHARS = re.compile(r"[:\t\n]")
+CENT = Decimal("0.01")
+
+
+def _money(value: Any, element: str) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise faults.request_body_invalid(f'{element} must be a number')
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise faults.request_body_invalid(f'{element} must be a number') from None
+    if not d.is_finite():
+        raise faults.request_body_invalid(f'{element} must be finite')
+    return d
+
+
+def _amount(d: Decimal) -> Decimal:
+    """QBO prints non-zero amounts with scale 2 and zero as 0."""
+    return Decimal(0) if d == 0 else d.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _thousands(d: Decimal) -> str:
+    return f"{d:,}"
+
+
+@dataclass
+class Company:
+    realm_id: str
+    entities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {e: {} for e in ENTITIES})
+    next_id: dict[str, int] = field(default_factory=dict)
+    doc_numbers: dict[str, tuple[str, str]] = field(default_factory=dict)  # DocNumber → (TxnType, Id)
+    next_doc_number: int = 1001
+
+    def __post_init__(self) -> None:
+        if not any(self.entities.values()):
+            self._seed()
+
+    # ------------------------------------------------------------ a new US sandbox company
+
+    def _seed(self) -> None:
+        now = meta_time()
+        meta = {"CreateTime": now, "LastUpdatedTime": now}
+
+        def account(id_: str, name: str, type_: str, sub: str) -> None:
+            self.entities["Account"][id_] = {
+                "Name": name, "SubAccount": False, "FullyQualifiedName": name, "Active": True,
+                "Classification": "Revenue" if type_ == "Income" else "Asset", "AccountType": type_,
+                "AccountSubType": sub, "CurrentBalance": 0, "CurrentBalanceWithSubAccounts": 0,
+                "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+                "domain": "QBO", "sparse": False, "Id": id_, "SyncToken": "0", "MetaData": dict(meta),
+            }
+
+        # The Ids a new QBO sandbox company uses for these accounts.
+        account("4", "Undeposited Funds", "Other Current Asset", "UndepositedFunds")
+        account("35", "Checking", "Bank", "Checking")
+        account("1", "Services", "Income", "ServiceFeeIncome")
+        account("79", "Sales of Product Income", "Income", "SalesOfProductIncome")
+        account("86", "Discounts given", "Income", "DiscountsRefundsGiven")
+        for code, name in (("TAX", "TAX"), ("NON", "NON")):
+            self.entities["TaxCode"][code] = {
+                "Name": name, "Description": name, "Active": True, "Taxable": code == "TAX", "TaxGroup": False,
+                "domain": "QBO", "sparse": False, "Id": code, "SyncToken": "0", "MetaData": dict(meta),
+            }
+        self.next_id = {"Account": 100, "Customer": 1, "Item": 1, "SalesReceipt": 1, "Invoice": 130, "TaxCode": 1}
+        self._store_item({"Name": "Services", "Type": "Service", "IncomeAccountRef": {"value": "1"}})
+        self._store_item({"Name": "Shipping", "Type": "Service", "IncomeAccountRef": {"value": "79"},
+                          "Description": "Shipping and handling"})
+
+    # ------------------------------------------------------------ helpers
+
+    def _new_id(self, entity: str) -> str:
+        n = self.next_id.get(entity, 1)
+        self.next_id[entity] = n + 1
+        return str(n)
+
+    def _base(self, entity: str) -> dict[str, Any]:
+        now = meta_time()
+        return {"domain": "QBO", "sparse": False, "Id": self._new_id(entity), "SyncToken": "0",
+                "MetaData": {"CreateTime": now, "LastUpdatedTime": now}}
+
+    def get(self, entity: str, id_: str) -> dict[str, Any] | None:
+        return self.entities[entity].get(id_)
+
+    def rows(self, entity: str) -> list[dict[str, Any]]:
+        return list(self.entities[entity].values())
+
+    def _ref(self, entity: str, ref: Any, element: str, name_key: str) -> dict[str, Any]:
+        if not isinstance(ref, dict) or not ref.get("value"):
+            raise faults.required_missing(element)
+        target = self.entities[entity].get(str(ref["value"]))
+        if target is None or not target.get("Active", True):
+            raise faults.invalid_reference(element, str(ref["value"]))
+        return {"value": target["Id"], "name": target.get(name_key, "")}
+
+    def _name_taken(self, entity_types: tuple[str, ...], key: str, name: str) -> bool:
+        wanted = name.strip().lower()
+        return any(
+            str(e.get(key, "")).strip().lower() == wanted and e.get("Active", True)
+            for t in entity_types
+            for e in self.entities[t].values()
+        )
+
+    # ------------------------------------------------------------ create
+
+    def create(self, entity: str, body: dict[str, Any], allow_duplicate_docnum: bool = False) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise faults.request_body_invalid("request body must be a JSON object")
+        if entity == "Customer":
+            return self._create_customer(body)
+        if entity == "Item":
+            return self._create_item(body)
+        return self._create_sales_form(entity, body, allow_duplicate_docnum)
+
+    def _create_customer(self, body: dict[str, Any]) -> dict[str, Any]:
+        parts = [body.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")]
+        display = body.get("DisplayName") or " ".join(str(p) for p in parts if p)
+        if not display or not str(display).strip():
+            raise faults.required_missing("DisplayName")
+        display = str(display)
+        if len(display) > 500:
+            raise faults.too_long("DisplayName", 500, len(display))
+        for key in ("DisplayName", "GivenName", "MiddleName", "FamilyName", "Title", "Suffix"):
+            if key in body and isinstance(body[key], str) and _BAD_NAME_CHARS.search(body[key] if key != "DisplayName" else display):
+                raise faults.invalid_name_chars(key)
+        if self._name_taken(("Customer",), "DisplayName", display):
+            raise faults.duplicate_name()
+        email = (body.get("PrimaryEmailAddr") or {}).get("Address")
+        if email is not None and len(str(email)) > 100:
+            raise faults.too_long("PrimaryEmailAddr.Address", 100, len(str(email)))
+        customer = {
+            "Taxable": True, "Job": False, "BillWithParent": False, "Balance": 0, "BalanceWithJobs": 0,
+            "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "PreferredDeliveryMethod": "Print",
+            **self._base("Customer"),
+        }
+        for key in ("GivenName", "MiddleName", "FamilyName", "CompanyName", "Title", "Suffix", "PrimaryEmailAddr",
+                    "BillAddr", "ShipAddr", "PrimaryPhone", "Notes"):
+            if body.get(key) is not None:
+                customer[key] = copy.deepcopy(body[key])
+        customer.update({"FullyQualifiedName": display, "DisplayName": display, "PrintOnCheckName": display,
+                         "Active": True, "DefaultTaxCodeRef": {"value": "2"}})
+        self.entities["Customer"][customer["Id"]] = customer
+        return customer
+
+    def _create_item(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("Name")
+        if not name or not str(name).strip():
+            raise faults.required_missing("Name")
+        name = str(name)
+        if len(name) > 100:
+            raise faults.too_long("Name", 100, len(name))
+        if _BAD_NAME_CHARS.search(name):
+            raise faults.invalid_name_chars("Name")
+        type_ = body.get("Type")
+        if type_ not in ("Inventory", "Service", "NonInventory"):
+            raise faults.required_missing("Type")
+        if self._name_taken(("Item",), "Name", name):
+            raise faults.duplicate_name()
+        if body.get("IncomeAccountRef") is not None:
+            self._ref("Account", body["IncomeAccountRef"], "IncomeAccountRef", "Name")
+        elif type_ in ("Inventory", "Service"):
+            raise faults.required_missing("IncomeAccountRef")
+        return self._store_item(body)
+
+    def _store_item(self, body: dict[str, Any]) -> dict[str, Any]:
+        item = {
+            "Name": body["Name"], "Active": True, "FullyQualifiedName": body["Name"], "Taxable": False,
+            "UnitPrice": body.get("UnitPrice", 0), "Type": body["Type"], "PurchaseCost": 0, "TrackQtyOnHand": False,
+            **self._base("Item"),
+        }
+        for key in ("Sku", "Description", "PurchaseDesc"):
+            if body.get(key) is not None:
+                item[key] = body[key]
+        if body.get("IncomeAccountRef"):
+            acct = self.entities["Account"][str(body["IncomeAccountRef"]["value"])]
+            item["IncomeAccountRef"] = {"value": acct["Id"], "name": acct["Name"]}
+        self.entities["Item"][item["Id"]] = item
+        return item
+
+    def _create_sales_form(self, entity: str, body: dict[str, Any], allow_duplicate_docnum: bool) -> dict[str, Any]:
+        lines_in = body.get("Line")
+        if not isinstance(lines_in, list) or not lines_in:
+            raise faults.required_missing("Line")
+        doc_number = body.get("DocNumber")
+        if doc_number is not None:
+            doc_number = str(doc_number)
+            if len(doc_number) > 21:
+                raise faults.too_long("DocNumber", 21, len(doc_number))
+            if doc_number in self.doc_numbers and not allow_duplicate_docnum:
+                txn_type, txn_id = self.doc_numbers[doc_number]
+                raise faults.duplicate_doc_number(doc_number, txn_type, txn_id)
+
+        doc: dict[str, Any] = {}
+        if body.get("CustomerRef") is not None or entity == "Invoice":
+            doc["CustomerRef"] = self._ref("Customer", body.get("CustomerRef"), "CustomerRef", "DisplayName")
+
+        lines: list[dict[str, Any]] = []
+        subtotal = Decimal(0)
+        discount = Decimal(0)
+        for n, raw in enumerate(lines_in, start=1):
+            if not isinstance(raw, dict):
+                raise faults.request_body_invalid("Line must be an object")
+            if "Amount" not in raw:
+                raise faults.required_missing("Amount")
+            amount = _money(raw["Amount"], "Line.Amount")
+            detail_type = raw.get("DetailType")
+            line: dict[str, Any] = {"Id": str(n), "LineNum": n}
+            if raw.get("Description") is not None:
+                line["Description"] = raw["Description"]
+            if detail_type == "SalesItemLineDetail":
+                d = raw.get("SalesItemLineDetail") or {}
+                out: dict[str, Any] = {"ItemRef": self._ref("Item", d.get("ItemRef"), "SalesItemLineDetail.ItemRef", "Name")}
+                qty = d.get("Qty")
+                price = d.get("UnitPrice")
+                if qty is not None and price is not None:
+                    q, p = _money(qty, "Qty"), _money(price, "UnitPrice")
+                    if (q * p).quantize(CENT, rounding=ROUND_HALF_UP) != amount.quantize(CENT, rounding=ROUND_HALF_UP):
+                        raise faults.amount_mismatch(_thousands(amount))
+                if price is not None:
+                    out["UnitPrice"] = _money(price, "UnitPrice")
+                if qty is not None:
+                    out["Qty"] = _money(qty, "Qty")
+                tax = d.get("TaxCodeRef") or {"value": "NON"}
+                out["TaxCodeRef"] = {"value": self._ref("TaxCode", tax, "TaxCodeRef", "Name")["value"]}
+                line.update({"Amount": _amount(amount), "DetailType": detail_type, "SalesItemLineDetail": out})
+                subtotal += amount
+            elif detail_type == "DiscountLineDetail":
+                d = raw.get("DiscountLineDetail") or {}
+                out = {"PercentBased": bool(d.get("PercentBased", False))}
+                if d.get("DiscountPercent") is not None:
+                    out["DiscountPercent"] = _money(d["DiscountPercent"], "DiscountPercent")
+                if d.get("DiscountAccountRef") is not None:
+                    out["DiscountAccountRef"] = self._ref("Account", d["DiscountAccountRef"], "DiscountAccountRef", "Name")
+                line.update({"Amount": _amount(amount), "DetailType": detail_type, "DiscountLineDetail": out})
+                discount += amount
+            elif detail_type == "DescriptionOnly":
+                line.update({"DetailType": detail_type, "DescriptionLineDetail": {}})
+            else:
+                raise faults.request_body_invalid(f"Line.DetailType {detail_type!r} is not supported")
+            lines.append(line)
+        lines.append({"Amount": _amount(subtotal), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
+
+        tax_detail = body.get("TxnTaxDetail") or {}
+        total_tax = _money(tax_detail.get("TotalTax", 0), "TxnTaxDetail.TotalTax")
+        total = subtotal - discount + total_tax
+
+        base = self._base(entity)
+        if doc_number is None:
+            doc_number = str(self.next_doc_number)
+            self.next_doc_number += 1
+        txn_date = body.get("TxnDate") or datetime.now(COMPANY_TZ).date().isoformat()
+        doc.update({
+            "domain": base.pop("domain"), "sparse": base.pop("sparse"), **base,
+            "DocNumber": doc_number, "TxnDate": txn_date,
+            "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+            "Line": lines,
+            "TxnTaxDetail": {"TotalTax": _amount(total_tax)},
+            "TotalAmt": _amount(total),
+            "PrintStatus": "NotSet", "EmailStatus": "NotSet",
+        })
+        if body.get("PrivateNote") is not None:
+            doc["PrivateNote"] = str(body["PrivateNote"])
+        if entity == "SalesReceipt":
+            deposit = body.get("DepositToAccountRef") or {"value": "4"}
+            doc["DepositToAccountRef"] = self._ref("Account", deposit, "DepositToAccountRef", "Name")
+            doc["Balance"] = 0
+        else:
+            doc["Balance"] = _amount(total)
+            doc["DueDate"] = body.get("DueDate") or txn_date
+        self.entities[entity][doc["Id"]] = doc
+        self.doc_numbers.setdefault(doc_number, (SALES_FORMS[entity], doc["Id"]))
+        return doc
+

@@ -1,0 +1,127 @@
+"""Service settings, from the environment and a `.env` file.
+
+Names follow what a Magento/QBO integrator already knows (see `.env.example`).
+Secrets are `SecretStr`: they never appear in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QBO_PRODUCTION_API = "https://quickbooks.api.intuit.com"
+QBO_SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com"
+QBO_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it and never echoes a secret."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # Magento
+    magento_webhook_secret: SecretStr = Field(validation_alias="MAGENTO_WEBHOOK_SECRET")
+    magento_base_url: str = Field("", validation_alias="MAGENTO_BASE_URL")
+    magento_access_token: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_ACCESS_TOKEN")
+
+    # QuickBooks Online
+    quickbooks_client_id: str = Field(validation_alias="QUICKBOOKS_CLIENT_ID")
+    quickbooks_client_secret: SecretStr = Field(validation_alias="QUICKBOOKS_CLIENT_SECRET")
+    quickbooks_refresh_token: SecretStr = Field(validation_alias="QUICKBOOKS_REFRESH_TOKEN")
+    quickbooks_realm_id: str = Field(validation_alias="QUICKBOOKS_REALM_ID")
+    quickbooks_sandbox: bool = Field(True, validation_alias="QUICKBOOKS_SANDBOX")
+    quickbooks_api_base_url: str = Field("", validation_alias="QUICKBOOKS_API_BASE_URL")
+    quickbooks_token_url: str = Field(QBO_TOKEN_URL, validation_alias="QUICKBOOKS_TOKEN_URL")
+    quickbooks_minor_version: int = Field(75, validation_alias="QUICKBOOKS_MINOR_VERSION")
+    quickbooks_timeout_seconds: float = Field(30.0, validation_alias="QUICKBOOKS_TIMEOUT_SECONDS")
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_partitions: int = Field(8, ge=1, validation_alias="MAGQB_PARTITIONS")
+    kafka_replication_factor: int = Field(1, ge=1, validation_alias="MAGQB_REPLICATION_FACTOR")
+    kafka_connect_timeout_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_KAFKA_CONNECT_TIMEOUT")
+    kafka_produce_timeout_seconds: float = Field(10.0, gt=0, validation_alias="MAGQB_PRODUCE_TIMEOUT")
+
+    # This service
+    data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAGQB_MAX_BODY_BYTES")
+    app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
+    log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")
+
+    # Mapping (issue #5 moves these into the mapping file)
+    doc_number_prefix: str = Field("MAG-", max_length=10, validation_alias="MAGQB_DOC_NUMBER_PREFIX")
+    deposit_account_id: str = Field("4", validation_alias="MAGQB_DEPOSIT_ACCOUNT_ID")
+    deposit_account_name: str = Field("Undeposited Funds", validation_alias="MAGQB_DEPOSIT_ACCOUNT_NAME")
+    discount_account_id: str = Field("86", validation_alias="MAGQB_DISCOUNT_ACCOUNT_ID")
+    income_account_id: str = Field("79", validation_alias="MAGQB_INCOME_ACCOUNT_ID")
+    shipping_item_name: str = Field("Shipping", validation_alias="MAGQB_SHIPPING_ITEM_NAME")
+    reconcile_tolerance: Decimal = Field(Decimal("0.01"), ge=0, validation_alias="MAGQB_RECONCILE_TOLERANCE")
+
+    @field_validator("magento_webhook_secret", "quickbooks_client_secret", "quickbooks_refresh_token")
+    @classmethod
+    def _not_blank(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("quickbooks_client_id", "quickbooks_realm_id")
+    @classmethod
+    def _not_blank_str(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip()
+
+    @property
+    def qbo_api_base(self) -> str:
+        """Base URL of the Accounting API; an explicit URL (the local sandbox) wins."""
+        if self.quickbooks_api_base_url:
+            return self.quickbooks_api_base_url.rstrip("/")
+        return QBO_SANDBOX_API if self.quickbooks_sandbox else QBO_PRODUCTION_API
+
+    @property
+    def kafka_broker_url(self) -> str:
+        """Faust wants kafka:// URLs; KAFKA_BOOTSTRAP_SERVERS is the plain host:port list."""
+        return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(",") if h.strip())
+
+
+def _env_name(field_name: str) -> str:
+    field = Settings.model_fields[field_name]
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field_name.upper()
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable, never echoing its value."""
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        env = _env_name(name) if name in Settings.model_fields else name
+        if err["type"] == "missing":
+            lines.append(f"missing required setting {env} (set it in the environment or .env)")
+        else:
+            lines.append(f"invalid setting {env}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,30 @@
+"""Topic names and partition counts: one place, shared by ingress, worker and tools.
+
+`magento.orders` and `qbo.results` are keyed by order id and co-partitioned
+with the order-state table, so one worker owns an order end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ORDERS = "magento.orders"
+COMMANDS = "qbo.commands"
+RESULTS = "qbo.results"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def app_topics(partitions: int, replication_factor: int) -> list[TopicSpec]:
+    keep_forever = {"retention.ms": "-1"}  # the order log is the source of truth: replays need all of it
+    return [
+        TopicSpec(ORDERS, partitions, replication_factor, {**keep_forever, "min.insync.replicas": "1"}),
+        TopicSpec(COMMANDS, partitions, replication_factor, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
+    ]

@@ -1,0 +1,82 @@
+"""The Faust app: topics, tables and agents wired together for `magqb worker`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from app import topics
+from app.domain.mapping import MappingConfig
+from app.settings import Settings
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    app: faust.App
+    orders_and_results: faust.TopicT
+    commands: faust.TopicT
+    results: faust.TopicT
+    order_state: faust.Table
+    customers: faust.GlobalTable
+    items: faust.GlobalTable
+    mapping: MappingConfig
+
+
+def mapping_config(settings: Settings) -> MappingConfig:
+    return MappingConfig(
+        doc_number_prefix=settings.doc_number_prefix,
+        deposit_account_id=settings.deposit_account_id,
+        deposit_account_name=settings.deposit_account_name,
+        discount_account_id=settings.discount_account_id,
+        income_account_id=settings.income_account_id,
+        shipping_item_name=settings.shipping_item_name,
+        reconcile_tolerance=settings.reconcile_tolerance,
+    )
+
+
+def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext:
+    n = settings.kafka_partitions
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker_url,
+        datadir=str(settings.data_dir / "faust"),
+        store="memory://",  # tables are rebuilt from their changelog topics on start
+        topic_partitions=n,
+        topic_replication_factor=settings.kafka_replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_host="127.0.0.1",
+        web_port=web_port,
+        web_bind="127.0.0.1",
+        autodiscover=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    orders_and_results = app.topic(topics.ORDERS, topics.RESULTS, partitions=n, **raw)
+    commands = app.topic(topics.COMMANDS, partitions=n, **raw)
+    results = app.topic(topics.RESULTS, partitions=n, **raw)
+    table: dict[str, Any] = {"partitions": n}  # keys and values are JSON (faust's default for tables)
+    # Every worker needs every customer and item id, whichever partitions it owns.
+    global_table = {**table, "synchronize_all_active_partitions": True}
+    ctx = WorkerContext(
+        settings=settings,
+        app=app,
+        orders_and_results=orders_and_results,
+        commands=commands,
+        results=results,
+        order_state=app.Table("order_state", default=None, **table),
+        customers=app.GlobalTable("customers", default=None, **global_table),
+        items=app.GlobalTable("items", default=None, **global_table),
+        mapping=mapping_config(settings),
+    )
+    from agents.dispatcher import register_dispatcher
+    from agents.orders import register_orders_agent
+
+    register_orders_agent(ctx)
+    register_dispatcher(ctx)
+    return ctx

@@ -1,0 +1,65 @@
+"""Commands on `qbo.commands`: what the dispatcher must do in QuickBooks.
+
+Each command carries a deterministic `request_id` (QBO `requestid`): the same
+intent always gets the same id, across retries, restarts and replays.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.qbo import DocType, SalesDocument
+
+COMMAND_VERSION = 1
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = COMMAND_VERSION
+    order_id: str = Field(min_length=1, description="Magento entity_id of the order that needs it")
+    order_ref: str = Field(min_length=1, description="Magento increment_id, for humans and logs")
+    realm_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1, max_length=50)
+    issued_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class EnsureCustomer(_Command):
+    type: Literal["ensure_customer"] = "ensure_customer"
+    email: str
+    display_name: str = Field(min_length=1, max_length=500)
+    given_name: str | None = None
+    family_name: str | None = None
+    company_name: str | None = None
+
+
+class EnsureItem(_Command):
+    type: Literal["ensure_item"] = "ensure_item"
+    name: str = Field(min_length=1, max_length=100, description="QBO Item Name (unique): the SKU")
+    sku: str | None = None
+    description: str | None = None
+    item_type: Literal["NonInventory", "Service"] = "NonInventory"
+    income_account_id: str
+
+
+class CreateDocument(_Command):
+    type: Literal["create_document"] = "create_document"
+    doc_type: DocType
+    document: SalesDocument
+    magento_grand_total: Decimal
+
+
+QboCommand = Annotated[EnsureCustomer | EnsureItem | CreateDocument, Field(discriminator="type")]
+command_adapter: TypeAdapter[EnsureCustomer | EnsureItem | CreateDocument] = TypeAdapter(QboCommand)
+
+
+def encode_command(cmd: EnsureCustomer | EnsureItem | CreateDocument) -> bytes:
+    return cmd.model_dump_json().encode()
+
+
+def decode_command(raw: bytes) -> EnsureCustomer | EnsureItem | CreateDocument:
+    return command_adapter.validate_json(raw)

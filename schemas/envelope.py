@@ -1,0 +1,49 @@
+"""The event the ingress writes to `magento.orders`: the source of truth for every order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app import jsonutil
+
+ENVELOPE_VERSION = 1
+
+
+class EnvelopeError(ValueError):
+    """An event on `magento.orders` that cannot be read (not JSON, unknown version, bad fields)."""
+
+
+class OrderEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = ENVELOPE_VERSION
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: str = Field(min_length=1, description="who produced it: webhook, replay, backfill …")
+    # The verified order exactly as Magento sent it: later schema versions re-read the log.
+    order: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return jsonutil.dumps(self.model_dump(mode="json"))
+
+
+def decode_envelope(raw: bytes | None) -> OrderEnvelope:
+    if not raw:
+        raise EnvelopeError("empty event")
+    try:
+        data = jsonutil.loads(raw)
+    except ValueError as exc:
+        raise EnvelopeError(f"event is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EnvelopeError("event is not a JSON object")
+    version = data.get("schema_version", ENVELOPE_VERSION)
+    if version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"unsupported envelope schema_version {version!r} (this worker reads {ENVELOPE_VERSION})")
+    try:
+        return OrderEnvelope.model_validate(data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"bad envelope: {exc.error_count()} error(s): {exc.errors()[0]['msg']}") from None

@@ -1,0 +1,77 @@
+"""Result events on `qbo.results` (keyed by order id): what happened in QuickBooks.
+
+The order-state, customer and item tables are derived from these events only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.qbo import DocType
+
+EVENT_VERSION = 1
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = EVENT_VERSION
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    order_id: str
+    order_ref: str
+    realm_id: str
+    request_id: str
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class CustomerResolved(_Result):
+    type: Literal["customer_resolved"] = "customer_resolved"
+    email: str
+    customer_id: str
+    display_name: str
+    created: bool
+
+
+class ItemResolved(_Result):
+    type: Literal["item_resolved"] = "item_resolved"
+    name: str
+    item_id: str
+    created: bool
+
+
+class DocumentCreated(_Result):
+    type: Literal["document_created"] = "document_created"
+    doc_type: DocType
+    doc_number: str
+    qbo_id: str
+    total_amt: Decimal
+    created: bool = Field(description="False when an existing document with the DocNumber was found")
+
+
+class CommandFailed(_Result):
+    type: Literal["command_failed"] = "command_failed"
+    command_type: str
+    error_class: str
+    message: str
+    fault: dict[str, Any] | None = None
+
+
+ResultEvent = Annotated[
+    CustomerResolved | ItemResolved | DocumentCreated | CommandFailed, Field(discriminator="type")
+]
+result_adapter: TypeAdapter[CustomerResolved | ItemResolved | DocumentCreated | CommandFailed] = TypeAdapter(
+    ResultEvent
+)
+
+
+def encode_result(ev: CustomerResolved | ItemResolved | DocumentCreated | CommandFailed) -> bytes:
+    return ev.model_dump_json().encode()
+
+
+def decode_result(raw: bytes) -> CustomerResolved | ItemResolved | DocumentCreated | CommandFailed:
+    return result_adapter.validate_json(raw)

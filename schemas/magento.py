@@ -1,0 +1,213 @@
+"""The Magento 2 order as it reaches us (`GET /V1/orders/{id}` shape, `OrderInterface`).
+
+Real senders disagree on types: REST sends numbers as JSON numbers, observer/I/O
+events send DB strings ("700.000000", "673"), keys with null values are left
+out, guests have no `customer_id`. The models accept all of those and keep
+money as Decimal (see reference/magento.md §1 and §5.10).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+def _money(v: Any) -> Any:
+    if v is None or v == "":
+        return Decimal("0")
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(v, float):
+        # Shortest repr is the literal the sender wrote (orjson parsed it as float).
+        v = repr(v)
+    try:
+        d = Decimal(str(v).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a number: {str(v)[:40]!r}") from None
+    if not d.is_finite():
+        raise ValueError("amount must be finite")
+    return d
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a string")
+    if isinstance(v, int | float | Decimal):
+        return str(v)
+    return v
+
+
+def _flag(v: Any) -> Any:
+    if isinstance(v, str) and v.strip() in {"0", "1"}:
+        return v.strip() == "1"
+    return v
+
+
+def _lines(v: Any) -> Any:
+    # REST sends street as an array; observer events join the lines with "\n".
+    if isinstance(v, str):
+        return [line for line in v.split("\n")]
+    return v
+
+
+Money = Annotated[Decimal, BeforeValidator(_money)]
+Text = Annotated[str, BeforeValidator(_text)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class _Lenient(BaseModel):
+    # Magento payloads carry dozens of fields we do not use; the raw order is kept in the envelope.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class MagentoAddress(_Lenient):
+    address_type: Text | None = None
+    firstname: Text | None = None
+    lastname: Text | None = None
+    company: Text | None = None
+    street: Annotated[list[Text], BeforeValidator(_lines)] = Field(default_factory=list)
+    city: Text | None = None
+    region: Text | None = None
+    region_code: Text | None = None
+    postcode: Text | None = None
+    country_id: Text | None = None
+    telephone: Text | None = None
+    email: Text | None = None
+
+
+class MagentoPayment(_Lenient):
+    method: Text
+    additional_information: list[Any] | dict[str, Any] | None = None
+
+
+class MagentoOrderItem(_Lenient):
+    item_id: int | None = None
+    parent_item_id: int | None = None
+    sku: Text = Field(min_length=1)
+    name: Text | None = None
+    product_type: Text | None = None
+    qty_ordered: Money
+    price: Money = Decimal("0")
+    base_price: Money = Decimal("0")
+    row_total: Money = Decimal("0")
+    tax_amount: Money = Decimal("0")
+    tax_percent: Money = Decimal("0")
+    discount_amount: Money = Decimal("0")
+    order_id: int | None = None
+
+    @field_validator("qty_ordered")
+    @classmethod
+    def _positive_qty(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+
+def _parse_magento_time(v: Any) -> Any:
+    if v is None or isinstance(v, datetime):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("expected 'YYYY-MM-DD HH:MM:SS'")
+    s = v.strip().replace("T", " ").removesuffix("Z")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(s, fmt)
+        except ValueError:
+            continue
+    raise ValueError(f"not a Magento date-time: {v[:40]!r}")
+
+
+class MagentoOrder(_Lenient):
+    """The fields of a Magento order the product reads. Amounts are in the order currency."""
+
+    entity_id: int = Field(ge=1)
+    increment_id: Text | None = None
+    state: Text | None = None
+    status: Text | None = None
+    store_id: int | None = None
+    created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
+
+    customer_email: Text = Field(min_length=3, max_length=254)
+    customer_id: int | None = None
+    customer_is_guest: Flag = False
+    customer_firstname: Text | None = None
+    customer_lastname: Text | None = None
+
+    order_currency_code: Text = "USD"
+    base_currency_code: Text | None = None
+    base_to_order_rate: Money = Decimal("1")
+
+    grand_total: Money
+    subtotal: Money = Decimal("0")
+    tax_amount: Money = Decimal("0")
+    shipping_amount: Money = Decimal("0")
+    shipping_tax_amount: Money = Decimal("0")
+    shipping_discount_amount: Money = Decimal("0")
+    shipping_description: Text | None = None
+    discount_amount: Money = Decimal("0")
+    discount_description: Text | None = None
+
+    relation_parent_id: Text | None = None
+    relation_parent_real_id: Text | None = None
+
+    items: list[MagentoOrderItem] = Field(min_length=1)
+    billing_address: MagentoAddress | None = None
+    payment: MagentoPayment | None = None
+
+    @field_validator("customer_email")
+    @classmethod
+    def _email_shape(cls, v: str) -> str:
+        v = v.strip()
+        if "@" not in v:
+            raise ValueError("not an e-mail address")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_event_data(cls, data: Any) -> Any:
+        """Adobe I/O observer events carry the model's data array, not the REST DTO:
+        no `entity_id` (the items' `order_id` is the same key) and `addresses[]`
+        instead of `billing_address`."""
+        if not isinstance(data, dict):
+            return data
+        if "entity_id" not in data:
+            items = data.get("items")
+            if isinstance(items, list) and items and isinstance(items[0], dict) and items[0].get("order_id"):
+                data = {**data, "entity_id": items[0]["order_id"]}
+        if "billing_address" not in data and isinstance(data.get("addresses"), list):
+            billing = [a for a in data["addresses"] if isinstance(a, dict) and a.get("address_type") == "billing"]
+            if billing:
+                data = {**data, "billing_address": billing[0]}
+        return data
+
+    @property
+    def order_ref(self) -> str:
+        """The human order number (increment id), or the entity id when a sender omits it."""
+        return self.increment_id or str(self.entity_id)
+
+    @property
+    def key(self) -> str:
+        """Kafka key and table key of the order."""
+        return str(self.entity_id)
+
+
+def extract_order(body: Any) -> Any:
+    """Find the order object in the body shapes Magento senders use.
+
+    - the bare order object (the blueprint, Adobe Commerce webhooks' `order` aside);
+    - `{"data": {order}}` (Mage-OS async events);
+    - `{"data": {"value": {order}}}` (Adobe I/O Events CloudEvents).
+    """
+    if isinstance(body, dict):
+        if isinstance(body.get("order"), dict) and "items" not in body:
+            return body["order"]
+        data = body.get("data")
+        if isinstance(data, dict) and "items" not in body:
+            value = data.get("value")
+            if isinstance(value, dict) and "items" in value:
+                return value
+            return data
+    return body

@@ -1,0 +1,73 @@
+"""QuickBooks Online documents as we send them (Accounting API v3 field names).
+
+Amounts are Decimal; `app.jsonutil.dumps` writes them as exact JSON numbers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Qbo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Ref(_Qbo):
+    value: str
+    name: str | None = None
+
+
+class SalesItemDetail(_Qbo):
+    ItemRef: Ref
+    Qty: Decimal | None = None
+    UnitPrice: Decimal | None = None
+    TaxCodeRef: Ref | None = None
+
+
+class DiscountDetail(_Qbo):
+    PercentBased: bool = False
+    DiscountAccountRef: Ref | None = None
+
+
+class DocLine(_Qbo):
+    Amount: Decimal
+    DetailType: Literal["SalesItemLineDetail", "DiscountLineDetail"]
+    Description: str | None = None
+    SalesItemLineDetail: SalesItemDetail | None = None
+    DiscountLineDetail: DiscountDetail | None = None
+
+
+class TaxDetail(_Qbo):
+    TotalTax: Decimal
+
+
+DocType = Literal["SalesReceipt", "Invoice"]
+
+
+class SalesDocument(_Qbo):
+    """A SalesReceipt or an Invoice body (the shared fields; the type says which endpoint)."""
+
+    Line: list[DocLine]
+    CustomerRef: Ref
+    TxnDate: str | None = None  # yyyy-MM-dd; QBO uses its own date when absent
+    DocNumber: str
+    PrivateNote: str
+    TxnTaxDetail: TaxDetail | None = None
+    DepositToAccountRef: Ref | None = None  # SalesReceipt only
+    CurrencyRef: Ref | None = None
+
+    def to_qbo(self) -> dict[str, Any]:
+        """The request body: None fields left out, Decimals kept for exact JSON numbers."""
+        return self.model_dump(exclude_none=True, mode="python")
+
+    def computed_total(self) -> Decimal:
+        """What QBO will compute as TotalAmt: item lines − discounts + tax."""
+        total = Decimal("0")
+        for line in self.Line:
+            total += -line.Amount if line.DetailType == "DiscountLineDetail" else line.Amount
+        if self.TxnTaxDetail is not None:
+            total += self.TxnTaxDetail.TotalTax
+        return total

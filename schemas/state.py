@@ -1,0 +1,51 @@
+"""Rows of the Faust tables (stored in their changelog topics, so they cross process boundaries)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OrderStatus = Literal["resolving", "requested", "synced", "failed"]
+
+
+class TotalMismatchRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    document_total: Decimal
+    magento_grand_total: Decimal
+    difference: Decimal
+
+
+class OrderState(BaseModel):
+    """Where an order stands. `resolving`: waiting for its customer/items; `requested`: the
+    create-document command is out; `synced`: the QBO document exists; `failed`: a command
+    failed permanently (a new delivery of the order tries again)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    status: OrderStatus
+    order_ref: str
+    event_id: str
+    # The order body is kept only until the document is requested.
+    order: dict[str, Any] | None = None
+    doc_type: str | None = None
+    doc_number: str | None = None
+    qbo_id: str | None = None
+    mismatch: TotalMismatchRecord | None = None
+    error: str | None = None
+    duplicates_seen: int = 0
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class CustomerEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    customer_id: str
+    display_name: str
+
+
+class ItemEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    item_id: str
