@@ -1,0 +1,86 @@
+"""Shared fixtures and factories: Magento orders, signed bodies, settings, free ports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MAGENTO_FIXTURES = sorted((FIXTURES / "magento").glob("*.json"))
+QBO_FIXTURES = FIXTURES / "qbo"
+
+# Settings every process under test gets; nothing is read from a developer's .env.
+TEST_ENV: dict[str, str] = {
+    "MAGENTO_WEBHOOK_SECRET": "test-webhook-secret",
+    "QUICKBOOKS_CLIENT_ID": "test-client-id",
+    "QUICKBOOKS_CLIENT_SECRET": "test-client-secret",
+    "QUICKBOOKS_REFRESH_TOKEN": "test-initial-refresh-token",
+    "QUICKBOOKS_REALM_ID": "9130350000000042",
+    "QUICKBOOKS_SANDBOX": "true",
+}
+
+
+def blueprint_order() -> dict[str, Any]:
+    """The sample order of reference/seed-blueprint.txt (also `magqb sample-webhook`'s body)."""
+    return json.loads(resources.files("app.samples").joinpath("blueprint_order.json").read_text())
+
+
+def magento_fixture(name_part: str) -> dict[str, Any]:
+    matches = [p for p in MAGENTO_FIXTURES if name_part in p.name]
+    assert len(matches) == 1, f"{name_part!r} matches {matches}"
+    return json.loads(matches[0].read_text())
+
+
+def make_order(entity_id: int, email: str, skus: list[tuple[str, int, str]], **overrides: Any) -> dict[str, Any]:
+    """A blueprint-shaped order: `skus` is [(sku, qty, unit price)]; tax 0, shipping 5."""
+    order = copy.deepcopy(blueprint_order())
+    items = []
+    subtotal = 0.0
+    for n, (sku, qty, price) in enumerate(skus, start=1):
+        row = round(qty * float(price), 2)
+        subtotal += row
+        items.append({"item_id": n, "sku": sku, "name": f"Product {sku}", "qty_ordered": qty,
+                      "price": float(price), "row_total": row, "tax_amount": 0, "discount_amount": 0})
+    order.update({
+        "entity_id": entity_id, "increment_id": f"{entity_id:09d}", "customer_email": email, "items": items,
+        "subtotal": round(subtotal, 2), "tax_amount": 0, "shipping_amount": 5,
+        "grand_total": round(subtotal + 5, 2),
+    })
+    order.update(overrides)
+    return order
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    env = {**TEST_ENV, "MAGQB_DATA_DIR": str(tmp_path / "data")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working tree
+    return env
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The real broker `make test` started; tests that need it fail loudly without it."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    host, _, port = bootstrap.partition(":")
+    if not bootstrap:
+        pytest.fail("KAFKA_BOOTSTRAP_SERVERS is not set: run the suite with `make test` (it starts Kafka)")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"no Kafka broker at {bootstrap} ({exc}): run the suite with `make test`")
+    return bootstrap

@@ -1,0 +1,128 @@
+from decimal import Decimal
+
+from app import jsonutil
+from app.domain.mapping import (
+    MappingConfig,
+    ResolvedRefs,
+    booked_items,
+    customer_need,
+    doc_number,
+    item_needs,
+    map_order,
+)
+from schemas.magento import MagentoOrder
+from tests.conftest import blueprint_order, magento_fixture
+
+CFG = MappingConfig()
+REFS = ResolvedRefs(customer_id="4", customer_name="Jane Doe",
+                    item_ids={"PROD001": "1", "PROD002": "2", "Shipping": "3"})
+
+
+def _blueprint() -> MagentoOrder:
+    return MagentoOrder.model_validate(blueprint_order())
+
+
+def test_blueprint_sample_becomes_the_blueprint_sales_receipt() -> None:
+    mapped = map_order(_blueprint(), REFS, CFG)
+    body = jsonutil.loads_decimal(jsonutil.dumps(mapped.document.to_qbo()))
+
+    assert mapped.doc_type == "SalesReceipt"
+    assert body["Line"] == [
+        {"Amount": Decimal("20.00"), "DetailType": "SalesItemLineDetail", "Description": "Product A",
+         "SalesItemLineDetail": {"ItemRef": {"value": "1", "name": "PROD001"}, "Qty": 2,
+                                 "UnitPrice": 10, "TaxCodeRef": {"value": "TAX"}}},
+        {"Amount": Decimal("25.00"), "DetailType": "SalesItemLineDetail", "Description": "Product B",
+         "SalesItemLineDetail": {"ItemRef": {"value": "2", "name": "PROD002"}, "Qty": 1,
+                                 "UnitPrice": 25, "TaxCodeRef": {"value": "TAX"}}},
+        {"Amount": Decimal("5.00"), "DetailType": "SalesItemLineDetail",
+         "SalesItemLineDetail": {"ItemRef": {"value": "3", "name": "Shipping"}, "Qty": 1,
+                                 "UnitPrice": Decimal("5.00"), "TaxCodeRef": {"value": "NON"}}},
+    ]
+    assert body["TxnTaxDetail"] == {"TotalTax": Decimal("3.60")}
+    assert body["CustomerRef"] == {"value": "4", "name": "Jane Doe"}
+    assert body["DepositToAccountRef"] == {"value": "4", "name": "Undeposited Funds"}
+    assert body["DocNumber"] == "MAG-100000001"
+    assert body["PrivateNote"] == "Magento Order ID: 100000001"
+    assert body["TxnDate"] == "2023-10-26"
+    assert "TotalAmt" not in body  # read-only in QBO: it computes it
+
+
+def test_amounts_are_exact_json_numbers_never_floats() -> None:
+    raw = jsonutil.dumps(map_order(_blueprint(), REFS, CFG).document.to_qbo())
+    assert b'"Amount":20.00' in raw and b'"TotalTax":3.60' in raw
+
+
+def test_blueprint_sample_total_mismatch_is_reported_not_hidden() -> None:
+    mapped = map_order(_blueprint(), REFS, CFG)
+    assert mapped.document.computed_total() == Decimal("53.60")
+    assert mapped.mismatch is not None
+    assert mapped.mismatch.magento_grand_total == Decimal("48.60")
+    assert mapped.mismatch.difference == Decimal("5.00")
+
+
+def test_one_cent_difference_is_within_tolerance() -> None:
+    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.59})
+    assert map_order(order, REFS, CFG).mismatch is None
+    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.58})
+    assert map_order(order, REFS, CFG).mismatch is not None
+
+
+def test_configurable_child_line_is_not_booked_again() -> None:
+    order = MagentoOrder.model_validate(magento_fixture("000000013_configurable"))
+    assert [(i.item_id, i.sku) for i in booked_items(order.items)] == [(16, "MH09-XS-Blue"), (18, "RACER")]
+    refs = ResolvedRefs("7", "Veronica Costello", {"MH09-XS-Blue": "10", "RACER": "11", "Shipping": "3"})
+    mapped = map_order(order, refs, CFG)
+    assert [line.Amount for line in mapped.document.Line] == [Decimal("138.00"), Decimal("224.00"), Decimal("5.00")]
+    assert mapped.document.computed_total() == Decimal("396.87")
+    assert mapped.mismatch is None
+
+
+def test_dynamic_bundle_books_its_priced_children_not_the_parent() -> None:
+    order = MagentoOrder.model_validate(magento_fixture("AdobeDocs"))
+    booked = booked_items(order.items)
+    assert all(i.product_type != "bundle" for i in booked)
+    assert sum(i.row_total for i in booked) == order.subtotal
+
+
+def test_item_needs_list_each_sku_once_plus_shipping() -> None:
+    order = MagentoOrder.model_validate(magento_fixture("000000013_configurable"))
+    assert [(n.name, n.item_type) for n in item_needs(order, CFG)] == [
+        ("MH09-XS-Blue", "NonInventory"), ("RACER", "NonInventory"), ("Shipping", "Service")]
+
+
+def test_guest_customer_name_falls_back_to_billing_address() -> None:
+    order = MagentoOrder.model_validate(magento_fixture("000000019_guest"))
+    need = customer_need(order)
+    assert need.email == order.customer_email.lower()
+    bill = order.billing_address
+    assert bill is not None
+    assert need.display_name == f"{bill.firstname} {bill.lastname}"
+
+
+def test_doc_number_is_at_most_21_characters_and_deterministic() -> None:
+    order = MagentoOrder.model_validate({**blueprint_order(), "increment_id": "2000000123456789012345-1"})
+    number = doc_number(order, "MAG-")
+    assert len(number) == 21
+    assert number == doc_number(order, "MAG-")
+    assert number == "MAG-200000012345-7e45"
+    other = MagentoOrder.model_validate({**blueprint_order(), "increment_id": "2000000123456789012345-2"})
+    assert doc_number(other, "MAG-") != number
+
+
+def test_purchase_order_payment_books_an_invoice_without_deposit_account() -> None:
+    raw = blueprint_order()
+    raw["payment"] = {"method": "purchaseorder"}
+    mapped = map_order(MagentoOrder.model_validate(raw), REFS, CFG)
+    assert mapped.doc_type == "Invoice"
+    assert mapped.document.DepositToAccountRef is None
+
+
+def test_amount_without_exact_unit_price_is_sent_alone() -> None:
+    raw = blueprint_order()
+    raw["items"][0].update({"qty_ordered": 3, "price": 3.33, "row_total": 10.00})
+    mapped = map_order(MagentoOrder.model_validate(raw), REFS, CFG)
+    line = mapped.document.Line[0]
+    assert line.Amount == Decimal("10.00")
+    assert line.SalesItemLineDetail is not None
+    assert line.SalesItemLineDetail.Qty is None and line.SalesItemLineDetail.UnitPrice is None
+    assert line.Description == "Product A (qty 3)"

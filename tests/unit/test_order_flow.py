@@ -1,0 +1,99 @@
+from decimal import Decimal
+
+from app.domain.mapping import MappingConfig
+from app.domain.order_flow import on_order, on_result
+from app.domain.request_ids import MAX_LEN, customer_request_id, document_request_id
+from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
+from schemas.events import CommandFailed, CustomerResolved, DocumentCreated
+from schemas.magento import MagentoOrder
+from schemas.state import CustomerEntry, ItemEntry, OrderState
+from tests.conftest import blueprint_order
+
+CFG = MappingConfig()
+REALM = "123"
+RAW = blueprint_order()
+ORDER = MagentoOrder.model_validate(RAW)
+ALL_ITEMS = {"prod001": ItemEntry(item_id="1"), "prod002": ItemEntry(item_id="2"), "shipping": ItemEntry(item_id="3")}
+
+
+def customers(known: dict[str, CustomerEntry]):  # noqa: ANN201
+    return lambda email: known.get(email)
+
+
+def items(known: dict[str, ItemEntry]):  # noqa: ANN201
+    return lambda name: known.get(name.lower())
+
+
+def test_new_order_with_nothing_known_asks_for_customer_and_each_item() -> None:
+    d = on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM)
+    assert d.outcome == "waiting"
+    assert d.state is not None and d.state.status == "resolving" and d.state.order == RAW
+    assert [type(c).__name__ for c in d.commands] == ["EnsureCustomer", "EnsureItem", "EnsureItem", "EnsureItem"]
+    cust = d.commands[0]
+    assert isinstance(cust, EnsureCustomer)
+    assert (cust.email, cust.display_name, cust.request_id) == (
+        "jane.doe@example.com", "Jane Doe", customer_request_id(REALM, "jane.doe@example.com"))
+    assert [c.name for c in d.commands[1:] if isinstance(c, EnsureItem)] == ["PROD001", "PROD002", "Shipping"]
+
+
+def test_everything_known_requests_the_document_at_once() -> None:
+    known = customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")})
+    d = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), CFG, REALM)
+    assert d.outcome == "requested"
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    assert cmd.document.DocNumber == "MAG-100000001"
+    assert cmd.request_id == document_request_id(REALM, "SalesReceipt", "MAG-100000001")
+    assert d.state is not None and d.state.status == "requested" and d.state.order is None
+    assert d.state.mismatch is not None and d.state.mismatch.difference == Decimal("5.00")
+
+
+def test_duplicate_delivery_emits_nothing() -> None:
+    for status in ("resolving", "requested", "synced"):
+        state = OrderState(status=status, order_ref="100000001", event_id="ev1")
+        d = on_order(state, ORDER, RAW, "ev2", customers({}), items({}), CFG, REALM)
+        assert (d.outcome, d.commands) == ("duplicate", [])
+        assert d.state is not None and d.state.duplicates_seen == 1 and d.state.status == status
+
+
+def test_resolution_results_complete_the_order_once_everything_is_known() -> None:
+    first = on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM)
+    assert first.state is not None
+    resolved = CustomerResolved(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="r",
+                                email="jane.doe@example.com", customer_id="9", display_name="Jane Doe", created=True)
+    # Items still unknown: keep waiting, ask for nothing new.
+    partial = on_result(first.state, resolved,
+                        customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}),
+                        items({}), CFG, REALM)
+    assert (partial.outcome, partial.commands) == ("waiting", [])
+    done = on_result(first.state, resolved,
+                     customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}),
+                     items(ALL_ITEMS), CFG, REALM)
+    assert done.outcome == "requested" and isinstance(done.commands[0], CreateDocument)
+
+
+def test_document_created_marks_the_order_synced() -> None:
+    state = OrderState(status="requested", order_ref="100000001", event_id="ev1", doc_number="MAG-100000001")
+    event = DocumentCreated(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="r",
+                            doc_type="SalesReceipt", doc_number="MAG-100000001", qbo_id="77",
+                            total_amt=Decimal("53.60"), created=True)
+    d = on_result(state, event, customers({}), items({}), CFG, REALM)
+    assert d.state is not None and (d.state.status, d.state.qbo_id) == ("synced", "77")
+
+
+def test_failed_order_is_retried_by_a_new_delivery() -> None:
+    state = OrderState(status="requested", order_ref="100000001", event_id="ev1")
+    failed = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="r",
+                           command_type="create_document", error_class="permanent", message="6070 ...")
+    d = on_result(state, failed, customers({}), items({}), CFG, REALM)
+    assert d.state is not None and d.state.status == "failed"
+    again = on_order(d.state, ORDER, RAW, "ev2", customers({}), items({}), CFG, REALM)
+    assert again.outcome == "waiting" and len(again.commands) == 4
+
+
+def test_request_ids_are_stable_short_and_distinct() -> None:
+    a = customer_request_id(REALM, "Jane.Doe@example.com")
+    assert a == customer_request_id(REALM, "jane.doe@example.com")
+    assert len(a) <= MAX_LEN
+    assert a != customer_request_id("other-realm", "jane.doe@example.com")
+    assert document_request_id(REALM, "SalesReceipt", "MAG-1") != document_request_id(REALM, "Invoice", "MAG-1")
