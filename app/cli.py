@@ -94,7 +94,7 @@ async def _run_ingress(settings: Any, host: str, port: int) -> None:
 
     from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
-    from app.ingress.server import WEBHOOK_PATH, build_app, make_producer
+    from app.ingress.server import WEBHOOK_PATH, build_app, make_producer, stop_producer
 
     try:
         await ensure_topics(
@@ -111,14 +111,14 @@ async def _run_ingress(settings: Any, host: str, port: int) -> None:
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
-        await producer.stop()
+        await stop_producer(producer)
         _fail(f"cannot start the ingress on {host}:{port}: {exc.strerror}")
     log.info("ingress ready: POST http://%s:%d%s (Kafka %s)", host, port, WEBHOOK_PATH,
              settings.kafka_bootstrap_servers)
     try:
         await _serve_until_signal(runner)
     finally:
-        await producer.stop()
+        await stop_producer(producer)
         log.info("ingress stopped")
 
 

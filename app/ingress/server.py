@@ -25,6 +25,7 @@ from schemas.magento import MagentoOrder, extract_order
 
 log = logging.getLogger("magqb.ingress")
 
+INGRESS_KEY: web.AppKey["Ingress"] = web.AppKey("ingress")
 WEBHOOK_PATH = "/webhooks/magento/new-order"
 SOURCE = "magento-webhook"
 
@@ -91,6 +92,9 @@ class Ingress:
         try:
             await asyncio.wait_for(
                 self.producer.send_and_wait(topics.ORDERS, envelope.to_bytes(), key=order.key.encode()),
+                # The idempotent producer never gives up on a batch by itself, so the answer is
+                # bounded here. A 503'd event may still land once Kafka is back; Magento re-sends
+                # it anyway and the orders agent books an order once however often it arrives.
                 timeout=self.settings.kafka_produce_timeout_seconds,
             )
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
@@ -128,11 +132,19 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> None:
+    """Flush and close; bounded, because with Kafka down an idempotent producer waits forever."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("Kafka unreachable at shutdown: buffered events were answered 503 and Magento will re-send them")
+
+
 def build_app(settings: Settings, producer: AIOKafkaProducer) -> web.Application:
     # A chunked body past the limit makes request.read() raise; _new_order answers 413 either way.
     app = web.Application(client_max_size=settings.max_body_bytes)
     ingress = Ingress(settings, producer)
-    app["ingress"] = ingress
+    app[INGRESS_KEY] = ingress
     app.router.add_post(WEBHOOK_PATH, ingress.new_order)
     app.router.add_get("/healthz", ingress.healthz)
     app.router.add_get("/readyz", ingress.readyz)

@@ -27,7 +27,13 @@ class SandboxFault(Exception):
     """A QBO fault to answer with: HTTP status + the standard `Fault` envelope."""
 
     def __init__(
-        self, code: str, message: str, detail: str, element: str = "", status: int = 400, type_: str = "ValidationFault"
+        self,
+        code: str,
+        message: str,
+        detail: str,
+        element: str | None = None,
+        status: int = 400,
+        type_: str = "ValidationFault",
     ) -> None:
         super().__init__(f"{code} {message}: {detail}")
         self.code = code
@@ -38,7 +44,11 @@ class SandboxFault(Exception):
         self.type = type_
 
     def error(self) -> dict[str, Any]:
-        return {"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element}
+        # Real faults carry `element` only for some codes (2050, 6140, 610 …); 6240 and 4001 have none.
+        err = {"Message": self.message, "Detail": self.detail, "code": self.code}
+        if self.element is not None:
+            err["element"] = self.element
+        return err
 
     def body(self) -> dict[str, Any]:
         return {"Fault": {"Error": [self.error()], "type": self.type}, "time": qbo_time()}
@@ -83,6 +93,7 @@ def duplicate_doc_number(doc_number: str, txn_type: str, txn_id: str) -> Sandbox
         "Duplicate Document Number Error",
         "Duplicate Document Number Error : You must specify a different number. This number has already been used. "
         f"DocNumber={doc_number} is assigned to TxnType={txn_type} with TxnId={txn_id}",
+        "",
     )
 
 
@@ -109,6 +120,7 @@ def object_not_found(entity: str, id_: str) -> SandboxFault:
         "Object Not Found",
         f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, "
         f"customers, items, vendors or employees. ({entity} {id_})",
+        "",
     )
 
 

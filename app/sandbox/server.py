@@ -116,6 +116,9 @@ class Sandbox:
         self.created.clear()
 
 
+SANDBOX_KEY: web.AppKey["Sandbox"] = web.AppKey("sandbox")
+
+
 def _json(body: Any, status: int = 200, content_type: str = JSON_OK, headers: dict[str, str] | None = None) -> web.Response:
     resp = web.Response(body=jsonutil.dumps(body), status=status, headers=headers)
     resp.headers["Content-Type"] = content_type
@@ -146,7 +149,7 @@ def _endpoint(request: web.Request) -> str:
 
 @web.middleware
 async def _intuit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     try:
         resp = await handler(request)
     except SandboxFault as fault:
@@ -166,7 +169,7 @@ async def _intuit_headers(request: web.Request, handler: Any) -> web.StreamRespo
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     cfg = sandbox.config
     auth = request.headers.get("Authorization", "")
     try:
@@ -189,7 +192,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
 
 
 def _authorize(request: web.Request) -> web.Response | None:
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     problem = sandbox.tokens.check(request.headers.get("Authorization"))
     if problem:
         return _unauthorized(problem)
@@ -207,7 +210,7 @@ def _authorize(request: web.Request) -> web.Response | None:
 async def query_endpoint(request: web.Request) -> web.Response:
     if (denied := _authorize(request)) is not None:
         return denied
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     text = request.query.get("query")
     if text is None and request.method == "POST":
         text = (await request.read()).decode(errors="replace")
@@ -221,7 +224,7 @@ async def query_endpoint(request: web.Request) -> web.Response:
 async def read_endpoint(request: web.Request) -> web.Response:
     if (denied := _authorize(request)) is not None:
         return denied
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     entity = URL_ENTITIES.get(request.match_info["entity"])
     if entity is None:
         raise faults.unsupported_operation(request.path)
@@ -237,7 +240,7 @@ async def read_endpoint(request: web.Request) -> web.Response:
 async def create_endpoint(request: web.Request) -> web.Response:
     if (denied := _authorize(request)) is not None:
         return denied
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     entity = CREATABLE.get(request.match_info["entity"])
     if entity is None:
         raise faults.unsupported_operation(request.path)
@@ -282,7 +285,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
 
 
 async def stats_endpoint(request: web.Request) -> web.Response:
-    sandbox: Sandbox = request.app["sandbox"]
+    sandbox: Sandbox = request.app[SANDBOX_KEY]
     by_endpoint = dict(sorted(sandbox.requests.items()))
     return _json({
         "realm_id": sandbox.config.realm_id,
@@ -293,7 +296,7 @@ async def stats_endpoint(request: web.Request) -> web.Response:
 
 
 async def reset_endpoint(request: web.Request) -> web.Response:
-    request.app["sandbox"].reset()
+    request.app[SANDBOX_KEY].reset()
     return _json({"reset": True}, content_type="application/json")
 
 
@@ -303,7 +306,7 @@ async def unsupported(request: web.Request) -> web.Response:
 
 def build_app(config: SandboxConfig) -> web.Application:
     app = web.Application(middlewares=[_intuit_headers], client_max_size=10 * 1024 * 1024)
-    app["sandbox"] = Sandbox(config)
+    app[SANDBOX_KEY] = Sandbox(config)
     app.router.add_post("/oauth2/v1/tokens/bearer", token_endpoint)
     app.router.add_route("GET", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_route("POST", "/v3/company/{realm}/query", query_endpoint)

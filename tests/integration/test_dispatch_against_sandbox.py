@@ -1,0 +1,122 @@
+"""The dispatcher's QBO calls against the sandbox over HTTP: idempotent resolution, tokens, faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from app.adapters.oauth import TokenManager
+from app.adapters.qbo_client import QboClient
+from app.adapters.token_store import TokenStore
+from app.dispatch import Dispatcher, RetryPolicy
+from app.domain import request_ids
+from app.domain.mapping import MappingConfig, ResolvedRefs, map_order
+from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
+from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
+from schemas.magento import MagentoOrder
+from tests.conftest import blueprint_order
+from tests.integration.conftest import REALM, RunningSandbox
+
+COMMON = {"order_id": "100000001", "order_ref": "100000001", "realm_id": REALM}
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def make_dispatcher(sb: RunningSandbox, session: aiohttp.ClientSession, data: Path) -> tuple[Dispatcher, TokenManager]:
+    store = TokenStore(data / "tokens.sqlite3")
+    tokens = TokenManager(session, sb.token_url, sb.config.client_id, SecretStr(sb.config.client_secret), REALM,
+                          store, SecretStr(sb.config.refresh_token))
+    client = QboClient(session, sb.url, REALM, tokens)
+    return Dispatcher(client, RetryPolicy(attempts=2, first_delay=0.01)), tokens
+
+
+def ensure_customer(email: str, name: str) -> EnsureCustomer:
+    return EnsureCustomer(**COMMON, request_id=request_ids.customer_request_id(REALM, email), email=email,
+                          display_name=name, given_name=name.split()[0])
+
+
+async def test_customer_is_resolved_once_across_fresh_dispatchers(qbo_sandbox, session, tmp_path) -> None:
+    first, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    second, _ = make_dispatcher(qbo_sandbox, session, tmp_path)  # a restarted worker: empty caches
+    cmd = ensure_customer("o'brien@example.com", "Sean O'Brien")
+    a = await first.handle(cmd)
+    b = await second.handle(cmd)
+    assert isinstance(a, CustomerResolved) and isinstance(b, CustomerResolved)
+    assert (a.created, b.created) == (True, False)
+    assert a.customer_id == b.customer_id
+    assert qbo_sandbox.sandbox.created["Customer"] == 1
+
+
+async def test_duplicate_display_name_is_reused(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    existing = qbo_sandbox.sandbox.company.create("Customer", {"DisplayName": "Jane Doe"})
+    result = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
+    assert isinstance(result, CustomerResolved)
+    assert (result.customer_id, result.created) == (existing["Id"], False)
+
+
+async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cust = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
+    ids = {}
+    for name in ("PROD001", "PROD002", "Shipping"):
+        res = await dispatcher.handle(EnsureItem(**COMMON, request_id=request_ids.item_request_id(REALM, name),
+                                                 name=name, sku=name, income_account_id="79"))
+        assert isinstance(res, ItemResolved)
+        ids[name] = res.item_id
+    assert qbo_sandbox.sandbox.created["Item"] == 2  # Shipping exists in a new company
+    assert isinstance(cust, CustomerResolved)
+    order = MagentoOrder.model_validate(blueprint_order())
+    mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), MappingConfig())
+    cmd = CreateDocument(**COMMON, request_id=request_ids.document_request_id(REALM, "SalesReceipt", "MAG-100000001"),
+                         doc_type="SalesReceipt", document=mapped.document, magento_grand_total=order.grand_total)
+    # An earlier attempt committed but its answer was lost: the document already exists.
+    qbo_sandbox.sandbox.company.create("SalesReceipt", mapped.document.to_qbo())
+    fresh, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    result = await fresh.handle(cmd)
+    assert isinstance(result, DocumentCreated)
+    assert (result.created, result.doc_number, result.total_amt) == (False, "MAG-100000001", Decimal("53.60"))
+    assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1
+
+
+async def test_expired_access_token_is_refreshed_once_and_rotation_persisted(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, tokens = make_dispatcher(qbo_sandbox, session, tmp_path)
+    await dispatcher.handle(ensure_customer("a@example.com", "A Person"))
+    assert tokens.refreshes == 1
+    for access in list(qbo_sandbox.sandbox.tokens.access_tokens):
+        qbo_sandbox.sandbox.tokens.access_tokens[access] = 0.0  # QBO says: expired
+    result = await dispatcher.handle(ensure_customer("b@example.com", "B Person"))
+    assert isinstance(result, CustomerResolved) and result.created
+    assert tokens.refreshes == 2
+    newest = [t for t, e in qbo_sandbox.sandbox.tokens.refresh_tokens.items() if e.superseded_at is None]
+    assert await TokenStore(tmp_path / "tokens.sqlite3").get(REALM) == newest[0]
+
+
+async def test_validation_fault_becomes_a_failed_result_with_the_fault(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    result = await dispatcher.handle(EnsureItem(**COMMON, request_id="mq-item-x", name="PROD001",
+                                                income_account_id="99999"))
+    assert isinstance(result, CommandFailed)
+    assert result.error_class == "permanent"
+    assert result.fault is not None and (result.fault["status"], result.fault["code"]) == (400, "2500")
+
+
+async def test_invalid_refresh_token_fails_clearly(qbo_sandbox, session, tmp_path) -> None:
+    store = TokenStore(tmp_path / "tokens.sqlite3")
+    await store.put(REALM, "revoked-token")  # the store wins over QUICKBOOKS_REFRESH_TOKEN
+    tokens = TokenManager(session, qbo_sandbox.token_url, qbo_sandbox.config.client_id,
+                          SecretStr(qbo_sandbox.config.client_secret), REALM, store,
+                          SecretStr(qbo_sandbox.config.refresh_token))
+    dispatcher = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, tokens), RetryPolicy(attempts=2, first_delay=0.01))
+    result = await dispatcher.handle(ensure_customer("c@example.com", "C Person"))
+    assert isinstance(result, CommandFailed) and result.error_class == "auth"
+    assert "invalid_grant" in result.message
