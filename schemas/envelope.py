@@ -31,6 +31,20 @@ class OrderEnvelope(BaseModel):
         return jsonutil.dumps(self.model_dump(mode="json"))
 
 
+def envelope_bytes(order: dict[str, Any], source: str) -> tuple[str, bytes]:
+    """(event id, serialized OrderEnvelope) for a verified order, without a model round-trip:
+    the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope."""
+    event_id = uuid.uuid4().hex
+    body = {
+        "schema_version": ENVELOPE_VERSION,
+        "event_id": event_id,
+        "received_at": datetime.now(UTC).isoformat(),
+        "source": source,
+        "order": order,
+    }
+    return event_id, jsonutil.dumps(body)
+
+
 def decode_envelope(raw: bytes | None) -> OrderEnvelope:
     if not raw:
         raise EnvelopeError("empty event")

@@ -8,42 +8,11 @@ money as Decimal (see reference/magento.md §1 and §5.10).
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-
-
-def _money(v: Any) -> Any:
-    if v is None or v == "":
-        return Decimal("0")
-    if isinstance(v, bool):
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(v, float):
-        # Shortest repr is the literal the sender wrote (orjson parsed it as float).
-        v = repr(v)
-    try:
-        d = Decimal(str(v).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a number: {str(v)[:40]!r}") from None
-    if not d.is_finite():
-        raise ValueError("amount must be finite")
-    return d
-
-
-def _text(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError("expected a string")
-    if isinstance(v, int | float | Decimal):
-        return str(v)
-    return v
-
-
-def _flag(v: Any) -> Any:
-    if isinstance(v, str) and v.strip() in {"0", "1"}:
-        return v.strip() == "1"
-    return v
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 
 def _lines(v: Any) -> Any:
@@ -53,14 +22,24 @@ def _lines(v: Any) -> Any:
     return v
 
 
-Money = Annotated[Decimal, BeforeValidator(_money)]
-Text = Annotated[str, BeforeValidator(_text)]
-Flag = Annotated[bool, BeforeValidator(_flag)]
+# Validation runs in pydantic-core (Rust): numbers arrive as JSON numbers or numeric strings,
+# floats become Decimal through their shortest repr (53.6 → Decimal('53.6')), never binary noise.
+Money = Annotated[Decimal, Field(allow_inf_nan=False)]
+Text = str  # numbers sent where Magento declares strings ("increment_id": 1000017) become text
+Flag = bool  # 0/1, "0"/"1", true/false
 
 
 class _Lenient(BaseModel):
     # Magento payloads carry dozens of fields we do not use; the raw order is kept in the envelope.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        # Observer/DB-row payloads send null or "" where REST leaves the key out: same meaning.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None and v != ""}
+        return data
 
 
 class MagentoAddress(_Lenient):
@@ -111,6 +90,12 @@ def _parse_magento_time(v: Any) -> Any:
         return v
     if not isinstance(v, str):
         raise ValueError("expected 'YYYY-MM-DD HH:MM:SS'")
+    try:
+        # Magento's "YYYY-MM-DD HH:MM:SS" (UTC, no offset) is ISO 8601 with a space: the C parser takes it.
+        parsed = datetime.fromisoformat(v.strip())
+        return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)
+    except ValueError:
+        pass
     s = v.strip().replace("T", " ").removesuffix("Z")
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d"):
         try:
@@ -130,7 +115,8 @@ class MagentoOrder(_Lenient):
     store_id: int | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
 
-    customer_email: Text = Field(min_length=3, max_length=254)
+    customer_email: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$",
+                                                      max_length=254)]
     customer_id: int | None = None
     customer_is_guest: Flag = False
     customer_firstname: Text | None = None
@@ -156,14 +142,6 @@ class MagentoOrder(_Lenient):
     items: list[MagentoOrderItem] = Field(min_length=1)
     billing_address: MagentoAddress | None = None
     payment: MagentoPayment | None = None
-
-    @field_validator("customer_email")
-    @classmethod
-    def _email_shape(cls, v: str) -> str:
-        v = v.strip()
-        if "@" not in v:
-            raise ValueError("not an e-mail address")
-        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app import jsonutil, metrics, topics
 from app.domain.signature import SIGNATURE_HEADER, verify
 from app.settings import Settings
-from schemas.envelope import OrderEnvelope
+from schemas.envelope import envelope_bytes
 from schemas.magento import MagentoOrder, extract_order
 
 log = logging.getLogger("magqb.ingress")
@@ -88,24 +88,23 @@ class Ingress:
             log.warning("rejected order (schema): %s", ", ".join(e["field"] for e in errors))
             return _problem(422, "order does not match the Magento order schema", errors=errors)
 
-        envelope = OrderEnvelope(source=SOURCE, order=raw_order)
+        event_id, value = envelope_bytes(raw_order, SOURCE)
         try:
-            await asyncio.wait_for(
-                self.producer.send_and_wait(topics.ORDERS, envelope.to_bytes(), key=order.key.encode()),
-                # The idempotent producer never gives up on a batch by itself, so the answer is
-                # bounded here. A 503'd event may still land once Kafka is back; Magento re-sends
-                # it anyway and the orders agent books an order once however often it arrives.
-                timeout=self.settings.kafka_produce_timeout_seconds,
-            )
-        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            # The idempotent producer never gives up on a batch by itself, so the answer is
+            # bounded here. A 503'd event may still land once Kafka is back; Magento re-sends
+            # it anyway and the orders agent books an order once however often it arrives.
+            async with asyncio.timeout(self.settings.kafka_produce_timeout_seconds):
+                await self.producer.send_and_wait(topics.ORDERS, value, key=order.key.encode())
+        except (KafkaError, TimeoutError, OSError) as exc:
             metrics.WEBHOOKS.labels(result="broker_unavailable").inc()
             log.error("order_id=%s order=%s not accepted: Kafka did not acknowledge (%s)", order.key,
                       order.order_ref, exc.__class__.__name__)
             return _problem(503, "event store unavailable, retry later", retry_after_seconds=5)
 
         metrics.WEBHOOKS.labels(result="accepted").inc()
-        log.info("order_id=%s order=%s accepted as event %s", order.key, order.order_ref, envelope.event_id)
-        return web.json_response({"event_id": envelope.event_id, "order_id": order.key}, status=202)
+        log.info("order_id=%s order=%s accepted as event %s", order.key, order.order_ref, event_id)
+        return web.Response(body=jsonutil.dumps({"event_id": event_id, "order_id": order.key}), status=202,
+                            content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
