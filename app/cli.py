@@ -214,7 +214,7 @@ def worker(web_port: int) -> None:
         asyncio.run(
             ensure_topics(
                 settings.kafka_bootstrap_servers,
-                topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor),
+                topics.worker_topics(settings.app_id, settings.kafka_partitions, settings.kafka_replication_factor),
                 timeout=settings.kafka_connect_timeout_seconds,
             )
         )
@@ -235,7 +235,9 @@ def worker(web_port: int) -> None:
     @ctx.app.on_rebalance_complete.connect
     async def _ready(sender: Any, **kwargs: Any) -> None:
         assigned = ctx.app.consumer.assignment() if ctx.app.consumer else set()
-        log.info("worker ready: %d partition(s) assigned, web on http://127.0.0.1:%d", len(assigned), web_port)
+        orders = sorted(tp.partition for tp in assigned if tp.topic == topics.ORDERS)
+        log.info("worker ready: %s partition(s) %s assigned, web on http://127.0.0.1:%d", topics.ORDERS,
+                 ",".join(map(str, orders)) or "none", web_port)
 
     from app.logs import worker_logging_config
 

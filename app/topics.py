@@ -28,3 +28,21 @@ def app_topics(partitions: int, replication_factor: int) -> list[TopicSpec]:
         TopicSpec(COMMANDS, partitions, replication_factor, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
         TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
     ]
+
+
+TABLES = ("order_state", "customers", "items")
+
+
+def worker_topics(app_id: str, partitions: int, replication_factor: int) -> list[TopicSpec]:
+    """The app's topics plus Faust's own (table changelogs, leader election), created up front.
+
+    Faust creates these itself, but a consumer group that forms before a brand-new topic has
+    leaders ignores it ("Ignoring missing topic") and a table then never finishes recovering.
+    Creating them before the worker joins, and waiting for their leaders, closes that race.
+    """
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        *app_topics(partitions, replication_factor),
+        *(TopicSpec(f"{app_id}-{t}-changelog", partitions, replication_factor, compacted) for t in TABLES),
+        TopicSpec(f"{app_id}-__assignor-__leader", 1, replication_factor, compacted),
+    ]

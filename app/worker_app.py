@@ -69,6 +69,7 @@ def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext
         orders_and_results=orders_and_results,
         commands=commands,
         results=results,
+        # Names as in topics.TABLES: their changelog topics are created before the worker joins.
         order_state=app.Table("order_state", default=None, **table),
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),

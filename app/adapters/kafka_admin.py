@@ -52,8 +52,30 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
                 created.append(name)
             elif code != TOPIC_ALREADY_EXISTS:
                 raise KafkaError(f"creating topic {name} failed: error {code} {message}")
+        await _wait_for_leaders(admin, missing, timeout)
         if created:
             log.info("created topics %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """A new topic is usable once every partition has a leader. A consumer group that forms
+    before that ignores the topic (faust: "Ignoring missing topic") until the next rebalance."""
+    deadline = time.monotonic() + timeout
+    wanted = {s.name: s.partitions for s in specs}
+    while True:
+        described = await admin.describe_topics(list(wanted))
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and len(t["partitions"]) >= wanted[t["topic"]]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if ready >= set(wanted):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"topics {sorted(set(wanted) - ready)} have no leaders after {timeout:.0f}s")
+        await asyncio.sleep(0.2)

@@ -29,7 +29,7 @@ MAGQB = str(REPO / ".venv" / "bin" / "magqb")
 T = TypeVar("T")
 
 
-def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+def poll(check: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.2) -> T:
     """Call `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -37,7 +37,7 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, interval: flo
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 
@@ -160,7 +160,11 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     and http("GET", f"{s.sandbox_url}/_sandbox/stats")[0] == 200
                     and "worker ready" in s.log_tail("worker", 200))
 
-        poll(ready, 90, "the stack to be ready")
+        try:
+            poll(ready, 90, "the stack to be ready")
+        except pytest.fail.Exception:
+            tails = "\n".join(f"--- {n}.log ---\n{s.log_tail(n, 25)}" for n in s.procs)
+            pytest.fail(f"the stack did not become ready in 90s:\n{tails}")
         yield s
     finally:
         for proc in reversed(list(s.procs.values())):

@@ -23,7 +23,7 @@ def test_blueprint_order_becomes_exactly_one_sales_receipt(stack: Stack) -> None
     assert status == 202 and answer["order_id"] == "100000001"
 
     [receipt] = poll(lambda: receipts(stack, "MAG-100000001"), 60,
-                     "the SalesReceipt MAG-100000001 (worker log:\n" + stack.log_tail("worker") + ")")
+                     lambda: "the SalesReceipt MAG-100000001 (worker log:\n" + stack.log_tail("worker") + ")")
     lines = receipt["Line"]
     assert [(ln["Amount"], ln["DetailType"]) for ln in lines] == [
         (Decimal("20.00"), "SalesItemLineDetail"),
@@ -73,7 +73,8 @@ def test_two_orders_of_one_customer_share_the_customer_and_the_overlapping_item(
     assert stack.post_order(second)[0] == 202
 
     numbers = [f"MAG-{base:09d}", f"MAG-{base + 1:09d}"]
-    docs = [poll(lambda n=n: receipts(stack, n), 60, f"SalesReceipt {n}")[0] for n in numbers]
+    docs = [poll(lambda n=n: receipts(stack, n), 60, lambda n=n: f"SalesReceipt {n} (worker log:\n"
+                 + stack.log_tail("worker") + ")")[0] for n in numbers]
     assert [d["TotalAmt"] for d in docs] == [Decimal("23.50"), Decimal("11.30")]
     assert docs[0]["CustomerRef"]["value"] == docs[1]["CustomerRef"]["value"]
     assert stack.count("Customer", f"PrimaryEmailAddr = 'o\\'brien.{tag.lower()}@example.com'") == 1
