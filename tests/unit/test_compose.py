@@ -1,0 +1,52 @@
+"""docker-compose.yml cannot run here (no Docker): these checks keep it in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from app.cli import main
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_kafka_image_is_the_version_ops_kafka_pins() -> None:
+    pinned = re.search(r"<kafka.version>(.+)</kafka.version>", (REPO / "ops/kafka/pom.xml").read_text())
+    assert pinned is not None
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{pinned.group(1)}"
+    env = SERVICES["kafka"]["environment"]
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_every_service_command_is_a_magqb_command_with_valid_options() -> None:
+    for name in ("sandbox", "ingress", "worker"):
+        command = SERVICES[name]["command"]
+        result = CliRunner().invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, f"{name}: {command} → {result.output}"
+
+
+def test_services_use_only_known_settings_and_reach_each_other() -> None:
+    known = {f.validation_alias for f in Settings.model_fields.values()}
+    for name in ("sandbox", "ingress", "worker"):
+        env = SERVICES[name]["environment"]
+        assert set(env) <= known, set(env) - known
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert env["QUICKBOOKS_API_BASE_URL"] == "http://sandbox:8090"
+    sandbox_port = SERVICES["sandbox"]["command"][SERVICES["sandbox"]["command"].index("--port") + 1]
+    assert SERVICES["sandbox"]["ports"] == [f"{sandbox_port}:{sandbox_port}"]
+    advertised = SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert advertised == "PLAINTEXT://kafka:9092"
+
+
+def test_env_example_documents_every_required_setting() -> None:
+    documented = {line.split("=", 1)[0] for line in (REPO / ".env.example").read_text().splitlines()
+                  if line and not line.startswith("#")}
+    required = {f.validation_alias for f in Settings.model_fields.values() if f.is_required()}
+    assert required <= documented
