@@ -23,15 +23,26 @@ class BrokerUnavailable(Exception):
 async def connect_admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-        try:
-            await admin.start()
-            return admin
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
-            last = exc
-            await admin.close()
-            await asyncio.sleep(0.5)
+    next_note = time.monotonic() + 5
+    # aiokafka logs every failed attempt at ERROR; during this bounded wait one line every 5 s says it.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        while time.monotonic() < deadline:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            try:
+                await admin.start()
+                return admin
+            except (KafkaConnectionError, KafkaError, OSError) as exc:
+                last = exc
+                await admin.close()
+                if time.monotonic() >= next_note:
+                    log.warning("waiting for Kafka at %s (%.0fs left)", bootstrap, deadline - time.monotonic())
+                    next_note += 5
+                await asyncio.sleep(0.5)
+    finally:
+        aiokafka_log.setLevel(level)
     raise BrokerUnavailable(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s ({last})")
 
 
