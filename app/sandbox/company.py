@@ -10,18 +10,21 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from app.sandbox import faults
 from app.sandbox.faults import COMPANY_TZ, SandboxFault, meta_time
 
-ENTITIES = ("Account", "Customer", "Item", "TaxCode", "SalesReceipt", "Invoice")
-NAME_LISTS = {"Account", "Customer", "Item", "TaxCode"}
+ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice")
+NAME_LISTS = {"Account", "Customer", "Vendor", "Item", "TaxCode"}
+# DisplayName is unique across these name lists (Employee is not simulated).
+PEOPLE = ("Customer", "Vendor")
 SALES_FORMS = {"SalesReceipt": "Sales Receipt", "Invoice": "Invoice"}
 URL_ENTITIES = {e.lower(): e for e in ENTITIES}
-CREATABLE = {"customer": "Customer", "item": "Item", "salesreceipt": "SalesReceipt", "invoice": "Invoice"}
+CREATABLE = {"customer": "Customer", "vendor": "Vendor", "item": "Item", "salesreceipt": "SalesReceipt",
+             "invoice": "Invoice"}
 
 _BAD_NAME_CHARS = re.compile(r"[:\t\n]")
 CENT = Decimal("0.01")
@@ -55,6 +58,7 @@ class Company:
     next_id: dict[str, int] = field(default_factory=dict)
     doc_numbers: dict[str, tuple[str, str]] = field(default_factory=dict)  # DocNumber → (TxnType, Id)
     next_doc_number: int = 1001
+    dirty: set[tuple[str, str]] = field(default_factory=set)  # (entity, Id) changed since the last flush
 
     def __post_init__(self) -> None:
         if not any(self.entities.values()):
@@ -81,6 +85,8 @@ class Company:
         account("1", "Services", "Income", "ServiceFeeIncome")
         account("79", "Sales of Product Income", "Income", "SalesOfProductIncome")
         account("86", "Discounts given", "Income", "DiscountsRefundsGiven")
+        account("80", "Cost of Goods Sold", "Cost of Goods Sold", "SuppliesMaterialsCogs")
+        account("81", "Inventory Asset", "Other Current Asset", "Inventory")
         for code, name in (("TAX", "TAX"), ("NON", "NON")):
             self.entities["TaxCode"][code] = {
                 "Name": name, "Description": name, "Active": True, "Taxable": code == "TAX", "TaxGroup": False,
@@ -90,6 +96,7 @@ class Company:
         self._store_item({"Name": "Services", "Type": "Service", "IncomeAccountRef": {"value": "1"}})
         self._store_item({"Name": "Shipping", "Type": "Service", "IncomeAccountRef": {"value": "79"},
                           "Description": "Shipping and handling"})
+        self.all_dirty()
 
     # ------------------------------------------------------------ helpers
 
@@ -102,6 +109,24 @@ class Company:
         now = meta_time()
         return {"domain": "QBO", "sparse": False, "Id": self._new_id(entity), "SyncToken": "0",
                 "MetaData": {"CreateTime": now, "LastUpdatedTime": now}}
+
+    def _put(self, entity: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.entities[entity][obj["Id"]] = obj
+        self.dirty.add((entity, obj["Id"]))
+        return obj
+
+    def meta(self) -> dict[str, Any]:
+        return {"next_id": self.next_id, "doc_numbers": self.doc_numbers, "next_doc_number": self.next_doc_number}
+
+    def load(self, entities: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.entities = {e: dict(entities.get(e, {})) for e in ENTITIES}
+        self.next_id = {k: int(v) for k, v in meta["next_id"].items()}
+        self.doc_numbers = {k: (v[0], v[1]) for k, v in meta["doc_numbers"].items()}
+        self.next_doc_number = int(meta["next_doc_number"])
+        self.dirty.clear()
+
+    def all_dirty(self) -> None:
+        self.dirty = {(e, i) for e, rows in self.entities.items() for i in rows}
 
     def get(self, entity: str, id_: str) -> dict[str, Any] | None:
         return self.entities[entity].get(id_)
@@ -130,13 +155,13 @@ class Company:
     def create(self, entity: str, body: dict[str, Any], allow_duplicate_docnum: bool = False) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise faults.request_body_invalid("request body must be a JSON object")
-        if entity == "Customer":
-            return self._create_customer(body)
+        if entity in PEOPLE:
+            return self._create_person(entity, body)
         if entity == "Item":
             return self._create_item(body)
         return self._create_sales_form(entity, body, allow_duplicate_docnum)
 
-    def _create_customer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _create_person(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
         parts = [body.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")]
         display = body.get("DisplayName") or " ".join(str(p) for p in parts if p)
         if not display or not str(display).strip():
@@ -147,24 +172,30 @@ class Company:
         for key in ("DisplayName", "GivenName", "MiddleName", "FamilyName", "Title", "Suffix"):
             if key in body and isinstance(body[key], str) and _BAD_NAME_CHARS.search(body[key] if key != "DisplayName" else display):
                 raise faults.invalid_name_chars(key)
-        if self._name_taken(("Customer",), "DisplayName", display):
+        if self._name_taken(PEOPLE, "DisplayName", display):
             raise faults.duplicate_name()
         email = (body.get("PrimaryEmailAddr") or {}).get("Address")
         if email is not None and len(str(email)) > 100:
             raise faults.too_long("PrimaryEmailAddr.Address", 100, len(str(email)))
-        customer = {
-            "Taxable": True, "Job": False, "BillWithParent": False, "Balance": 0, "BalanceWithJobs": 0,
-            "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "PreferredDeliveryMethod": "Print",
-            **self._base("Customer"),
-        }
+        if entity == "Customer":
+            customer = {
+                "Taxable": True, "Job": False, "BillWithParent": False, "Balance": 0, "BalanceWithJobs": 0,
+                "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "PreferredDeliveryMethod": "Print",
+                **self._base(entity),
+            }
+        else:
+            customer = {"Balance": 0, "Vendor1099": False,
+                        "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, **self._base(entity)}
         for key in ("GivenName", "MiddleName", "FamilyName", "CompanyName", "Title", "Suffix", "PrimaryEmailAddr",
                     "BillAddr", "ShipAddr", "PrimaryPhone", "Notes"):
             if body.get(key) is not None:
                 customer[key] = copy.deepcopy(body[key])
-        customer.update({"FullyQualifiedName": display, "DisplayName": display, "PrintOnCheckName": display,
-                         "Active": True, "DefaultTaxCodeRef": {"value": "2"}})
-        self.entities["Customer"][customer["Id"]] = customer
-        return customer
+        if entity == "Customer":
+            customer.update({"FullyQualifiedName": display, "DisplayName": display, "PrintOnCheckName": display,
+                             "Active": True, "DefaultTaxCodeRef": {"value": "2"}})
+        else:
+            customer.update({"DisplayName": display, "PrintOnCheckName": display, "Active": True})
+        return self._put(entity, customer)
 
     def _create_item(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("Name")
@@ -184,22 +215,29 @@ class Company:
             self._ref("Account", body["IncomeAccountRef"], "IncomeAccountRef", "Name")
         elif type_ in ("Inventory", "Service"):
             raise faults.required_missing("IncomeAccountRef")
+        if type_ == "Inventory":
+            for required in ("QtyOnHand", "InvStartDate", "AssetAccountRef", "ExpenseAccountRef"):
+                if body.get(required) is None:
+                    raise faults.required_missing(required)
+            self._ref("Account", body["AssetAccountRef"], "AssetAccountRef", "Name")
+            self._ref("Account", body["ExpenseAccountRef"], "ExpenseAccountRef", "Name")
         return self._store_item(body)
 
     def _store_item(self, body: dict[str, Any]) -> dict[str, Any]:
+        inventory = body["Type"] == "Inventory"
         item = {
             "Name": body["Name"], "Active": True, "FullyQualifiedName": body["Name"], "Taxable": False,
-            "UnitPrice": body.get("UnitPrice", 0), "Type": body["Type"], "PurchaseCost": 0, "TrackQtyOnHand": False,
-            **self._base("Item"),
+            "UnitPrice": body.get("UnitPrice", 0), "Type": body["Type"], "PurchaseCost": body.get("PurchaseCost", 0),
+            "TrackQtyOnHand": inventory, **self._base("Item"),
         }
-        for key in ("Sku", "Description", "PurchaseDesc"):
+        for key in ("Sku", "Description", "PurchaseDesc", "QtyOnHand", "InvStartDate"):
             if body.get(key) is not None:
                 item[key] = body[key]
-        if body.get("IncomeAccountRef"):
-            acct = self.entities["Account"][str(body["IncomeAccountRef"]["value"])]
-            item["IncomeAccountRef"] = {"value": acct["Id"], "name": acct["Name"]}
-        self.entities["Item"][item["Id"]] = item
-        return item
+        for key in ("IncomeAccountRef", "AssetAccountRef", "ExpenseAccountRef"):
+            if body.get(key):
+                acct = self.entities["Account"][str(body[key]["value"])]
+                item[key] = {"value": acct["Id"], "name": acct["Name"]}
+        return self._put("Item", item)
 
     def _create_sales_form(self, entity: str, body: dict[str, Any], allow_duplicate_docnum: bool) -> dict[str, Any]:
         lines_in = body.get("Line")
@@ -215,8 +253,10 @@ class Company:
                 raise faults.duplicate_doc_number(doc_number, txn_type, txn_id)
 
         doc: dict[str, Any] = {}
+        customer: dict[str, Any] | None = None
         if body.get("CustomerRef") is not None or entity == "Invoice":
             doc["CustomerRef"] = self._ref("Customer", body.get("CustomerRef"), "CustomerRef", "DisplayName")
+            customer = self.entities["Customer"][doc["CustomerRef"]["value"]]
 
         lines: list[dict[str, Any]] = []
         subtotal = Decimal(0)
@@ -269,10 +309,17 @@ class Company:
         total = subtotal - discount + total_tax
 
         base = self._base(entity)
+        if entity == "Invoice":
+            doc.update({"AllowIPNPayment": False, "AllowOnlinePayment": False, "AllowOnlineCreditCardPayment": False,
+                        "AllowOnlineACHPayment": False})
         if doc_number is None:
             doc_number = str(self.next_doc_number)
             self.next_doc_number += 1
         txn_date = body.get("TxnDate") or datetime.now(COMPANY_TZ).date().isoformat()
+        try:
+            date.fromisoformat(str(txn_date))
+        except ValueError:
+            raise faults.request_body_invalid(f"TxnDate {str(txn_date)[:30]!r} is not a date (yyyy-MM-dd)") from None
         doc.update({
             "domain": base.pop("domain"), "sparse": base.pop("sparse"), **base,
             "DocNumber": doc_number, "TxnDate": txn_date,
@@ -284,14 +331,22 @@ class Company:
         })
         if body.get("PrivateNote") is not None:
             doc["PrivateNote"] = str(body["PrivateNote"])
+        for addr in ("BillAddr", "ShipAddr"):
+            source = body.get(addr) or (customer or {}).get(addr)
+            if source:
+                doc[addr] = copy.deepcopy(source)
+        doc["ApplyTaxAfterDiscount"] = bool(body.get("ApplyTaxAfterDiscount", False))
         if entity == "SalesReceipt":
             deposit = body.get("DepositToAccountRef") or {"value": "4"}
             doc["DepositToAccountRef"] = self._ref("Account", deposit, "DepositToAccountRef", "Name")
             doc["Balance"] = 0
         else:
+            doc["LinkedTxn"] = []
+            doc["PrintStatus"] = "NeedToPrint"
+            doc["Deposit"] = 0
             doc["Balance"] = _amount(total)
-            doc["DueDate"] = body.get("DueDate") or txn_date
-        self.entities[entity][doc["Id"]] = doc
+            # The sandbox company's default terms: net 30 (observed DueDate = TxnDate + 30 d).
+            doc["DueDate"] = body.get("DueDate") or (date.fromisoformat(txn_date) + timedelta(days=30)).isoformat()
         self.doc_numbers.setdefault(doc_number, (SALES_FORMS[entity], doc["Id"]))
-        return doc
+        return self._put(entity, doc)
 

@@ -1,4 +1,5 @@
-"""A local QuickBooks Online: the OAuth2 token endpoint and Accounting API v3 for what magqb uses.
+"""A local QuickBooks Online: the OAuth2 token endpoint and Accounting API v3 for what magqb uses,
+with QBO's quotas and a fault-injection rig.
 
 Never imported by production code; `magqb sandbox` runs it. Operator endpoints
 live under `/_sandbox/` so they cannot be mistaken for QBO's API.
@@ -6,29 +7,39 @@ live under `/_sandbox/` so they cannot be mistaken for QBO's API.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import logging
-import secrets
-import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from app import jsonutil
 from app.sandbox import faults
+from app.sandbox.chaos import Dice, FaultSettings, RealmQuota
 from app.sandbox.company import CREATABLE, NAME_LISTS, URL_ENTITIES, Company
 from app.sandbox.faults import SandboxFault, qbo_time
 from app.sandbox.query import evaluate, parse
+from app.sandbox.store import SandboxStore, flush_forever
+from app.sandbox.tokens import TokenAuthority
 
 log = logging.getLogger("magqb.sandbox")
 
 REQUEST_ID_MAX = 50
+BATCH_REQUEST_ID_MAX = 36
+BATCH_MAX_ITEMS = 30
 JSON_OK = "application/json;charset=utf-8"
+THROTTLE_MESSAGE = "message=ThrottleExceeded; errorCode=003001; statusCode=429"
+THROTTLE_DETAIL = "The request limit was reached.  Try again later"
 
 
 @dataclass
@@ -37,63 +48,8 @@ class SandboxConfig:
     client_id: str
     client_secret: str
     refresh_token: str
-    token_ttl: int = 3600
-    # Intuit: "Your previous refresh tokens expire 24 hours after you receive a new one."
-    refresh_token_grace: int = 24 * 3600
-    refresh_token_ttl: int = 8726400
-
-
-@dataclass
-class _RefreshToken:
-    issued_at: float
-    superseded_at: float | None = None
-
-
-@dataclass
-class TokenAuthority:
-    config: SandboxConfig
-    refresh_tokens: dict[str, _RefreshToken] = field(default_factory=dict)
-    access_tokens: dict[str, float] = field(default_factory=dict)  # token → expiry (monotonic clock)
-
-    def __post_init__(self) -> None:
-        self.refresh_tokens[self.config.refresh_token] = _RefreshToken(issued_at=time.time())
-
-    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
-        now = time.time()
-        entry = self.refresh_tokens.get(refresh_token)
-        if entry is None:
-            return None
-        if entry.superseded_at is not None and now - entry.superseded_at > self.config.refresh_token_grace:
-            return None
-        if now - entry.issued_at > self.config.refresh_token_ttl:
-            return None
-        # Rotate: the newest token is the one to use; every older one keeps working for the grace period.
-        for other in self.refresh_tokens.values():
-            if other.superseded_at is None:
-                other.superseded_at = now
-        new_rt = "RT1-" + secrets.token_urlsafe(24)
-        self.refresh_tokens[new_rt] = _RefreshToken(issued_at=now)
-        access = "eyJ" + secrets.token_urlsafe(48)
-        self.access_tokens[access] = time.monotonic() + self.config.token_ttl
-        return {
-            "access_token": access,
-            "refresh_token": new_rt,
-            "token_type": "bearer",
-            "expires_in": self.config.token_ttl,
-            "x_refresh_token_expires_in": self.config.refresh_token_ttl,
-        }
-
-    def check(self, header: str | None) -> str | None:
-        """None when the bearer token is valid, else the 401 detail QBO gives."""
-        if not header or not header.startswith("Bearer "):
-            return "Malformed bearer token: too short or too long"
-        token = header[len("Bearer ") :].strip()
-        expiry = self.access_tokens.get(token)
-        if expiry is None:
-            return f"Token invalid: {token[:10]}"
-        if time.monotonic() >= expiry:
-            return f"Token expired: {token[:40]}"
-        return None
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    db: Path | None = None
 
 
 @dataclass
@@ -101,27 +57,92 @@ class Sandbox:
     config: SandboxConfig
     company: Company = field(init=False)
     tokens: TokenAuthority = field(init=False)
-    idempotency: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
+    faults: FaultSettings = field(init=False)
+    dice: Dice = field(init=False)
+    quota: RealmQuota = field(default_factory=RealmQuota)
+    idempotency: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    idempotency_dirty: set[str] = field(default_factory=set)
     requests: Counter[str] = field(default_factory=Counter)
     created: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    store: SandboxStore | None = None
 
     def __post_init__(self) -> None:
+        self.faults = self.config.faults
+        self.dice = Dice(self.faults.seed)
         self.reset()
 
     def reset(self) -> None:
         self.company = Company(realm_id=self.config.realm_id)
-        self.tokens = TokenAuthority(self.config)
+        self.tokens = TokenAuthority(self.config.refresh_token, self.faults.token_ttl, self.faults.refresh_token_grace)
+        self.quota.clear()
         self.idempotency.clear()
+        self.idempotency_dirty.clear()
         self.requests.clear()
         self.created.clear()
+        self.injected.clear()
+        self.throttled = 0
+
+    def set_faults(self, update: dict[str, Any]) -> FaultSettings:
+        merged = FaultSettings.model_validate({**self.faults.model_dump(), **update})
+        if "seed" in update:
+            self.dice = Dice(merged.seed)
+        self.faults = merged
+        self.tokens.token_ttl = merged.token_ttl
+        self.tokens.refresh_token_grace = merged.refresh_token_grace
+        return merged
+
+    def remember(self, key: str, status: int, body: bytes) -> None:
+        self.idempotency[key] = (status, body)
+        self.idempotency_dirty.add(key)
+
+    # ------------------------------------------------------------ persistence
+
+    async def open_store(self, path: Path) -> None:
+        self.store = SandboxStore(path)
+        await self.store.open()
+        saved = await self.store.load()
+        if saved is None:
+            self.company.all_dirty()
+            await self.flush()
+            log.info("sandbox: new company %s stored in %s", self.config.realm_id, path)
+            return
+        meta = saved["meta"]
+        self.company.load(saved["entities"], meta["company"])
+        self.tokens.load(meta["tokens"])
+        self.idempotency = saved["idempotency"]
+        log.info("sandbox: company %s loaded from %s (%d customers, %d items, %d sales forms)",
+                 self.config.realm_id, path, len(self.company.entities["Customer"]),
+                 len(self.company.entities["Item"]),
+                 len(self.company.entities["SalesReceipt"]) + len(self.company.entities["Invoice"]))
+
+    async def flush(self) -> None:
+        if self.store is None:
+            return
+        dirty, self.company.dirty = self.company.dirty, set()
+        idem, self.idempotency_dirty = self.idempotency_dirty, set()
+        entities = [(e, i, self.company.entities[e][i]) for e, i in dirty if i in self.company.entities[e]]
+        await self.store.save(
+            entities,
+            [(k, *self.idempotency[k]) for k in idem if k in self.idempotency],
+            {"company": self.company.meta(), "tokens": self.tokens.dump()},
+        )
 
 
-SANDBOX_KEY: web.AppKey["Sandbox"] = web.AppKey("sandbox")
+SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox")
+BATCH_BODY_KEY: web.RequestKey[Any] = web.RequestKey("batch_body", object)
 
 
 def _json(body: Any, status: int = 200, content_type: str = JSON_OK, headers: dict[str, str] | None = None) -> web.Response:
     resp = web.Response(body=jsonutil.dumps(body), status=status, headers=headers)
     resp.headers["Content-Type"] = content_type
+    return resp
+
+
+def _raw(status: int, body: bytes) -> web.Response:
+    resp = web.Response(body=body, status=status)
+    resp.headers["Content-Type"] = JSON_OK if status == 200 else "application/json"
     return resp
 
 
@@ -138,6 +159,35 @@ def _unauthorized(detail: str) -> web.Response:
     )
 
 
+def _throttled(sandbox: Sandbox) -> web.Response:
+    sandbox.throttled += 1
+    headers = {"Retry-After": "60"} if sandbox.faults.retry_after else None
+    if sandbox.faults.throttle_xml:
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<IntuitResponse time="{qbo_time()}" xmlns="http://schema.intuit.com/finance/v3">'
+            f'<Fault type="SERVICE"><Error code="3001"><Message>{THROTTLE_MESSAGE}</Message>'
+            f"<Detail>{THROTTLE_DETAIL}</Detail></Error></Fault></IntuitResponse>"
+        )
+        resp = web.Response(body=xml.encode(), status=429, headers=headers)
+        resp.headers["Content-Type"] = "application/xml"
+        return resp
+    fault = SandboxFault("3001", THROTTLE_MESSAGE, THROTTLE_DETAIL, status=429, type_="SERVICE")
+    return _json(fault.body(), status=429, content_type="application/json", headers=headers)
+
+
+def _server_error(sandbox: Sandbox) -> web.Response:
+    if sandbox.dice.choice((500, 503)) == 500:
+        fault = SandboxFault("10000", "An application error has occurred while processing your request",
+                             "System Failure Error: java.lang.Throwable: simulated failure", "SystemFailureError",
+                             status=500, type_="SystemFault")
+        return _fault(fault)
+    # Gateway-level 503s come back as HTML, not JSON.
+    resp = web.Response(body=b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", status=503)
+    resp.headers["Content-Type"] = "text/html"
+    return resp
+
+
 def _endpoint(request: web.Request) -> str:
     path = request.path
     if path.startswith("/v3/company/"):
@@ -147,11 +197,34 @@ def _endpoint(request: web.Request) -> str:
     return path
 
 
+def _authorize(request: web.Request, sandbox: Sandbox) -> web.Response | None:
+    problem = sandbox.tokens.check(request.headers.get("Authorization"))
+    if problem:
+        return _unauthorized(problem)
+    realm = request.match_info.get("realm") or request.path.split("/")[3]
+    if realm != sandbox.config.realm_id:
+        body = faults.token_expired_body("")
+        body["fault"]["error"][0].update(
+            {"message": "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403", "detail": None,
+             "code": "3100"}
+        )
+        body["fault"]["type"] = "SERVICE"
+        return _json(body, status=403, content_type="application/json")
+    return None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @web.middleware
-async def _intuit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
+async def _qbo_gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What QBO's gateway does before and after the API: auth, quotas, and the injected faults."""
+    sandbox = request.app[SANDBOX_KEY]
     try:
-        resp = await handler(request)
+        if request.path.startswith("/v3/company/"):
+            resp = await _through_gateway(request, handler, sandbox)
+        else:
+            resp = await handler(request)
     except SandboxFault as fault:
         resp = _fault(fault)
     except web.HTTPException as exc:
@@ -165,11 +238,57 @@ async def _intuit_headers(request: web.Request, handler: Any) -> web.StreamRespo
     return resp
 
 
+async def _through_gateway(request: web.Request, handler: Handler, sandbox: Sandbox) -> web.StreamResponse:
+    denied = _authorize(request, sandbox)
+    if denied is not None:
+        return denied
+    settings = sandbox.faults
+    is_batch = request.path.endswith("/batch")
+    calls = 1
+    if is_batch:
+        request[BATCH_BODY_KEY] = body = await _read_json(request)
+        items = body.get("BatchItemRequest") if isinstance(body, dict) else None
+        calls = max(len(items), 1) if isinstance(items, list) else 1
+    if not sandbox.quota.admit(settings, calls=calls, batch=is_batch):
+        return _throttled(sandbox)
+    if sandbox.dice.hit(settings.throttle_rate):
+        sandbox.injected["throttle"] += 1
+        return _throttled(sandbox)
+    if sandbox.dice.hit(settings.fail_rate):
+        sandbox.injected["fail"] += 1
+        return _server_error(sandbox)
+    if sandbox.dice.hit(settings.hang_rate):
+        sandbox.injected["hang"] += 1
+        await asyncio.sleep(settings.hang_seconds)
+        return _server_error(sandbox)
+    delay = sandbox.dice.latency(settings)
+    if delay:
+        await asyncio.sleep(delay)
+    resp = await handler(request)
+    if request.method == "POST" and not request.path.endswith("/query") and resp.status == 200 \
+            and sandbox.dice.hit(settings.commit_then_fail_rate):
+        # The write is committed; the client never learns it. Naive clients create a duplicate here.
+        sandbox.injected["commit_then_fail"] += 1
+        if sandbox.dice.choice((0, 1)) and request.transport is not None:
+            request.transport.abort()  # the connection drops: no status line at all
+            return web.Response(status=500)
+        return _server_error(sandbox)
+    return resp
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return jsonutil.loads_decimal(raw)
+    except ValueError:
+        raise faults.request_body_invalid("request body is not valid JSON") from None
+
+
 # ---------------------------------------------------------------- OAuth2
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
+    sandbox = request.app[SANDBOX_KEY]
     cfg = sandbox.config
     auth = request.headers.get("Authorization", "")
     try:
@@ -191,40 +310,23 @@ async def token_endpoint(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- Accounting API
 
 
-def _authorize(request: web.Request) -> web.Response | None:
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
-    problem = sandbox.tokens.check(request.headers.get("Authorization"))
-    if problem:
-        return _unauthorized(problem)
-    if request.match_info["realm"] != sandbox.config.realm_id:
-        body = faults.token_expired_body("")
-        body["fault"]["error"][0].update(
-            {"message": "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403", "detail": None,
-             "code": "3100"}
-        )
-        body["fault"]["type"] = "SERVICE"
-        return _json(body, status=403, content_type="application/json")
-    return None
+def _run_query(sandbox: Sandbox, text: str) -> dict[str, Any]:
+    q = parse(text, set(URL_ENTITIES.values()))
+    return evaluate(q, sandbox.company.rows(q.entity), active_filter=q.entity in NAME_LISTS)
 
 
 async def query_endpoint(request: web.Request) -> web.Response:
-    if (denied := _authorize(request)) is not None:
-        return denied
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
+    sandbox = request.app[SANDBOX_KEY]
     text = request.query.get("query")
     if text is None and request.method == "POST":
         text = (await request.read()).decode(errors="replace")
     if not text:
         raise faults.query_parse_error('Encountered "<EOF>" at line 1, column 1.')
-    q = parse(text, set(URL_ENTITIES.values()))
-    result = evaluate(q, sandbox.company.rows(q.entity), active_filter=q.entity in NAME_LISTS)
-    return _json({"QueryResponse": result, "time": qbo_time()})
+    return _json({"QueryResponse": _run_query(sandbox, text), "time": qbo_time()})
 
 
 async def read_endpoint(request: web.Request) -> web.Response:
-    if (denied := _authorize(request)) is not None:
-        return denied
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
+    sandbox = request.app[SANDBOX_KEY]
     entity = URL_ENTITIES.get(request.match_info["entity"])
     if entity is None:
         raise faults.unsupported_operation(request.path)
@@ -237,82 +339,191 @@ async def read_endpoint(request: web.Request) -> web.Response:
     return _json({entity: found, "time": qbo_time()})
 
 
+def _request_id_too_long(request_id: str, limit: int) -> SandboxFault:
+    return SandboxFault(
+        "6000", "A business validation error has occurred while processing your request",
+        f"Business Validation Error: You cannot enter more than {limit} characters in the request_id "
+        f"field. You tried entering {request_id}, which is {len(request_id)} characters.",
+    )
+
+
+def _create(sandbox: Sandbox, entity: str, payload: Any, allow_duplicate_docnum: bool) -> dict[str, Any]:
+    created = sandbox.company.create(entity, payload, allow_duplicate_docnum=allow_duplicate_docnum)
+    sandbox.created[entity] += 1
+    log.info("created %s Id=%s%s", entity, created["Id"],
+             f" DocNumber={created['DocNumber']}" if "DocNumber" in created else "")
+    return created
+
+
 async def create_endpoint(request: web.Request) -> web.Response:
-    if (denied := _authorize(request)) is not None:
-        return denied
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
+    sandbox = request.app[SANDBOX_KEY]
     entity = CREATABLE.get(request.match_info["entity"])
-    if entity is None:
-        raise faults.unsupported_operation(request.path)
-    if request.query.get("operation"):
+    if entity is None or request.query.get("operation"):
         raise faults.unsupported_operation(request.path)
     request_id = request.query.get("requestid")
     if request_id is not None and len(request_id) > REQUEST_ID_MAX:
-        raise SandboxFault(
-            "6000", "A business validation error has occurred while processing your request",
-            f"Business Validation Error: You cannot enter more than {REQUEST_ID_MAX} characters in the request_id "
-            f"field. You tried entering {request_id}, which is {len(request_id)} characters.",
-        )
-    key = (entity, request_id or "")
+        raise _request_id_too_long(request_id, REQUEST_ID_MAX)
     raw = await request.read()
+    key = f"{entity}\x1f{request_id}"
     # No await between the lookup and the store below: concurrent repeats cannot both create.
     if request_id and key in sandbox.idempotency:
-        status, body = sandbox.idempotency[key]
-        resp = web.Response(body=body, status=status)
-        resp.headers["Content-Type"] = JSON_OK if status == 200 else "application/json"
-        return resp
+        return _raw(*sandbox.idempotency[key])
     try:
         payload = jsonutil.loads_decimal(raw)
         include = {v.strip().lower() for v in request.query.get("include", "").split(",")}
-        created = sandbox.company.create(entity, payload, allow_duplicate_docnum="allowduplicatedocnum" in include)
+        created = _create(sandbox, entity, payload, "allowduplicatedocnum" in include)
         status, body = 200, jsonutil.dumps({entity: created, "time": qbo_time()})
-        sandbox.created[entity] += 1
-        log.info("created %s Id=%s%s", entity, created["Id"],
-                 f" DocNumber={created['DocNumber']}" if "DocNumber" in created else "")
     except ValueError:
         fault = faults.request_body_invalid("request body is not valid JSON")
         status, body = fault.status, jsonutil.dumps(fault.body())
     except SandboxFault as fault:
         status, body = fault.status, jsonutil.dumps(fault.body())
     if request_id:
-        sandbox.idempotency[key] = (status, body)
-    resp = web.Response(body=body, status=status)
-    resp.headers["Content-Type"] = JSON_OK if status == 200 else "application/json"
-    return resp
+        sandbox.remember(key, status, body)
+    return _raw(status, body)
+
+
+def _batch_item(sandbox: Sandbox, item: Any, request_id: str | None) -> dict[str, Any]:
+    if not isinstance(item, dict) or not isinstance(item.get("bId"), str) or not item["bId"]:
+        return {"Fault": faults.required_missing("bId").body()["Fault"], "bId": None}
+    bid = item["bId"]
+    try:
+        if request_id and len(request_id) + len(bid) > REQUEST_ID_MAX:
+            raise _request_id_too_long(request_id + bid, REQUEST_ID_MAX)
+        if "Query" in item:
+            return {"QueryResponse": _run_query(sandbox, str(item["Query"])), "bId": bid}
+        operation = item.get("operation")
+        entities = [k for k in item if k in CREATABLE.values()]
+        if len(entities) != 1:
+            raise faults.request_body_invalid("a batch item names exactly one entity or a Query")
+        entity = entities[0]
+        body = item[entity]
+        if operation == "create":
+            allow = "allowduplicatedocnum" in str(item.get("optionsData", "")).lower()
+            return {entity: _create(sandbox, entity, body, allow), "bId": bid}
+        if operation in ("update", "delete"):
+            existing = sandbox.company.get(entity, str((body or {}).get("Id", "")))
+            if existing is None:
+                raise faults.object_not_found(entity, str((body or {}).get("Id", "")))
+            if str((body or {}).get("SyncToken")) != existing["SyncToken"]:
+                raise SandboxFault(
+                    "5010", "Stale Object Error",
+                    "Stale Object Error : You and another user were working on this at the same time. "
+                    "The other user finished before you did, so your work was not saved.", "")
+        raise faults.unsupported_operation(f"batch operation {operation!r} on {entity}")
+    except SandboxFault as fault:
+        return {"Fault": fault.body()["Fault"], "bId": bid}
+
+
+async def batch_endpoint(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX_KEY]
+    request_id = request.query.get("requestid")
+    if request_id is not None and len(request_id) > BATCH_REQUEST_ID_MAX:
+        raise _request_id_too_long(request_id, BATCH_REQUEST_ID_MAX)
+    key = f"batch\x1f{request_id}"
+    if request_id and key in sandbox.idempotency:
+        return _raw(*sandbox.idempotency[key])
+    body = request.get(BATCH_BODY_KEY)
+    if body is None:
+        body = await _read_json(request)
+    items = body.get("BatchItemRequest") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise faults.required_missing("BatchItemRequest")
+    if len(items) > BATCH_MAX_ITEMS:
+        raise SandboxFault(
+            "6000", "A business validation error has occurred while processing your request",
+            f"Business Validation Error: a batch request can hold at most {BATCH_MAX_ITEMS} items; "
+            f"this one has {len(items)}.",
+        )
+    answers = [_batch_item(sandbox, item, request_id) for item in items]
+    status, raw = 200, jsonutil.dumps({"BatchItemResponse": answers, "time": qbo_time()})
+    if request_id:
+        sandbox.remember(key, status, raw)
+    return _raw(status, raw)
 
 
 # ---------------------------------------------------------------- operator endpoints
 
 
 async def stats_endpoint(request: web.Request) -> web.Response:
-    sandbox: Sandbox = request.app[SANDBOX_KEY]
-    by_endpoint = dict(sorted(sandbox.requests.items()))
+    sandbox = request.app[SANDBOX_KEY]
     return _json({
         "realm_id": sandbox.config.realm_id,
-        "requests": by_endpoint,
+        "requests": dict(sorted(sandbox.requests.items())),
         "requests_total": sum(sandbox.requests.values()),
+        "throttled": sandbox.throttled,
+        "injected": dict(sandbox.injected),
         "documents_created": dict(sandbox.created),
     }, content_type="application/json")
 
 
 async def reset_endpoint(request: web.Request) -> web.Response:
-    request.app[SANDBOX_KEY].reset()
+    sandbox = request.app[SANDBOX_KEY]
+    sandbox.reset()
+    if sandbox.store is not None:
+        await sandbox.store.wipe()
+        sandbox.company.all_dirty()
+        await sandbox.flush()
     return _json({"reset": True}, content_type="application/json")
+
+
+async def faults_get(request: web.Request) -> web.Response:
+    return _json(request.app[SANDBOX_KEY].faults.model_dump(), content_type="application/json")
+
+
+async def faults_put(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX_KEY]
+    try:
+        update = jsonutil.loads(await request.read())
+        if not isinstance(update, dict):
+            raise ValueError("expected a JSON object")
+        settings = sandbox.set_faults(update)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]}
+                  for e in exc.errors(include_url=False, include_input=False)]
+        return _json({"error": "invalid fault settings", "errors": errors}, status=422,
+                     content_type="application/json")
+    except ValueError as exc:
+        return _json({"error": f"body is not a JSON object: {exc}"}, status=400, content_type="application/json")
+    log.info("sandbox: faults now %s", settings.model_dump(exclude_defaults=True) or "off")
+    return _json(settings.model_dump(), content_type="application/json")
 
 
 async def unsupported(request: web.Request) -> web.Response:
     raise faults.unsupported_operation(request.path)
 
 
+async def _persistence(app: web.Application) -> AsyncIterator[None]:
+    sandbox = app[SANDBOX_KEY]
+    if sandbox.config.db is None:
+        yield
+        return
+    await sandbox.open_store(sandbox.config.db)
+    task = asyncio.create_task(flush_forever(sandbox.flush))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sandbox.flush()
+        assert sandbox.store is not None
+        await sandbox.store.close()
+
+
 def build_app(config: SandboxConfig) -> web.Application:
-    app = web.Application(middlewares=[_intuit_headers], client_max_size=10 * 1024 * 1024)
+    app = web.Application(middlewares=[_qbo_gateway], client_max_size=10 * 1024 * 1024)
     app[SANDBOX_KEY] = Sandbox(config)
+    app.cleanup_ctx.append(_persistence)
     app.router.add_post("/oauth2/v1/tokens/bearer", token_endpoint)
     app.router.add_route("GET", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_route("POST", "/v3/company/{realm}/query", query_endpoint)
+    app.router.add_post("/v3/company/{realm}/batch", batch_endpoint)
     app.router.add_get("/v3/company/{realm}/{entity}/{id}", read_endpoint)
     app.router.add_post("/v3/company/{realm}/{entity}", create_endpoint)
     app.router.add_get("/_sandbox/stats", stats_endpoint)
     app.router.add_post("/_sandbox/reset", reset_endpoint)
+    app.router.add_get("/_sandbox/faults", faults_get)
+    app.router.add_put("/_sandbox/faults", faults_put)
     app.router.add_route("*", "/v3/{tail:.*}", unsupported)
     return app
