@@ -37,8 +37,9 @@ kafka-start:  ## Start the local Kafka in the background
 kafka-stop:  ## Stop the local Kafka
 	ops/kafka/stop
 
-bench: install  ## Ingress benchmark against a real broker (prints its figures)
+bench: install  ## Ingress (real broker) and sandbox benchmarks; they print their figures
 	@ops/with-kafka $(BIN)/python bench/ingress.py
+	@$(BIN)/python bench/sandbox.py
 
 clean:  ## Remove the venv, broker data and local state (not the jar cache)
 	-ops/kafka/stop

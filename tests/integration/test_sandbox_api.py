@@ -176,3 +176,23 @@ async def test_unknown_route_is_a_400_unsupported_operation(http, qbo_sandbox) -
     access = (await token(http, qbo_sandbox))["access_token"]
     status, body, _ = await call(http, qbo_sandbox, access, "GET", "customer/1/5")
     assert (status, body["Fault"]["Error"][0]["code"]) == (400, "500")
+
+
+async def test_name_rules_for_customers_and_items(http, qbo_sandbox) -> None:
+    access = (await token(http, qbo_sandbox))["access_token"]
+    for body in ({"DisplayName": "Acme: West"}, {"DisplayName": "Tab\there"}, {"DisplayName": "New\nline"}):
+        status, answer, _ = await call(http, qbo_sandbox, access, "POST", "customer", body)
+        assert (status, answer["Fault"]["Error"][0]["code"]) == (400, "6000")
+    status, answer, _ = await call(http, qbo_sandbox, access, "POST", "item",
+                                   {"Name": "x" * 101, "Type": "NonInventory", "IncomeAccountRef": {"value": "79"}})
+    assert (status, answer["Fault"]["Error"][0]["code"], answer["Fault"]["Error"][0]["element"]) == (400, "2050", "Name")
+    status, answer, _ = await call(http, qbo_sandbox, access, "POST", "item",
+                                   {"Name": "shipping", "Type": "Service", "IncomeAccountRef": {"value": "79"}})
+    assert (status, answer["Fault"]["Error"][0]["code"]) == (400, "6240")  # "Shipping" exists, case-insensitively
+
+
+async def test_read_of_a_missing_object_is_610(http, qbo_sandbox) -> None:
+    access = (await token(http, qbo_sandbox))["access_token"]
+    status, answer, headers = await call(http, qbo_sandbox, access, "GET", "invoice/9999")
+    assert (status, answer["Fault"]["Error"][0]["code"]) == (400, "610")
+    assert "intuit_tid" in headers
