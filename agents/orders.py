@@ -43,7 +43,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
     async def apply(order_id: str, decision: Decision) -> None:
         # Commands are acknowledged by Kafka before the state that says they were sent is written.
         for cmd in decision.commands:
-            fut = await ctx.commands.send(key=order_id.encode(), value=encode_command(cmd))
+            # Keyed by realm: one dispatcher at a time spends a realm's quota.
+            fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd))
             await fut
         if decision.state is not None:
             ctx.order_state[order_id] = decision.state.model_dump(mode="json")

@@ -163,7 +163,8 @@ def worker(web_port: int) -> None:
         asyncio.run(
             ensure_topics(
                 settings.kafka_bootstrap_servers,
-                topics.worker_topics(settings.app_id, settings.kafka_partitions, settings.kafka_replication_factor),
+                topics.worker_topics(settings.app_id, settings.kafka_partitions, settings.kafka_replication_factor,
+                                     tuple(r.topic for r in settings.retry_ladder)),
                 timeout=settings.kafka_connect_timeout_seconds,
             )
         )
@@ -206,7 +207,8 @@ def create_topics() -> None:
     from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
 
-    specs = topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor)
+    specs = topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor,
+                              tuple(r.topic for r in settings.retry_ladder))
     try:
         created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs,
                                             timeout=settings.kafka_connect_timeout_seconds))

@@ -20,63 +20,73 @@ from app.adapters.oauth import TokenRefreshError
 from app.domain.faults import ErrorClass
 from app.domain.naming import qbo_quote
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
+from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 
 log = logging.getLogger("magqb.dispatcher")
 
 Command = EnsureCustomer | EnsureItem | CreateDocument
-Result = CustomerResolved | ItemResolved | DocumentCreated | CommandFailed
+Result = CustomerResolved | ItemResolved | DocumentCreated
+
+
+MAX_THROTTLE_RETRIES = 5  # the gate has already paused the realm; the command itself is fine
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """In-process retries for retriable failures (delay topics take over in issue #4)."""
+class RetryLater:
+    """A retriable failure (429 after retries, 5xx, timeout, dropped connection): park the command."""
 
-    attempts: int = 4
-    first_delay: float = 0.5
-    max_delay: float = 10.0
+    error_class: str
+    message: str
+    fault: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """A permanent failure (a validation fault): retrying sends the same wrong data."""
+
+    error_class: str
+    message: str
+    fault: dict[str, Any] | None = None
+
+
+class RealmBlocked(Exception):
+    """QBO refused the refresh token: nothing for this realm can be dispatched until an operator acts."""
+
+
+Outcome = Result | RetryLater | GiveUp
 
 
 class Dispatcher:
-    def __init__(self, client: QboClient, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, client: QboClient) -> None:
         self.client = client
-        self.retry = retry or RetryPolicy()
         # One in-flight resolution per customer/item/document, so concurrent orders share it.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._customers: dict[str, CustomerResolved] = {}
         self._items: dict[str, ItemResolved] = {}
 
-    async def handle(self, cmd: Command) -> Result:
-        delay = self.retry.first_delay
-        for attempt in range(1, self.retry.attempts + 1):
+    async def handle(self, cmd: Command) -> Outcome:
+        throttles = 0
+        while True:
             try:
                 result = await self._dispatch(cmd)
-                metrics.COMMANDS.labels(command=cmd.type, result="ok").inc()
-                return result
             except QboError as exc:
-                retriable = exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH)
-                if not retriable or attempt == self.retry.attempts:
-                    metrics.COMMANDS.labels(command=cmd.type, result="failed").inc()
-                    log.error("order_id=%s order=%s %s failed (%s): %s", cmd.order_id, cmd.order_ref, cmd.type,
-                              exc.error_class, exc)
-                    return self._failed(cmd, str(exc.error_class), str(exc), exc.fault.as_dict())
-                log.warning("order_id=%s %s attempt %d failed (%s), retrying in %.1fs", cmd.order_id, cmd.type,
-                            attempt, exc.error_class, delay)
+                if exc.error_class is ErrorClass.THROTTLED and throttles < MAX_THROTTLE_RETRIES:
+                    throttles += 1
+                    continue
+                metrics.COMMANDS.labels(command=cmd.type, result=str(exc.error_class)).inc()
+                if exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH):
+                    log.warning("order_id=%s order=%s %s failed (%s), will retry: %s", cmd.order_id, cmd.order_ref,
+                                cmd.type, exc.error_class, exc)
+                    return RetryLater(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
+                log.error("order_id=%s order=%s %s refused by QuickBooks (%s): %s", cmd.order_id, cmd.order_ref,
+                          cmd.type, exc.error_class, exc)
+                return GiveUp(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
             except TokenRefreshError as exc:
-                if exc.permanent or attempt == self.retry.attempts:
-                    metrics.COMMANDS.labels(command=cmd.type, result="failed").inc()
-                    log.error("order_id=%s %s: %s", cmd.order_id, cmd.type, exc)
-                    return self._failed(cmd, "auth", str(exc), None)
-                log.warning("order_id=%s %s: %s, retrying in %.1fs", cmd.order_id, cmd.type, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry.max_delay)
-        raise AssertionError("unreachable")
-
-    def _failed(self, cmd: Command, error_class: str, message: str, fault: dict[str, Any] | None) -> CommandFailed:
-        return CommandFailed(
-            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
-            command_type=cmd.type, error_class=error_class, message=message[:1000], fault=fault,
-        )
+                if exc.permanent:
+                    raise RealmBlocked(str(exc)) from None
+                return RetryLater("auth", str(exc)[:1000])
+            metrics.COMMANDS.labels(command=cmd.type, result="ok").inc()
+            return result
 
     async def _dispatch(self, cmd: Command) -> Result:
         if isinstance(cmd, EnsureCustomer):

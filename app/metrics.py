@@ -33,3 +33,10 @@ RECONCILE_MISMATCHES = Counter(
     "Orders whose QBO document total differs from Magento's grand_total by more than the tolerance.",
 )
 COMMANDS_IN_FLIGHT = Gauge("magqb_dispatcher_in_flight", "QBO commands being dispatched right now.")
+QBO_THROTTLED = Counter("magqb_qbo_throttled", "HTTP 429 answers from QuickBooks.", ["realm"])
+CIRCUIT_OPEN = Gauge("magqb_qbo_circuit_open", "1 while the realm's circuit breaker holds calls back.", ["realm"])
+REALM_BLOCKED = Gauge(
+    "magqb_qbo_realm_blocked", "1 while dispatch for the realm is stopped (refresh token refused).", ["realm"]
+)
+RETRIES = Counter("magqb_retries", "Commands sent to a delay topic, by rung.", ["rung"])
+DEAD_LETTERS = Counter("magqb_dead_letters", "Commands dead-lettered, by reason.", ["reason"])

@@ -10,8 +10,13 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from app.domain.retry_ladder import Rung
 
 QBO_PRODUCTION_API = "https://quickbooks.api.intuit.com"
 QBO_SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com"
@@ -50,6 +55,14 @@ class Settings(BaseSettings):
     kafka_connect_timeout_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_KAFKA_CONNECT_TIMEOUT")
     kafka_produce_timeout_seconds: float = Field(10.0, gt=0, validation_alias="MAGQB_PRODUCE_TIMEOUT")
 
+    # Dispatch to QuickBooks
+    qbo_requests_per_minute: int = Field(500, ge=0, validation_alias="MAGQB_QBO_REQUESTS_PER_MINUTE")
+    qbo_requests_per_second: int = Field(10, ge=0, validation_alias="MAGQB_QBO_REQUESTS_PER_SECOND")
+    qbo_max_in_flight: int = Field(10, ge=1, le=10, validation_alias="MAGQB_QBO_MAX_IN_FLIGHT")
+    throttle_backoff_seconds: float = Field(60.0, ge=0, validation_alias="MAGQB_THROTTLE_BACKOFF")
+    retry_delays: str = Field("30s,5m,30m,2h", validation_alias="MAGQB_RETRY_DELAYS")
+    circuit_cooldown_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_CIRCUIT_COOLDOWN")
+
     # This service
     data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAGQB_MAX_BODY_BYTES")
@@ -71,6 +84,20 @@ class Settings(BaseSettings):
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _ladder(cls, v: str) -> str:
+        from app.domain.retry_ladder import parse_ladder
+
+        parse_ladder(v)  # raises LadderError (a ValueError) with the reason
+        return v
+
+    @property
+    def retry_ladder(self) -> tuple[Rung, ...]:
+        from app.domain.retry_ladder import parse_ladder
+
+        return parse_ladder(self.retry_delays)
 
     @field_validator("quickbooks_client_id", "quickbooks_realm_id")
     @classmethod

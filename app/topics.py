@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ORDERS = "magento.orders"
-COMMANDS = "qbo.commands"
+COMMANDS = "qbo.commands"  # key = realm id: one dispatcher owns a realm's quota
 RESULTS = "qbo.results"
+DEAD_LETTER = "qbo.dead-letter"
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,24 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def app_topics(partitions: int, replication_factor: int) -> list[TopicSpec]:
+def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str, ...] = ()) -> list[TopicSpec]:
     keep_forever = {"retention.ms": "-1"}  # the order log is the source of truth: replays need all of it
+    two_weeks = {"retention.ms": str(14 * 24 * 3600 * 1000)}
     return [
         TopicSpec(ORDERS, partitions, replication_factor, {**keep_forever, "min.insync.replicas": "1"}),
-        TopicSpec(COMMANDS, partitions, replication_factor, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        TopicSpec(COMMANDS, partitions, replication_factor, two_weeks),
         TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
+        *(TopicSpec(t, partitions, replication_factor, two_weeks) for t in retry_topics),
+        TopicSpec(DEAD_LETTER, 1, replication_factor, keep_forever),
     ]
 
 
 TABLES = ("order_state", "customers", "items")
 
 
-def worker_topics(app_id: str, partitions: int, replication_factor: int) -> list[TopicSpec]:
+def worker_topics(
+    app_id: str, partitions: int, replication_factor: int, retry_topics: tuple[str, ...] = ()
+) -> list[TopicSpec]:
     """The app's topics plus Faust's own (table changelogs, leader election), created up front.
 
     Faust creates these itself, but a consumer group that forms before a brand-new topic has
@@ -42,7 +48,7 @@ def worker_topics(app_id: str, partitions: int, replication_factor: int) -> list
     """
     compacted = {"cleanup.policy": "compact"}
     return [
-        *app_topics(partitions, replication_factor),
+        *app_topics(partitions, replication_factor, retry_topics),
         *(TopicSpec(f"{app_id}-{t}-changelog", partitions, replication_factor, compacted) for t in TABLES),
         TopicSpec(f"{app_id}-__assignor-__leader", 1, replication_factor, compacted),
     ]

@@ -15,6 +15,7 @@ import aiohttp
 
 from app import jsonutil, metrics
 from app.adapters.oauth import TokenManager
+from app.adapters.realm_gate import RealmGate
 from app.domain.faults import ErrorClass, QboFault, classify, parse_fault
 
 log = logging.getLogger("magqb.qbo")
@@ -36,6 +37,7 @@ class QboClient:
         tokens: TokenManager,
         minor_version: int = 75,
         timeout_seconds: float = 30.0,
+        gate: RealmGate | None = None,
     ) -> None:
         self._session = session
         self._base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
@@ -43,6 +45,7 @@ class QboClient:
         self._tokens = tokens
         self._minor = str(minor_version)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.gate = gate
 
     async def query(self, sql: str) -> dict[str, Any]:
         """The `QueryResponse` object (`{}` when nothing matched)."""
@@ -72,8 +75,11 @@ class QboClient:
         payload = jsonutil.dumps(body) if body is not None else None
         token = await self._tokens.access_token()
         for attempt in (1, 2):
+            if self.gate is not None:
+                await self.gate.before_call()
             started = time.perf_counter()
             status = 0
+            retry_after: str | None = None
             try:
                 async with self._session.request(
                     method,
@@ -88,14 +94,19 @@ class QboClient:
                     timeout=self._timeout,
                 ) as resp:
                     status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
                     raw = await resp.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error").inc()
+                if self.gate is not None:
+                    self.gate.after_call(0, None)
                 fault = QboFault(0, None, exc.__class__.__name__, str(exc)[:200], None, "")
                 raise QboError(fault, ErrorClass.RETRIABLE) from None
             finally:
                 metrics.QBO_REQUEST_SECONDS.labels(entity=entity.lower()).observe(time.perf_counter() - started)
             metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status=str(status)).inc()
+            if self.gate is not None:
+                self.gate.after_call(status, retry_after)
 
             if status == 200:
                 try:

@@ -161,8 +161,8 @@ def on_result(
         if state.status == "synced":
             return Decision(state=None, outcome="ignored")
         return Decision(state=state.model_copy(update={"status": "failed", "error": result.message}), outcome="failed")
-    # CustomerResolved / ItemResolved
-    if state.status != "resolving" or state.order is None:
+    # CustomerResolved / ItemResolved — also after a failure, when a dead letter was retried.
+    if state.status not in ("resolving", "failed") or state.order is None:
         return Decision(state=None, outcome="ignored")
     order = MagentoOrder.model_validate(state.order)
     return _advance(order, state, customers, items, cfg, realm_id, ensure_missing=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -13,11 +14,14 @@ from pydantic import SecretStr
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
 from app.adapters.token_store import TokenStore
-from app.dispatch import Dispatcher, RetryPolicy
+from app.adapters.realm_gate import RealmGate
+from app.dispatch import Dispatcher, GiveUp, RealmBlocked, RetryLater
+from app.domain.circuit import CircuitBreaker
+from app.domain.pacing import Pacer
 from app.domain import request_ids
 from app.domain.mapping import MappingConfig, ResolvedRefs, map_order
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
+from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder
 from tests.conftest import blueprint_order
 from tests.integration.conftest import REALM, RunningSandbox
@@ -36,7 +40,7 @@ def make_dispatcher(sb: RunningSandbox, session: aiohttp.ClientSession, data: Pa
     tokens = TokenManager(session, sb.token_url, sb.config.client_id, SecretStr(sb.config.client_secret), REALM,
                           store, SecretStr(sb.config.refresh_token))
     client = QboClient(session, sb.url, REALM, tokens)
-    return Dispatcher(client, RetryPolicy(attempts=2, first_delay=0.01)), tokens
+    return Dispatcher(client), tokens
 
 
 def ensure_customer(email: str, name: str) -> EnsureCustomer:
@@ -105,7 +109,7 @@ async def test_validation_fault_becomes_a_failed_result_with_the_fault(qbo_sandb
     dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
     result = await dispatcher.handle(EnsureItem(**COMMON, request_id="mq-item-x", name="PROD001",
                                                 income_account_id="99999"))
-    assert isinstance(result, CommandFailed)
+    assert isinstance(result, GiveUp)
     assert result.error_class == "permanent"
     assert result.fault is not None and (result.fault["status"], result.fault["code"]) == (400, "2500")
 
@@ -116,7 +120,49 @@ async def test_invalid_refresh_token_fails_clearly(qbo_sandbox, session, tmp_pat
     tokens = TokenManager(session, qbo_sandbox.token_url, qbo_sandbox.config.client_id,
                           SecretStr(qbo_sandbox.config.client_secret), REALM, store,
                           SecretStr(qbo_sandbox.config.refresh_token))
-    dispatcher = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, tokens), RetryPolicy(attempts=2, first_delay=0.01))
-    result = await dispatcher.handle(ensure_customer("c@example.com", "C Person"))
-    assert isinstance(result, CommandFailed) and result.error_class == "auth"
-    assert "invalid_grant" in result.message
+    dispatcher = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, tokens))
+    with pytest.raises(RealmBlocked) as info:
+        await dispatcher.handle(ensure_customer("c@example.com", "C Person"))
+    assert "invalid_grant" in str(info.value)
+
+
+def gated(sb: RunningSandbox, session: aiohttp.ClientSession, data: Path, per_second: int,
+          backoff: float = 60.0) -> tuple[Dispatcher, RealmGate]:
+    store = TokenStore(data / "tokens.sqlite3")
+    tokens = TokenManager(session, sb.token_url, sb.config.client_id, SecretStr(sb.config.client_secret), REALM,
+                          store, SecretStr(sb.config.refresh_token))
+    gate = RealmGate(REALM, Pacer(per_minute=500, per_second=per_second), CircuitBreaker(), backoff)
+    return Dispatcher(QboClient(session, sb.url, REALM, tokens, gate=gate)), gate
+
+
+async def test_paced_dispatch_stays_inside_the_per_second_quota(sandbox_factory, session, tmp_path) -> None:
+    sb = await sandbox_factory(quota_per_second=5, quota_per_minute=500)
+    dispatcher, _ = gated(sb, session, tmp_path, per_second=5)
+    results = await asyncio.gather(*(dispatcher.handle(ensure_customer(f"p{i}@example.com", f"Paced {i}"))
+                                     for i in range(8)))
+    assert all(isinstance(r, CustomerResolved) and r.created for r in results)
+    assert sb.sandbox.throttled == 0
+    assert len(sb.sandbox.company.rows("Customer")) == 8
+
+
+async def test_a_429_pauses_the_realm_and_the_command_still_succeeds(sandbox_factory, session, tmp_path) -> None:
+    sb = await sandbox_factory(quota_per_second=0, quota_per_minute=0, throttle_rate=0.5, seed=5)
+    dispatcher, gate = gated(sb, session, tmp_path, per_second=0, backoff=0.05)
+    results = [await dispatcher.handle(ensure_customer(f"t{i}@example.com", f"Throttled {i}")) for i in range(6)]
+    assert all(isinstance(r, CustomerResolved) for r in results)
+    assert sb.sandbox.injected["throttle"] >= 1
+    assert gate.pacer.scale < 1.0  # slowed down after the 429s
+    assert len(sb.sandbox.company.rows("Customer")) == 6
+
+
+async def test_server_errors_are_retry_later_and_ambiguous_creates_are_found(sandbox_factory, session,
+                                                                            tmp_path) -> None:
+    sb = await sandbox_factory(quota_per_second=0, quota_per_minute=0, commit_then_fail_rate=1.0, seed=2)
+    dispatcher, _ = gated(sb, session, tmp_path, per_second=0)
+    cmd = ensure_customer("ghost@example.com", "Ghost Writer")
+    first = await dispatcher.handle(cmd)
+    assert isinstance(first, RetryLater)  # committed, but the answer was lost
+    sb.sandbox.set_faults({"commit_then_fail_rate": 0.0})
+    again = await dispatcher.handle(cmd)  # the redelivery finds it instead of creating a second one
+    assert isinstance(again, CustomerResolved) and again.created is False
+    assert len(sb.sandbox.company.rows("Customer")) == 1

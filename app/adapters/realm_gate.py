@@ -1,0 +1,78 @@
+"""Every QBO call of a realm passes this gate: the pacer (quota), the circuit breaker, 429 pauses.
+
+One gate per realm per process; since `qbo.commands` is keyed by realm, one
+worker at a time dispatches for a realm, so the gate sees all of its traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from app import metrics
+from app.domain.circuit import CircuitBreaker, CircuitState
+from app.domain.pacing import Pacer
+
+log = logging.getLogger("magqb.dispatcher")
+
+
+class RealmGate:
+    def __init__(
+        self,
+        realm_id: str,
+        pacer: Pacer,
+        breaker: CircuitBreaker,
+        throttle_backoff: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.realm_id = realm_id
+        self.pacer = pacer
+        self.breaker = breaker
+        self.throttle_backoff = throttle_backoff
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+
+    async def before_call(self) -> None:
+        """Wait until the quota and the breaker allow one more call, then spend it."""
+        async with self._lock:
+            announced = False
+            while True:
+                now = self._clock()
+                wait = max(self.breaker.allow(now), self.pacer.delay(now))
+                metrics.CIRCUIT_OPEN.labels(realm=self.realm_id).set(self.breaker.state is CircuitState.OPEN)
+                if wait <= 0:
+                    self.pacer.record(now)
+                    return
+                if wait > 1 and not announced:
+                    log.info("realm=%s pausing QBO calls for %.1fs (%s)", self.realm_id, wait,
+                             "circuit open" if self.breaker.state is CircuitState.OPEN else "quota")
+                    announced = True
+                await self._sleep(min(wait, 1.0))
+
+    def after_call(self, status: int, retry_after: str | None) -> None:
+        now = self._clock()
+        if status == 429:
+            metrics.QBO_THROTTLED.labels(realm=self.realm_id).inc()
+            seconds: float | None
+            try:
+                seconds = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                seconds = None
+            pause = self.pacer.throttled(now, seconds, self.throttle_backoff)
+            log.warning("realm=%s QBO throttled us (429): pausing %.0fs, pace now %.0f%% of quota",
+                        self.realm_id, pause, self.pacer.scale * 100)
+            return
+        failed = status == 0 or status >= 500
+        was_open = self.breaker.state
+        self.breaker.record(failed, now)
+        if self.breaker.state is CircuitState.OPEN and was_open is not CircuitState.OPEN:
+            log.error("realm=%s QBO keeps failing: circuit open, next probe in %.0fs", self.realm_id,
+                      self.breaker.cooldown)
+        elif self.breaker.state is CircuitState.CLOSED and was_open is CircuitState.HALF_OPEN:
+            log.info("realm=%s QBO answered the probe: circuit closed", self.realm_id)
+        if not failed:
+            self.pacer.succeeded()
