@@ -1,0 +1,105 @@
+"""Read and act on `qbo.dead-letter` (the `magqb dlq` commands).
+
+The topic is the history: a dead letter, then perhaps a `retried` or `purged`
+record naming it. Open letters are the dead ones no later record names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from app import jsonutil, topics
+from schemas.commands import command_adapter
+from schemas.dead_letter import DeadLetter, DeadLetterAction
+
+H_RETRY_OF = "magqb-dlq-retry-of"
+
+
+@dataclass
+class DeadLetterLog:
+    letters: list[DeadLetter]
+    retried: set[str]
+    purged: set[str]
+    unreadable: int
+
+    def open(self) -> list[DeadLetter]:
+        return [d for d in self.letters if d.id not in self.retried and d.id not in self.purged]
+
+    def find(self, prefix: str) -> DeadLetter | None:
+        matches = [d for d in self.letters if d.id.startswith(prefix)]
+        return matches[0] if len(matches) == 1 else None
+
+    def status(self, letter: DeadLetter) -> str:
+        if letter.id in self.purged:
+            return "purged"
+        if letter.id in self.retried:
+            return "retried"
+        return "open"
+
+
+async def read_log(bootstrap: str, timeout_ms: int = 2000) -> DeadLetterLog:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    log = DeadLetterLog([], set(), set(), 0)
+    try:
+        tp = TopicPartition(topics.DEAD_LETTER, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=timeout_ms)
+            if not batch:
+                break
+            for record in batch.get(tp, []):
+                _take(log, record.value or b"")
+    finally:
+        await consumer.stop()
+    return log
+
+
+def _take(log: DeadLetterLog, raw: bytes) -> None:
+    try:
+        data = jsonutil.loads(raw)
+        if isinstance(data, dict) and data.get("action") == "dead":
+            log.letters.append(DeadLetter.model_validate(data))
+            return
+        action = DeadLetterAction.model_validate(data)
+    except (ValueError, ValidationError):
+        log.unreadable += 1
+        return
+    (log.retried if action.action == "retried" else log.purged).update(action.ids)
+
+
+async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
+    """Send the commands back to dispatch (attempt 1 again), then record that they were retried."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for letter in letters:
+            cmd = command_adapter.validate_python(letter.command)
+            await producer.send_and_wait(
+                topics.COMMANDS, cmd.model_dump_json().encode(), key=cmd.realm_id.encode(),
+                headers=[(H_RETRY_OF, letter.id.encode())],
+            )
+        await producer.send_and_wait(
+            topics.DEAD_LETTER, DeadLetterAction(action="retried", ids=[d.id for d in letters]).model_dump_json().encode(),
+            key=b"dlq-action",
+        )
+    finally:
+        await producer.stop()
+
+
+async def purge(bootstrap: str, letters: list[DeadLetter]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.DEAD_LETTER, DeadLetterAction(action="purged", ids=[d.id for d in letters]).model_dump_json().encode(),
+            key=b"dlq-action",
+        )
+    finally:
+        await producer.stop()
