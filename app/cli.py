@@ -182,6 +182,28 @@ def worker(web_port: int) -> None:
     async def metrics_view(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    @ctx.app.task
+    async def _install_task_dump() -> None:
+        # `kill -USR1 <pid>`: every asyncio task's stack to the log, to see what a stuck worker waits on.
+        import signal as _signal
+        import sys as _sys
+
+        def dump() -> None:
+            tasks = asyncio.all_tasks()
+            lines = []
+            for task in tasks:
+                chain, coro = [], task.get_coro()
+                while coro is not None and len(chain) < 30:
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                    if frame is not None:
+                        chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}"
+                                     f"({frame.f_code.co_name})")
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+                lines.append(" > ".join(chain))
+            print(f"asyncio tasks ({len(tasks)}):\n" + "\n".join(sorted(lines)), file=_sys.stderr, flush=True)
+
+        asyncio.get_running_loop().add_signal_handler(_signal.SIGUSR1, dump)
+
     @ctx.app.on_rebalance_complete.connect
     async def _ready(sender: Any, **kwargs: Any) -> None:
         assigned = ctx.app.consumer.assignment() if ctx.app.consumer else set()

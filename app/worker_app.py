@@ -50,6 +50,14 @@ def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        # On a rebalance faust waits for every in-flight event to be acked; with a batching
+        # dispatcher and sleeping retry rungs that wait can deadlock. Our handlers are idempotent,
+        # so a revoked partition's unacked events are simply delivered again to the new owner.
+        stream_wait_empty=False,
+        # A worker that dies (SIGKILL, lost host) holds its partitions until its session times
+        # out; keep that short so the others (or its own restart) take over within seconds.
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
         consumer_auto_offset_reset="earliest",
         web_host="127.0.0.1",
         web_port=web_port,

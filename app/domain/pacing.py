@@ -37,6 +37,9 @@ class Pacer:
         """Seconds to wait before the next request may be sent (0: now)."""
         wait = max(0.0, self.paused_until - now)
         per_minute, per_second = self._limits()
+        if per_second and self._second:
+            # Evenly spaced, not bursts: a request delayed on its way cannot bunch up with the next ones.
+            wait = max(wait, self._second[-1] + 1.0 / per_second - now)
         for window, limit, span in ((self._minute, per_minute, 60.0), (self._second, per_second, 1.0)):
             if not limit:
                 continue

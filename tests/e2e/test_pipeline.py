@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import blueprint_order, make_order
-from tests.e2e.conftest import Stack, poll
+from tests.e2e.harness import Stack, poll
 
 pytestmark = pytest.mark.kafka
 

@@ -1,0 +1,251 @@
+"""A whole magqb stack under fire, for the chaos tests (small) and bench/chaos.py (large).
+
+Each run gets its own Kafka broker (started with ops/kafka/start on free ports), its
+own sandbox with the plan's injected faults, an ingress and one or more workers —
+all real processes. Orders are posted like Magento does (re-sent on 503), then the
+run waits for the bookings and checks QuickBooks' books against what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from app.dead_letters import read_log
+from tests.conftest import TEST_ENV, blueprint_order, free_port
+from tests.e2e.harness import Stack, http, poll, start, stop
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPING = Decimal("5.00")
+
+
+@dataclass
+class ChaosPlan:
+    orders: int = 30
+    customers: int = 10
+    skus: int = 8
+    fail_rate: float = 0.10
+    throttle_rate: float = 0.05
+    commit_then_fail_rate: float = 0.02
+    token_ttl: int = 20
+    quota_per_minute: int = 0  # 0 = off; 500 is QBO's real quota
+    quota_per_second: int = 0
+    retry_delays: str = "1s,2s,4s,8s,16s"
+    throttle_backoff: float = 1.0
+    workers: int = 1
+    partitions: int = 4
+    seed: int = 7
+
+
+@dataclass
+class Report:
+    orders: int
+    documents: int
+    customers_expected: int
+    customers: int
+    items_expected: int
+    items: int
+    doc_numbers_twice: int
+    wrong_totals: int
+    dead_letters: int
+    qbo_requests: int
+    throttled: int
+    injected: dict[str, int]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        per_1000 = 1000 * self.throttled / self.qbo_requests if self.qbo_requests else 0.0
+        return [
+            f"documents created vs expected : {self.documents} / {self.orders}",
+            f"customers created vs expected : {self.customers} / {self.customers_expected}",
+            f"items created vs expected     : {self.items} / {self.items_expected}",
+            f"DocNumbers booked twice       : {self.doc_numbers_twice}",
+            f"documents with a wrong total  : {self.wrong_totals}",
+            f"dead letters                  : {self.dead_letters}",
+            f"QBO requests                  : {self.qbo_requests}  (429s: {self.throttled}, {per_1000:.1f} per 1,000)",
+            f"injected faults               : {self.injected}",
+            f"orders/min achieved           : {self.orders / self.seconds * 60:.0f}  ({self.seconds:.1f} s)",
+        ]
+
+
+@dataclass
+class ChaosRun:
+    plan: ChaosPlan
+    workdir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    kafka_env: dict[str, str] = field(default_factory=dict)
+    stack: Stack | None = None
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    web_ports: dict[str, int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ processes
+
+    def start(self) -> Stack:
+        port, controller = free_port(), free_port()
+        self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
+                          "KAFKA_DATA_DIR": str(self.workdir / "kafka")}
+        subprocess.run([str(REPO / "ops/kafka/start")], env=self.kafka_env, check=True, capture_output=True,
+                       timeout=180)
+        sandbox_port, ingress_port = free_port(), free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_", "KAFKA_"))},
+            **TEST_ENV,
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "QUICKBOOKS_API_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
+            "QUICKBOOKS_TOKEN_URL": f"http://127.0.0.1:{sandbox_port}/oauth2/v1/tokens/bearer",
+            "MAGQB_APP_ID": f"magqb-chaos-{self.run_id}",
+            "MAGQB_PARTITIONS": str(self.plan.partitions),
+            "MAGQB_RETRY_DELAYS": self.plan.retry_delays,
+            "MAGQB_THROTTLE_BACKOFF": str(self.plan.throttle_backoff),
+            "MAGQB_CIRCUIT_COOLDOWN": "2",
+            "MAGQB_PRODUCE_TIMEOUT": "3",
+            "QUICKBOOKS_TIMEOUT_SECONDS": "10",
+        }
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stack = s = Stack(env, f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{sandbox_port}", "", logs)
+        p = self.plan
+        start(s, "sandbox", "sandbox", "--port", str(sandbox_port), "--seed", str(p.seed),
+              "--fail-rate", str(p.fail_rate), "--throttle-rate", str(p.throttle_rate),
+              "--commit-then-fail-rate", str(p.commit_then_fail_rate), "--token-ttl", str(p.token_ttl),
+              "--quota-per-minute", str(p.quota_per_minute), "--quota-per-second", str(p.quota_per_second))
+        start(s, "ingress", "ingress", "--port", str(ingress_port))
+        for n in range(p.workers):
+            self.start_worker(f"worker{n}")
+        poll(lambda: http("GET", f"{s.ingress_url}/readyz")[0] == 200, 90, "the chaos ingress")
+        poll(lambda: all("worker ready" in s.log_tail(w, 400) for w in self.web_ports), 120,
+             lambda: "the chaos workers:\n" + "\n".join(s.log_tail(w) for w in self.web_ports))
+        return s
+
+    def start_worker(self, name: str) -> None:
+        assert self.stack is not None
+        port = self.web_ports.get(name) or free_port()
+        self.web_ports[name] = port
+        env = {"MAGQB_DATA_DIR": str(self.workdir / name)}
+        start(self.stack, name, "worker", "--web-port", str(port), env=env)
+        self.stack.worker_url = f"http://127.0.0.1:{port}"
+
+    def kill_worker(self, name: str) -> None:
+        assert self.stack is not None
+        proc = self.stack.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            for proc in reversed(list(self.stack.procs.values())):
+                stop(proc)
+        if self.kafka_env:
+            subprocess.run([str(REPO / "ops/kafka/stop")], env=self.kafka_env, capture_output=True, timeout=90)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir / "kafka", ignore_errors=True)
+
+    # ------------------------------------------------------------ orders
+
+    def make_orders(self) -> list[dict[str, Any]]:
+        rng = random.Random(self.plan.seed)
+        base = rng.randint(10**7, 10**8)
+        prices = [Decimal(f"{rng.randint(100, 9999) / 100:.2f}") for _ in range(self.plan.skus)]
+        orders = []
+        for k in range(self.plan.orders):
+            c = k % self.plan.customers
+            picked = rng.sample(range(self.plan.skus), rng.randint(1, min(3, self.plan.skus)))
+            items, subtotal = [], Decimal(0)
+            for n, j in enumerate(picked, start=1):
+                qty = rng.randint(1, 3)
+                row = prices[j] * qty
+                subtotal += row
+                items.append({"item_id": n, "sku": f"SKU-{self.run_id}-{j}", "name": f"Chaos product {j}",
+                              "qty_ordered": qty, "price": str(prices[j]), "row_total": str(row),
+                              "tax_amount": 0})
+            order = {**blueprint_order(), "entity_id": base + k, "increment_id": f"{base + k:09d}",
+                     "customer_email": f"buyer{c}.{self.run_id}@example.com", "customer_firstname": f"Buyer{c}",
+                     "customer_lastname": f"Chaos{self.run_id}", "items": items, "subtotal": str(subtotal),
+                     "tax_amount": 0, "shipping_amount": str(SHIPPING), "grand_total": str(subtotal + SHIPPING)}
+            orders.append(order)
+        self.orders = orders
+        return orders
+
+    def post(self, order: dict[str, Any], timeout: float = 120) -> int:
+        """Post like Magento: a 503 (or no answer) is re-sent until it is accepted. Returns 503s seen."""
+        assert self.stack is not None
+        refused = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            status, _ = self.stack.post_order(order)
+            if status == 202:
+                return refused
+            if status not in (0, 503) or time.monotonic() > deadline:
+                raise AssertionError(f"order {order['entity_id']} got {status}")
+            refused += 1
+            time.sleep(0.5 if status == 503 else 0.2)
+
+    # ------------------------------------------------------------ checks
+
+    def created(self, entity: str) -> int:
+        assert self.stack is not None
+        return int(self.stack.sandbox_stats()["documents_created"].get(entity, 0))
+
+    def wait_booked(self, timeout: float) -> None:
+        poll(lambda: self.created("SalesReceipt") >= len(self.orders), timeout,
+             lambda: f"{len(self.orders)} SalesReceipts (have {self.created('SalesReceipt')}); worker log:\n"
+             + "\n".join(self.stack.log_tail(w, 15) for w in self.web_ports if self.stack))
+
+    def report(self, seconds: float) -> Report:
+        s = self.stack
+        assert s is not None
+        receipts: list[dict[str, Any]] = []
+        start_at = 1
+        while True:
+            page = s.query(f"SELECT * FROM SalesReceipt STARTPOSITION {start_at} MAXRESULTS 1000").get("SalesReceipt", [])
+            receipts += page
+            if len(page) < 1000:
+                break
+            start_at += 1000
+        numbers = [r["DocNumber"] for r in receipts]
+        expected = {f"MAG-{o['increment_id']}": Decimal(o["grand_total"]) for o in self.orders}
+        wrong = sum(1 for r in receipts if expected.get(r["DocNumber"]) != r["TotalAmt"])
+        stats = s.sandbox_stats()
+        dead = asyncio.run(read_log(s.env["KAFKA_BOOTSTRAP_SERVERS"]))
+        qbo_requests = sum(v for k, v in stats["requests"].items() if k.split()[1].startswith("/v3/"))
+        return Report(
+            orders=len(self.orders),
+            documents=len(receipts),
+            customers_expected=len({o["customer_email"] for o in self.orders}),
+            customers=int(stats["documents_created"].get("Customer", 0)),
+            items_expected=len({i["sku"] for o in self.orders for i in o["items"]}),
+            items=int(stats["documents_created"].get("Item", 0)),
+            doc_numbers_twice=len(numbers) - len(set(numbers)),
+            wrong_totals=wrong,
+            dead_letters=len(dead.letters),
+            qbo_requests=qbo_requests,
+            throttled=int(stats["throttled"]),
+            injected=dict(stats["injected"]),
+            seconds=seconds,
+        )
+
+
+def exact(report: Report) -> None:
+    """The promise: every order booked exactly once, nothing created twice, nothing dead."""
+    assert report.documents == report.orders, report.lines()
+    assert report.customers == report.customers_expected, report.lines()
+    assert report.items == report.items_expected, report.lines()
+    assert report.doc_numbers_twice == 0, report.lines()
+    assert report.wrong_totals == 0, report.lines()
+    assert report.dead_letters == 0, report.lines()
+
+
+def dump(path: Path, report: Report) -> None:
+    path.write_text(json.dumps(report.__dict__, indent=2, default=str))
