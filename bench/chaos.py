@@ -1,0 +1,78 @@
+"""The chaos scenarios of tests/e2e/test_chaos.py at full size, printing their figures.
+
+    .venv/bin/python bench/chaos.py --scenario faults   # 10 % 5xx, 5 % 429, 2 % commit-then-fail, tokens live 20 s
+    .venv/bin/python bench/chaos.py --scenario quota    # QBO's real quota: orders/min against the quota-bound maximum
+    .venv/bin/python bench/chaos.py --scenario kill     # the worker SIGKILLed three times (see the known stall)
+
+Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
+the figures are printed (and written as JSON with --json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.chaos import ChaosPlan, ChaosRun, dump  # noqa: E402
+
+QUOTA_PER_MINUTE = 500
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", choices=("faults", "quota", "kill"), default="faults")
+    ap.add_argument("--orders", type=int, default=500)
+    ap.add_argument("--customers", type=int, default=100)
+    ap.add_argument("--skus", type=int, default=40)
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every order to be booked")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8)
+    if args.scenario == "quota":
+        plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
+        plan.token_ttl = 3600
+        plan.quota_per_minute, plan.quota_per_second, plan.throttle_backoff = QUOTA_PER_MINUTE, 10, 60.0
+    run = ChaosRun(plan, Path(tempfile.mkdtemp(prefix="magqb-chaos-")))
+    try:
+        run.start()
+        orders = run.make_orders()
+        started = time.monotonic()
+        refused = 0
+        kills = sorted(random.Random(1).sample(range(len(orders)), 3)) if args.scenario == "kill" else []
+        for n, order in enumerate(orders):
+            refused += run.post(order)
+            if n in kills:
+                run.kill_worker("worker0")
+                run.start_worker("worker0")
+        run.wait_booked(args.timeout)
+        report = run.report(time.monotonic() - started)
+    finally:
+        run.stop()
+        run.cleanup()
+
+    minutes = report.seconds / 60
+    print(f"chaos benchmark, scenario {args.scenario}: {args.orders} orders, {args.customers} customers, "
+          f"{args.skus} SKUs")
+    for line in report.lines():
+        print("  " + line)
+    if args.scenario == "quota":
+        per_min = report.qbo_requests / minutes
+        per_order = report.qbo_requests / report.orders
+        print(f"  QBO requests/min              : {per_min:.0f} of {QUOTA_PER_MINUTE} "
+              f"({per_min / QUOTA_PER_MINUTE:.0%} of the quota; {per_order:.2f} requests per order)")
+        print(f"  quota-bound maximum           : {QUOTA_PER_MINUTE / per_order:.0f} orders/min; achieved "
+              f"{report.orders / minutes:.0f} ({report.orders / minutes / (QUOTA_PER_MINUTE / per_order):.0%})")
+    if args.json:
+        dump(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
