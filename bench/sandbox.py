@@ -29,7 +29,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.ingress import free_port, serve_bare  # noqa: E402
+from bench.ingress import free_port, serve_bare, wait_ready  # noqa: E402
 
 REALM = "4620816365000000000"
 CLIENT = ("bench-client", "bench-secret")
@@ -94,19 +94,6 @@ async def load(url: str, bodies: list[bytes], concurrency: int, token: str, firs
         return len(bodies) / (time.perf_counter() - started), errors
 
 
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=4000)
@@ -128,7 +115,7 @@ def main() -> None:
     if pin(1):
         os.sched_setaffinity(0, {1})
     try:
-        wait_up(f"{base}/_sandbox/stats", sandbox)
+        wait_ready(f"{base}/_sandbox/stats", sandbox)
         token = access_token(base)
         req = urllib.request.Request(f"{base}/v3/company/{REALM}/customer", method="POST",
                                      data=b'{"DisplayName": "Bench Customer"}',

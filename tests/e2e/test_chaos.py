@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.chaos import ChaosPlan, ChaosRun, exact
+from tests.e2e.chaos import ChaosPlan, ChaosRun, Report, exact
 
 pytestmark = pytest.mark.kafka
 
@@ -43,15 +43,21 @@ def chaos(tmp_path: Path, kafka_bootstrap: str) -> Iterator[callable]:  # type: 
         run.cleanup()
 
 
-def test_faults_and_expiring_tokens_book_every_order_exactly_once(chaos) -> None:
-    """10 % 5xx, 5 % spurious 429, 2 % commit-then-fail, access tokens living 20 s."""
-    run = chaos(orders=30, customers=10, skus=8)
+def book_all(run: ChaosRun, timeout: float, after_post: Callable[[int], None] = lambda n: None) -> Report:
+    """Post every order as Magento would, wait for the bookings, print and return the figures."""
     started = time.monotonic()
-    for order in run.make_orders():
+    for n, order in enumerate(run.make_orders()):
         run.post(order)
-    run.wait_booked(timeout=240)
+        after_post(n)
+    run.wait_booked(timeout=timeout)
     report = run.report(time.monotonic() - started)
     print("\n".join(report.lines()))
+    return report
+
+
+def test_faults_and_expiring_tokens_book_every_order_exactly_once(chaos) -> None:
+    """10 % 5xx, 5 % spurious 429, 2 % commit-then-fail, access tokens living 20 s."""
+    report = book_all(chaos(orders=30, customers=10, skus=8), timeout=240)
     exact(report)
     assert sum(report.injected.values()) > 0  # the faults really happened
 
@@ -60,42 +66,25 @@ def test_faults_and_expiring_tokens_book_every_order_exactly_once(chaos) -> None
 def test_worker_killed_three_times_mid_run(chaos) -> None:
     run = chaos(orders=30, customers=10, skus=8, seed=11)
     rng = random.Random(3)
-    started = time.monotonic()
-    orders = run.make_orders()
-    for n, order in enumerate(orders):
-        run.post(order)
+
+    def kill(n: int) -> None:
         if n in (5, 15, 25):
             time.sleep(rng.uniform(0.2, 1.5))  # let it get into the middle of something
             run.kill_worker("worker0")
             run.start_worker("worker0")
-    run.wait_booked(timeout=300)
-    report = run.report(time.monotonic() - started)
-    print("\n".join(report.lines()))
-    exact(report)
+
+    exact(book_all(run, timeout=300, after_post=kill))
 
 
 @kill_scenario
 def test_two_workers_one_killed_the_other_takes_over(chaos) -> None:
     run = chaos(orders=30, customers=10, skus=8, workers=2, seed=21)
-    started = time.monotonic()
-    for n, order in enumerate(run.make_orders()):
-        run.post(order)
-        if n == 12:
-            run.kill_worker("worker1")
-    run.wait_booked(timeout=300)
-    report = run.report(time.monotonic() - started)
-    print("\n".join(report.lines()))
-    exact(report)
+    exact(book_all(run, timeout=300, after_post=lambda n: run.kill_worker("worker1") if n == 12 else None))
 
 
 def test_real_quota_keeps_429s_under_one_percent(chaos) -> None:
     run = chaos(orders=30, customers=10, skus=8, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
                 token_ttl=3600, quota_per_minute=500, quota_per_second=10, throttle_backoff=60.0, seed=31)
-    started = time.monotonic()
-    for order in run.make_orders():
-        run.post(order)
-    run.wait_booked(timeout=240)
-    report = run.report(time.monotonic() - started)
-    print("\n".join(report.lines()))
+    report = book_all(run, timeout=240)
     exact(report)
     assert report.throttled <= 0.01 * report.qbo_requests
