@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ Result = CustomerResolved | ItemResolved | DocumentCreated
 
 
 MAX_THROTTLE_RETRIES = 5  # the gate has already paused the realm; the command itself is fine
+# A lone 5xx or timeout is usually gone a moment later: retry in place twice before parking the
+# command on a delay topic, so a burst of bad luck does not walk a command down the whole ladder.
+QUICK_RETRY_DELAYS = (0.5, 1.5)
 
 
 @dataclass(frozen=True)
@@ -57,21 +61,26 @@ Outcome = Result | RetryLater | GiveUp
 
 
 class Dispatcher:
-    def __init__(self, client: QboClient) -> None:
+    def __init__(self, client: QboClient, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.client = client
+        self._sleep = sleep
         # One in-flight resolution per customer/item/document, so concurrent orders share it.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._customers: dict[str, CustomerResolved] = {}
         self._items: dict[str, ItemResolved] = {}
 
     async def handle(self, cmd: Command) -> Outcome:
-        throttles = 0
+        throttles = quick = 0
         while True:
             try:
                 result = await self._dispatch(cmd)
             except QboError as exc:
                 if exc.error_class is ErrorClass.THROTTLED and throttles < MAX_THROTTLE_RETRIES:
                     throttles += 1
+                    continue
+                if exc.error_class is ErrorClass.RETRIABLE and quick < len(QUICK_RETRY_DELAYS):
+                    await self._sleep(QUICK_RETRY_DELAYS[quick])
+                    quick += 1
                     continue
                 metrics.COMMANDS.labels(command=cmd.type, result=str(exc.error_class)).inc()
                 if exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH):

@@ -155,14 +155,27 @@ async def test_a_429_pauses_the_realm_and_the_command_still_succeeds(sandbox_fac
     assert len(sb.sandbox.company.rows("Customer")) == 6
 
 
-async def test_server_errors_are_retry_later_and_ambiguous_creates_are_found(sandbox_factory, session,
-                                                                            tmp_path) -> None:
+async def test_an_ambiguous_create_is_found_not_created_again(sandbox_factory, session, tmp_path) -> None:
+    """Commit-then-fail: the customer exists but the answer was lost; the quick retry looks it up."""
     sb = await sandbox_factory(quota_per_second=0, quota_per_minute=0, commit_then_fail_rate=1.0, seed=2)
     dispatcher, _ = gated(sb, session, tmp_path, per_second=0)
-    cmd = ensure_customer("ghost@example.com", "Ghost Writer")
-    first = await dispatcher.handle(cmd)
-    assert isinstance(first, RetryLater)  # committed, but the answer was lost
-    sb.sandbox.set_faults({"commit_then_fail_rate": 0.0})
-    again = await dispatcher.handle(cmd)  # the redelivery finds it instead of creating a second one
-    assert isinstance(again, CustomerResolved) and again.created is False
+    result = await dispatcher.handle(ensure_customer("ghost@example.com", "Ghost Writer"))
+    assert isinstance(result, CustomerResolved) and result.created is False
     assert len(sb.sandbox.company.rows("Customer")) == 1
+
+
+async def test_persistent_server_errors_become_retry_later(sandbox_factory, session, tmp_path) -> None:
+    sb = await sandbox_factory(quota_per_second=0, quota_per_minute=0, fail_rate=1.0, seed=4)
+    store = TokenStore(tmp_path / "tokens.sqlite3")
+    tokens = TokenManager(session, sb.token_url, sb.config.client_id, SecretStr(sb.config.client_secret), REALM,
+                          store, SecretStr(sb.config.refresh_token))
+    slept: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        slept.append(seconds)
+
+    dispatcher = Dispatcher(QboClient(session, sb.url, REALM, tokens), sleep=no_wait)
+    outcome = await dispatcher.handle(ensure_customer("down@example.com", "Down Time"))
+    assert isinstance(outcome, RetryLater) and outcome.error_class == "retriable"
+    assert slept == [0.5, 1.5]  # two quick retries in place, then the delay topic
+    assert sb.sandbox.injected["fail"] == 3
