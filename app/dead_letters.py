@@ -12,10 +12,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from app import jsonutil, topics
-from schemas.commands import command_adapter
+from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, command_adapter
 from schemas.dead_letter import DeadLetter, DeadLetterAction
 
 H_RETRY_OF = "magqb-dlq-retry-of"
+Command = EnsureCustomer | EnsureItem | CreateDocument
 
 
 @dataclass
@@ -74,13 +75,22 @@ def _take(log: DeadLetterLog, raw: bytes) -> None:
     (log.retried if action.action == "retried" else log.purged).update(action.ids)
 
 
+def retried_command(letter: DeadLetter) -> Command:
+    """The dead command with a requestid of its own: QBO answers a repeated requestid with the first
+    answer — the fault that killed it — so a retry after a fix needs a new one. It is derived from
+    the letter's id, so re-running an interrupted `dlq retry` repeats it exactly. The DocNumber
+    lookup before creating still guards against a second document."""
+    cmd = command_adapter.validate_python(letter.command)
+    return cmd.model_copy(update={"request_id": f"{cmd.request_id[:37]}-{letter.id[:12]}"})
+
+
 async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
     """Send the commands back to dispatch (attempt 1 again), then record that they were retried."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for letter in letters:
-            cmd = command_adapter.validate_python(letter.command)
+            cmd = retried_command(letter)
             await producer.send_and_wait(
                 topics.COMMANDS, cmd.model_dump_json().encode(), key=cmd.realm_id.encode(),
                 headers=[(H_RETRY_OF, letter.id.encode())],

@@ -128,6 +128,23 @@ class Company:
     def all_dirty(self) -> None:
         self.dirty = {(e, i) for e, rows in self.entities.items() for i in rows}
 
+    def delete(self, entity: str, body: Any) -> dict[str, Any]:
+        """`POST /<entity>?operation=delete` with {"Id", "SyncToken"}: the sales form is gone, its
+        DocNumber free again."""
+        id_ = str((body or {}).get("Id", "")) if isinstance(body, dict) else ""
+        existing = self.entities[entity].get(id_)
+        if existing is None:
+            raise faults.object_not_found(entity, id_)
+        if str(body.get("SyncToken")) != existing["SyncToken"]:
+            raise SandboxFault("5010", "Stale Object Error",
+                               "Stale Object Error : You and another user were working on this at the same time.", "")
+        del self.entities[entity][id_]
+        number = existing.get("DocNumber")
+        if number is not None and self.doc_numbers.get(number, ("", ""))[1] == id_:
+            del self.doc_numbers[number]
+        self.dirty.add((entity, id_))
+        return {"domain": "QBO", "status": "Deleted", "Id": id_}
+
     def get(self, entity: str, id_: str) -> dict[str, Any] | None:
         return self.entities[entity].get(id_)
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from app import jsonutil
 from app.sandbox import faults
 from app.sandbox.chaos import Dice, FaultSettings, RealmQuota
-from app.sandbox.company import CREATABLE, NAME_LISTS, URL_ENTITIES, Company
+from app.sandbox.company import CREATABLE, NAME_LISTS, SALES_FORMS, URL_ENTITIES, Company
 from app.sandbox.faults import SandboxFault, qbo_time
 from app.sandbox.query import evaluate, parse
 from app.sandbox.store import SandboxStore, flush_forever
@@ -123,6 +123,7 @@ class Sandbox:
         dirty, self.company.dirty = self.company.dirty, set()
         idem, self.idempotency_dirty = self.idempotency_dirty, set()
         entities = [(e, i, self.company.entities[e][i]) for e, i in dirty if i in self.company.entities[e]]
+        await self.store.delete([(e, i) for e, i in dirty if i not in self.company.entities[e]])
         await self.store.save(
             entities,
             [(k, *self.idempotency[k]) for k in idem if k in self.idempotency],
@@ -358,8 +359,13 @@ def _create(sandbox: Sandbox, entity: str, payload: Any, allow_duplicate_docnum:
 async def create_endpoint(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX_KEY]
     entity = CREATABLE.get(request.match_info["entity"])
-    if entity is None or request.query.get("operation"):
+    operation = request.query.get("operation")
+    if entity is None or operation not in (None, "delete") or (operation and entity not in SALES_FORMS):
         raise faults.unsupported_operation(request.path)
+    if operation == "delete":
+        deleted = sandbox.company.delete(entity, await _read_json(request))
+        log.info("deleted %s Id=%s", entity, deleted["Id"])
+        return _json({entity: deleted, "time": qbo_time()})
     request_id = request.query.get("requestid")
     if request_id is not None and len(request_id) > REQUEST_ID_MAX:
         raise _request_id_too_long(request_id, REQUEST_ID_MAX)

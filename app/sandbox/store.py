@@ -79,6 +79,12 @@ class SandboxStore:
         )
         await self._db.commit()
 
+    async def delete(self, entities: list[tuple[str, str]]) -> None:
+        assert self._db is not None
+        if entities:
+            await self._db.executemany("DELETE FROM entities WHERE entity = ? AND id = ?", entities)
+            await self._db.commit()
+
     async def wipe(self) -> None:
         assert self._db is not None
         for table in ("entities", "idempotency", "meta"):

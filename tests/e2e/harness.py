@@ -96,6 +96,14 @@ class Stack:
         assert status == 200, raw
         return dict(json.loads(raw, parse_float=Decimal)["QueryResponse"])
 
+    def api(self, method: str, path: str, body: Any = None, **params: str) -> tuple[int, dict[str, Any]]:
+        """A call to the sandbox's Accounting API, as an operator's script would make it."""
+        url = (f"{self.sandbox_url}/v3/company/{self.env['QUICKBOOKS_REALM_ID']}/{path}?"
+               + urllib.parse.urlencode({"minorversion": "75", **params}))
+        status, raw = http(method, url, json.dumps(body).encode() if body is not None else None,
+                           {"Authorization": f"Bearer {self._token()}", "Content-Type": "application/json"})
+        return status, json.loads(raw, parse_float=Decimal) if raw else {}
+
     def count(self, entity: str, where: str) -> int:
         return int(self.query(f"SELECT COUNT(*) FROM {entity} WHERE {where}").get("totalCount", 0))
 

@@ -5,15 +5,19 @@ Each scenario has its own broker, sandbox, ingress and workers (tests/e2e/chaos.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from app.dead_letters import read_log
 from tests.e2e.chaos import ChaosPlan, ChaosRun, Report, exact
+from tests.e2e.harness import MAGQB, poll
 
 pytestmark = pytest.mark.kafka
 
@@ -88,3 +92,42 @@ def test_real_quota_keeps_429s_under_one_percent(chaos) -> None:
     report = book_all(run, timeout=240)
     exact(report)
     assert report.throttled <= 0.01 * report.qbo_requests
+
+
+def test_poison_order_is_dead_lettered_then_booked_once_after_the_fix(chaos) -> None:
+    """Someone booked an Invoice by hand under the DocNumber an order needs: QBO refuses (6140) and
+    no SalesReceipt holds the number, so the command is dead-lettered; the other orders flow on.
+    The operator removes the stray Invoice and runs `magqb dlq retry --all`: booked once."""
+    run = chaos(orders=10, customers=5, skus=4, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, seed=41)
+    stack = run.stack
+    orders = run.make_orders()
+    poison = orders[3]
+    _, booker = stack.api("POST", "customer", {"DisplayName": "Manual Booker"})
+    status, stray = stack.api("POST", "invoice", {
+        "Line": [{"Amount": 10, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
+        "CustomerRef": {"value": booker["Customer"]["Id"]}, "DocNumber": f"MAG-{poison['increment_id']}"})
+    assert status == 200
+    for order in orders:
+        run.post(order)
+
+    def dead_letters() -> list:
+        return asyncio.run(read_log(stack.env["KAFKA_BOOTSTRAP_SERVERS"])).open()
+
+    [letter] = poll(dead_letters, 120, "the poison order's dead letter")
+    assert (letter.order_id, letter.command_type, letter.reason) == (str(poison["entity_id"]), "create_document",
+                                                                       "permanent")
+    assert letter.attempts[-1].fault is not None and letter.attempts[-1].fault["code"] == "6140"
+    poll(lambda: run.created("SalesReceipt") >= 9, 120, "the 9 other orders")
+
+    status, _ = stack.api("POST", "invoice", {"Id": stray["Invoice"]["Id"], "SyncToken": "0"}, operation="delete")
+    assert status == 200
+    listed = subprocess.run([MAGQB, "dlq", "list"], env=stack.env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and letter.id in listed.stdout, listed.stdout + listed.stderr
+    retried = subprocess.run([MAGQB, "dlq", "retry", "--all"], env=stack.env, capture_output=True, text=True,
+                             timeout=60)
+    assert retried.returncode == 0, retried.stderr
+    poll(lambda: run.created("SalesReceipt") >= 10, 120, "the poison order, after the fix")
+    report = run.report(1.0)
+    assert (report.documents, report.doc_numbers_twice, report.wrong_totals) == (10, 0, 0)
+    assert dead_letters() == []

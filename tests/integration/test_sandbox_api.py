@@ -196,3 +196,18 @@ async def test_read_of_a_missing_object_is_610(http, qbo_sandbox) -> None:
     status, answer, headers = await call(http, qbo_sandbox, access, "GET", "invoice/9999")
     assert (status, answer["Fault"]["Error"][0]["code"]) == (400, "610")
     assert "intuit_tid" in headers
+
+
+async def test_deleting_a_sales_form_frees_its_doc_number(http, qbo_sandbox) -> None:
+    access = (await token(http, qbo_sandbox))["access_token"]
+    _, cust, _ = await call(http, qbo_sandbox, access, "POST", "customer", {"DisplayName": "Deleter"})
+    _, inv, _ = await call(http, qbo_sandbox, access, "POST", "invoice", receipt(cust["Customer"]["Id"], "1", "DEL-1"))
+    status, body, _ = await call(http, qbo_sandbox, access, "POST", "invoice",
+                                 {"Id": inv["Invoice"]["Id"], "SyncToken": "0"}, operation="delete")
+    assert (status, body["Invoice"]) == (200, {"domain": "QBO", "status": "Deleted", "Id": inv["Invoice"]["Id"]})
+    status, _, _ = await call(http, qbo_sandbox, access, "POST", "salesreceipt",
+                              receipt(cust["Customer"]["Id"], "1", "DEL-1"))
+    assert status == 200
+    status, body, _ = await call(http, qbo_sandbox, access, "POST", "invoice", {"Id": "9999", "SyncToken": "0"},
+                                 operation="delete")
+    assert (status, body["Fault"]["Error"][0]["code"]) == (400, "610")
