@@ -142,6 +142,13 @@ class ChaosRun:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
 
+    def stop_broker(self) -> None:
+        subprocess.run([str(REPO / "ops/kafka/stop")], env=self.kafka_env, check=True, capture_output=True, timeout=90)
+
+    def start_broker(self) -> None:
+        subprocess.run([str(REPO / "ops/kafka/start")], env=self.kafka_env, check=True, capture_output=True,
+                       timeout=180)
+
     def stop(self) -> None:
         if self.stack is not None:
             for proc in reversed(list(self.stack.procs.values())):

@@ -86,6 +86,28 @@ def test_two_workers_one_killed_the_other_takes_over(chaos) -> None:
     exact(book_all(run, timeout=300, after_post=lambda n: run.kill_worker("worker1") if n == 12 else None))
 
 
+def test_broker_down_for_20_seconds(chaos) -> None:
+    """While Kafka is down the ingress answers 503 (Magento re-sends); every order accepted before
+    or after is booked exactly once."""
+    run = chaos(orders=20, customers=6, skus=5, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, seed=51)
+    orders = run.make_orders()
+    for order in orders[:10]:
+        run.post(order)
+    run.stop_broker()
+    started = time.monotonic()
+    status, _ = run.stack.post_order(orders[10])
+    assert status == 503
+    while time.monotonic() - started < 20:  # keep Magento's retries coming while the broker is down
+        assert run.stack.post_order(orders[10])[0] == 503
+        time.sleep(1.0)  # noqa: ASYNC251 - pacing the outage, not waiting for a result
+    run.start_broker()
+    for order in orders[10:]:
+        run.post(order, timeout=180)
+    run.wait_booked(timeout=240)
+    exact(run.report(time.monotonic() - started))
+
+
 def test_real_quota_keeps_429s_under_one_percent(chaos) -> None:
     run = chaos(orders=30, customers=10, skus=8, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
                 token_ttl=3600, quota_per_minute=500, quota_per_second=10, throttle_backoff=60.0, seed=31)
