@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from app.sandbox import faults
-from app.sandbox.faults import COMPANY_TZ, SandboxFault, meta_time
+from app.sandbox.faults import COMPANY_TZ, meta_time
 
 ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice")
 NAME_LISTS = {"Account", "Customer", "Vendor", "Item", "TaxCode"}
@@ -136,8 +136,7 @@ class Company:
         if existing is None:
             raise faults.object_not_found(entity, id_)
         if str(body.get("SyncToken")) != existing["SyncToken"]:
-            raise SandboxFault("5010", "Stale Object Error",
-                               "Stale Object Error : You and another user were working on this at the same time.", "")
+            raise faults.stale_object()
         del self.entities[entity][id_]
         number = existing.get("DocNumber")
         if number is not None and self.doc_numbers.get(number, ("", ""))[1] == id_:

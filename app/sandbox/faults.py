@@ -124,6 +124,13 @@ def object_not_found(entity: str, id_: str) -> SandboxFault:
     )
 
 
+def stale_object() -> SandboxFault:
+    return SandboxFault(
+        "5010", "Stale Object Error",
+        "Stale Object Error : You and another user were working on this at the same time. "
+        "The other user finished before you did, so your work was not saved.", "")
+
+
 def query_parse_error(detail: str) -> SandboxFault:
     return SandboxFault("4000", "Error parsing query", f"QueryParserError: {detail}")
 

@@ -407,15 +407,14 @@ def _batch_item(sandbox: Sandbox, item: Any, request_id: str | None) -> dict[str
         if operation == "create":
             allow = "allowduplicatedocnum" in str(item.get("optionsData", "")).lower()
             return {entity: _create(sandbox, entity, body, allow), "bId": bid}
+        if operation == "delete" and entity in SALES_FORMS:
+            return {entity: sandbox.company.delete(entity, body), "bId": bid}
         if operation in ("update", "delete"):
             existing = sandbox.company.get(entity, str((body or {}).get("Id", "")))
             if existing is None:
                 raise faults.object_not_found(entity, str((body or {}).get("Id", "")))
             if str((body or {}).get("SyncToken")) != existing["SyncToken"]:
-                raise SandboxFault(
-                    "5010", "Stale Object Error",
-                    "Stale Object Error : You and another user were working on this at the same time. "
-                    "The other user finished before you did, so your work was not saved.", "")
+                raise faults.stale_object()
         raise faults.unsupported_operation(f"batch operation {operation!r} on {entity}")
     except SandboxFault as fault:
         return {"Fault": fault.body()["Fault"], "bId": bid}
