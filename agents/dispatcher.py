@@ -64,7 +64,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         fut = await ctx.results.send(key=cmd.order_id.encode(), value=encode_result(result))
         await fut
 
-    async def bury(cmd: Command, event: Any, reason: str, failure: RetryLater | GiveUp,
+    async def bury(cmd: Command, reason: str, failure: RetryLater | GiveUp,
                    history: list[dict[str, object]]) -> None:
         attempts = [Attempt.model_validate(h) for h in history]
         letter = DeadLetter(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
@@ -101,7 +101,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         if rung is None:
             reason = "retries_exhausted" if isinstance(outcome, RetryLater) else \
                 ("internal" if outcome.error_class == "internal" else "permanent")
-            await bury(cmd, event, reason, outcome, history)
+            await bury(cmd, reason, outcome, history)
             return
         due = time.time() + rung.seconds
         msg = event.message

@@ -34,6 +34,17 @@ def _settings() -> Any:
         _fail(str(exc))
 
 
+def _retry_topics(settings: Any) -> tuple[str, ...]:
+    return tuple(r.topic for r in settings.retry_ladder)
+
+
+def _app_topics(settings: Any) -> Any:
+    """The application's topics as the settings size them, retry rungs included."""
+    from app import topics
+
+    return topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor, _retry_topics(settings))
+
+
 def _check_port(host: str, port: int, what: str) -> None:
     """Fail fast with a clear line rather than a traceback from deep inside a server."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -115,7 +126,7 @@ async def _run_ingress(settings: Any, host: str, port: int) -> None:
     try:
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor),
+            _app_topics(settings),
             timeout=settings.kafka_connect_timeout_seconds,
         )
     except BrokerUnavailable as exc:
@@ -164,7 +175,7 @@ def worker(web_port: int) -> None:
             ensure_topics(
                 settings.kafka_bootstrap_servers,
                 topics.worker_topics(settings.app_id, settings.kafka_partitions, settings.kafka_replication_factor,
-                                     tuple(r.topic for r in settings.retry_ladder)),
+                                     _retry_topics(settings)),
                 timeout=settings.kafka_connect_timeout_seconds,
             )
         )
@@ -229,8 +240,7 @@ def create_topics() -> None:
     from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
 
-    specs = topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor,
-                              tuple(r.topic for r in settings.retry_ladder))
+    specs = _app_topics(settings)
     try:
         created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs,
                                             timeout=settings.kafka_connect_timeout_seconds))
@@ -285,18 +295,11 @@ def _dlq_log() -> Any:
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings.kafka_bootstrap_servers,
-                                  [s for s in topics_specs(settings) if s.name == "qbo.dead-letter"],
+                                  [s for s in _app_topics(settings) if s.name == "qbo.dead-letter"],
                                   timeout=settings.kafka_connect_timeout_seconds))
     except BrokerUnavailable as exc:
         _fail(str(exc))
     return settings, asyncio.run(read_log(settings.kafka_bootstrap_servers))
-
-
-def topics_specs(settings: Any) -> Any:
-    from app import topics
-
-    return topics.app_topics(settings.kafka_partitions, settings.kafka_replication_factor,
-                             tuple(r.topic for r in settings.retry_ladder))
 
 
 @dlq.command("list")

@@ -27,9 +27,6 @@ class OrderEnvelope(BaseModel):
     # The verified order exactly as Magento sent it: later schema versions re-read the log.
     order: dict[str, Any]
 
-    def to_bytes(self) -> bytes:
-        return jsonutil.dumps(self.model_dump(mode="json"))
-
 
 def envelope_bytes(order: dict[str, Any], source: str) -> tuple[str, bytes]:
     """(event id, serialized OrderEnvelope) for a verified order, without a model round-trip:
