@@ -212,6 +212,7 @@ def worker(web_port: int) -> None:
                     coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
                 lines.append(" > ".join(chain))
             print(f"asyncio tasks ({len(tasks)}):\n" + "\n".join(sorted(lines)), file=_sys.stderr, flush=True)
+            print(_consumer_state(ctx.app), file=_sys.stderr, flush=True)
 
         asyncio.get_running_loop().add_signal_handler(_signal.SIGUSR1, dump)
 
@@ -231,6 +232,38 @@ def worker(web_port: int) -> None:
 
 
 # ---------------------------------------------------------------- tools
+
+
+def _consumer_state(app: Any) -> str:
+    """What the Kafka consumer holds, fetches and buffers: the other half of a stuck worker's story."""
+    out = []
+
+    def tps(values: Any) -> str:
+        return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in (values or ())))
+
+    try:
+        c = app.consumer
+        out.append(f"assigned: {tps(c.assignment())}")
+        out.append(f"active: {tps(c._active_partitions)}")
+        out.append(f"paused: {tps(c._paused_partitions)}; buffered: {tps(c._buffered_partitions)}")
+        out.append(f"flow_active={c.flow_active} can_resume_flow={c.can_resume_flow.is_set()} "
+                   f"in_recovery={app.in_recovery} rebalancing={app.rebalancing}")
+        ak = c._thread._consumer
+        if ak is not None:
+            out.append(f"aiokafka paused: {tps(ak.paused())}")
+            out.append(f"faust read offsets: { {f'{tp.topic}/{tp.partition}': o for tp, o in c._read_offset.items()} }")
+            out.append(f"faust committed: { {f'{tp.topic}/{tp.partition}': o for tp, o in c._committed_offset.items()} }")
+            for tp in sorted(ak.assignment()):
+                state = ak._subscription.subscription.assignment.state_value(tp)
+                out.append(f"  {tp.topic}/{tp.partition}: position={getattr(state, '_position', '?')} "
+                           f"highwater={ak.highwater(tp)} paused={getattr(state, 'paused', '?')} "
+                           f"awaiting_reset={getattr(state, 'awaiting_reset', '?')}")
+        for channel in app.topics._topics:
+            queue = getattr(channel, "queue", None)
+            out.append(f"channel {channel}: queued={queue.qsize() if queue is not None else '?'}")
+    except Exception as exc:  # a diagnostic must never take the worker down
+        out.append(f"(consumer state unavailable: {exc!r})")
+    return "consumer state:\n" + "\n".join(out)
 
 
 @main.command("create-topics")

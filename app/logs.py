@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -23,11 +24,15 @@ def setup_logging(level: str = "INFO") -> None:
 def worker_logging_config(level: str = "INFO") -> dict[str, object]:
     """dictConfig for the Faust worker: our lines at `level`, faust/mode/aiokafka internals at WARNING."""
     quiet = "WARNING" if level.upper() != "DEBUG" else "DEBUG"
+    # Chasing a consumer problem: MAGQB_FRAMEWORK_LOG_LEVEL=INFO (with DEVLOG=1 for faust's dev lines).
+    quiet = os.environ.get("MAGQB_FRAMEWORK_LOG_LEVEL", quiet).upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": LOG_FORMAT}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
-        "loggers": {name: {"level": quiet} for name in ("faust", "mode", "aiokafka")},
+        # faust services log as their class's module: our subclasses of its App and Consumer too.
+        "loggers": {name: {"level": quiet} for name in ("faust", "mode", "aiokafka", "app.worker_app",
+                                                         "app.adapters.faust_consumer")},
     }

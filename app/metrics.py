@@ -40,3 +40,6 @@ REALM_BLOCKED = Gauge(
 )
 RETRIES = Counter("magqb_retries", "Commands sent to a delay topic, by rung.", ["rung"])
 DEAD_LETTERS = Counter("magqb_dead_letters", "Commands dead-lettered, by reason.", ["reason"])
+CONSUMER_REWINDS = Counter(
+    "magqb_consumer_rewinds", "Partitions rewound to a fetched-but-undelivered record (around rebalances).", ["topic"]
+)

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
 
 from app import topics
+from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.domain.mapping import MappingConfig
 from app.settings import Settings
 
@@ -37,10 +39,21 @@ def mapping_config(settings: Settings) -> MappingConfig:
     )
 
 
+class WorkerApp(faust.App):
+    """faust.App whose consumer never leaves a fetched record behind (see app.adapters.faust_consumer)."""
+
+    def _new_transport(self) -> Any:
+        return RewindingTransport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> KeepingFlowControl:
+        return KeepingFlowControl(loop=self.loop)
+
+
 def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext:
     n = settings.kafka_partitions
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=settings.kafka_broker_url,
         datadir=str(settings.data_dir / "faust"),

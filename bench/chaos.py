@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/chaos.py --scenario faults   # 10 % 5xx, 5 % 429, 2 % commit-then-fail, tokens live 20 s
     .venv/bin/python bench/chaos.py --scenario quota    # QBO's real quota: orders/min against the quota-bound maximum
-    .venv/bin/python bench/chaos.py --scenario kill     # the worker SIGKILLed three times (see the known stall)
+    .venv/bin/python bench/chaos.py --scenario kill     # the worker SIGKILLed three times and restarted
+    .venv/bin/python bench/chaos.py --scenario takeover # two workers, one SIGKILLed: the other takes over
 
 Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
 the figures are printed (and written as JSON with --json PATH).
@@ -27,7 +28,7 @@ QUOTA_PER_MINUTE = 500
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("faults", "quota", "kill"), default="faults")
+    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover"), default="faults")
     ap.add_argument("--orders", type=int, default=500)
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--skus", type=int, default=40)
@@ -35,7 +36,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8)
+    plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8,
+                     workers=2 if args.scenario == "takeover" else 1)
     if args.scenario == "quota":
         plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
         plan.token_ttl = 3600
@@ -46,12 +48,17 @@ def main() -> None:
         orders = run.make_orders()
         started = time.monotonic()
         refused = 0
-        kills = sorted(random.Random(1).sample(range(len(orders)), 3)) if args.scenario == "kill" else []
+        rng = random.Random(1)
+        kills = {"kill": sorted(rng.sample(range(len(orders)), 3)),
+                 "takeover": [rng.randrange(len(orders) // 4, len(orders) // 2)]}.get(args.scenario, [])
         for n, order in enumerate(orders):
             refused += run.post(order)
-            if n in kills:
+            if n in kills and args.scenario == "kill":
+                time.sleep(rng.uniform(0.2, 1.5))  # into the middle of something
                 run.kill_worker("worker0")
                 run.start_worker("worker0")
+            elif n in kills:
+                run.kill_worker("worker1")
         run.wait_booked(args.timeout)
         report = run.report(time.monotonic() - started)
     finally:

@@ -105,6 +105,7 @@ class ChaosRun:
             "QUICKBOOKS_API_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
             "QUICKBOOKS_TOKEN_URL": f"http://127.0.0.1:{sandbox_port}/oauth2/v1/tokens/bearer",
             "MAGQB_APP_ID": f"magqb-chaos-{self.run_id}",
+            **{k: v for k, v in os.environ.items() if k in ("DEVLOG", "MAGQB_FRAMEWORK_LOG_LEVEL")},
             "MAGQB_PARTITIONS": str(self.plan.partitions),
             "MAGQB_RETRY_DELAYS": self.plan.retry_delays,
             "MAGQB_THROTTLE_BACKOFF": str(self.plan.throttle_backoff),
