@@ -57,8 +57,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
     rung_topics = {r.label: ctx.app.topic(r.topic, partitions=settings.kafka_partitions, key_type=bytes,
                                           value_type=bytes, key_serializer="raw", value_serializer="raw")
                    for r in ladder}
-    dead_letter = ctx.app.topic(topics.DEAD_LETTER, partitions=1, key_type=bytes, value_type=bytes,
-                                key_serializer="raw", value_serializer="raw")
+    dead_letter = ctx.dead_letter
 
     async def publish_result(cmd: Command, result: Any) -> None:
         fut = await ctx.results.send(key=cmd.order_id.encode(), value=encode_result(result))

@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from app import metrics, topics
 from app.domain.order_flow import Decision, on_order, on_result
+from schemas.dead_letter import Attempt, DeadLetter
+from schemas.envelope import OrderEnvelope
 from app.worker_app import WorkerContext
 from schemas.commands import encode_command
 from schemas.envelope import EnvelopeError, decode_envelope
@@ -40,7 +42,31 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         row = ctx.order_state.get(order_id)
         return OrderState.model_validate(row) if row else None
 
+    async def park(order_id: str, decision: Decision) -> None:
+        """Not booked: into the dead-letter topic with both totals (or the mapping error) and the order
+        event itself, so `magqb dlq retry` maps it again once the mapping file or the data is fixed."""
+        parked, state = decision.parked, decision.state
+        assert parked is not None and state is not None
+        event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order or {})
+        command = parked.command.model_dump(mode="json") if parked.command else {}
+        letter = DeadLetter(
+            order_id=order_id, order_ref=state.order_ref, realm_id=realm_id,
+            command_type=parked.command.type if parked.command else "map_order", command=command,
+            reason=parked.reason, attempts=[Attempt(at=state.updated_at, error_class=parked.reason,
+                                                    message=parked.message)],
+            order_event=event.model_dump(mode="json"),
+        )
+        fut = await ctx.dead_letter.send(key=order_id.encode(), value=letter.model_dump_json().encode())
+        await fut
+        metrics.DEAD_LETTERS.labels(reason=parked.reason).inc()
+        if parked.reason == "reconciliation":
+            metrics.RECONCILE_MISMATCHES.inc()
+        log.error("order_id=%s order=%s not booked, dead-lettered as %s (%s): %s", order_id, state.order_ref,
+                  letter.id, parked.reason, parked.message)
+
     async def apply(order_id: str, decision: Decision) -> None:
+        if decision.parked is not None:
+            await park(order_id, decision)
         # Commands are acknowledged by Kafka before the state that says they were sent is written.
         for cmd in decision.commands:
             # Keyed by realm: one dispatcher at a time spends a realm's quota.
@@ -65,6 +91,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
+        elif decision.outcome == "skipped":
+            log.info("order_id=%s order=%s cancelled in Magento and never booked: not booked", order.key,
+                     order.order_ref)
         elif decision.outcome == "waiting":
             log.info("order_id=%s order=%s resolving %d reference(s) in QuickBooks", order.key, order.order_ref,
                      len(decision.commands))
@@ -80,7 +109,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             return
         # The result feeds the lookup tables first: state is derived from events.
         if isinstance(result, CustomerResolved):
-            ctx.customers[result.email] = CustomerEntry(
+            ctx.customers[result.key or result.email] = CustomerEntry(
                 customer_id=result.customer_id, display_name=result.display_name
             ).model_dump()
         elif isinstance(result, ItemResolved):
@@ -117,10 +146,3 @@ def _log_requested(order_id: str, order_ref: str, decision: Decision) -> None:
     mapped = decision.mapped
     log.info("order_id=%s order=%s requesting %s DocNumber=%s total=%s", order_id, order_ref, mapped.doc_type,
              mapped.document.DocNumber, mapped.document.computed_total())
-    if mapped.mismatch is not None:
-        metrics.RECONCILE_MISMATCHES.inc()
-        log.warning(
-            "order_id=%s order=%s total mismatch: QBO document %s vs Magento grand_total %s (difference %s)",
-            order_id, order_ref, mapped.mismatch.document_total, mapped.mismatch.magento_grand_total,
-            mapped.mismatch.difference,
-        )

@@ -10,6 +10,7 @@ import shlex
 import signal
 import socket
 import sys
+from pathlib import Path
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -31,6 +32,15 @@ def _settings() -> Any:
     try:
         return load_settings()
     except SettingsError as exc:
+        _fail(str(exc))
+
+
+def _mapping(path: Path | None) -> Any:
+    from app.mapping_file import MappingFileError, load_mapping
+
+    try:
+        return load_mapping(path)
+    except MappingFileError as exc:
         _fail(str(exc))
 
 
@@ -166,6 +176,7 @@ def worker(web_port: int) -> None:
 
     setup_logging(settings.log_level)
     _check_port("127.0.0.1", web_port, "the worker's web server")
+    _mapping(settings.mapping_file)
 
     from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
@@ -264,6 +275,23 @@ def _consumer_state(app: Any) -> str:
     except Exception as exc:  # a diagnostic must never take the worker down
         out.append(f"(consumer state unavailable: {exc!r})")
     return "consumer state:\n" + "\n".join(out)
+
+
+@main.command("mapping")
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+def mapping(file: Path | None) -> None:
+    """Check a mapping file and print the mapping it gives (FILE, else MAGQB_MAPPING_FILE, else the defaults).
+
+    Exits non-zero naming the offending key when the file cannot be used: the check
+    the worker makes on start, without starting it.
+    """
+    from dataclasses import asdict
+
+    path = file or (Path(os.environ["MAGQB_MAPPING_FILE"]) if os.environ.get("MAGQB_MAPPING_FILE") else None)
+    cfg = _mapping(path)
+    click.echo(f"# mapping from {path or 'the built-in defaults'}: OK")
+    for key, value in asdict(cfg).items():
+        click.echo(f"{key} = {value}")
 
 
 @main.command("create-topics")

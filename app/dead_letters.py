@@ -85,11 +85,19 @@ def retried_command(letter: DeadLetter) -> Command:
 
 
 async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
-    """Send the commands back to dispatch (attempt 1 again), then record that they were retried."""
+    """Send the commands back to dispatch (attempt 1 again) — or, for an order parked before dispatch,
+    the order back to the orders agent — then record that they were retried."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for letter in letters:
+            if letter.order_event is not None:
+                # Parked before dispatch: the order goes through mapping again (after the fix).
+                await producer.send_and_wait(
+                    topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry"}),
+                    key=letter.order_id.encode(), headers=[(H_RETRY_OF, letter.id.encode())],
+                )
+                continue
             cmd = retried_command(letter)
             await producer.send_and_wait(
                 topics.COMMANDS, cmd.model_dump_json().encode(), key=cmd.realm_id.encode(),

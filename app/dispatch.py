@@ -19,7 +19,8 @@ from app import metrics
 from app.adapters.qbo_client import QboClient, QboError
 from app.adapters.oauth import TokenRefreshError
 from app.domain.faults import ErrorClass
-from app.domain.naming import qbo_quote
+from app.domain import request_ids
+from app.domain.naming import DISPLAY_NAME_MAX, clean_name, qbo_quote
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 
@@ -110,41 +111,59 @@ class Dispatcher:
     # ------------------------------------------------------------ customers
 
     async def _ensure_customer(self, cmd: EnsureCustomer) -> CustomerResolved:
-        cached = self._customers.get(cmd.email)
+        key = cmd.key or cmd.email
+        cached = self._customers.get(key)
         if cached is not None:
             return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
-        found = await self.client.query_one(
-            "Customer", f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}"
-        )
+        if cmd.email:
+            found = await self.client.query_one(
+                "Customer", f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}"
+            )
+        else:  # the shared guest customer: known by its name alone
+            found = await self.client.query_one(
+                "Customer", f"SELECT * FROM Customer WHERE DisplayName = {qbo_quote(cmd.display_name)}"
+            )
         created = False
         if found is None:
-            body: dict[str, Any] = {"DisplayName": cmd.display_name, "PrimaryEmailAddr": {"Address": cmd.email}}
-            for key, value in (("GivenName", cmd.given_name), ("FamilyName", cmd.family_name),
-                               ("CompanyName", cmd.company_name)):
-                if value:
-                    body[key] = value
-            try:
-                found = await self.client.create("Customer", body, cmd.request_id)
-                created = True
-            except QboError as exc:
-                if exc.error_class is not ErrorClass.DUPLICATE_NAME:
-                    raise
-                # The name is taken: it is this customer (created by an earlier attempt) or a namesake.
-                found = await self.client.query_one(
-                    "Customer", f"SELECT * FROM Customer WHERE DisplayName = {qbo_quote(cmd.display_name)}"
-                )
-                if found is None:
-                    raise
+            found, created = await self._create_customer(cmd, cmd.display_name, cmd.request_id)
         result = self._customer_result(cmd, str(found["Id"]), str(found.get("DisplayName", cmd.display_name)), created)
-        self._customers[cmd.email] = result
-        log.info("order_id=%s customer %s → QBO Customer Id=%s (%s)", cmd.order_id, cmd.email, result.customer_id,
+        self._customers[key] = result
+        log.info("order_id=%s customer %s → QBO Customer Id=%s DisplayName=%r (%s)", cmd.order_id,
+                 cmd.email or cmd.display_name, result.customer_id, result.display_name,
                  "created" if created else "existing")
         return result
+
+    async def _create_customer(self, cmd: EnsureCustomer, name: str, request_id: str,
+                               disambiguated: bool = False) -> tuple[dict[str, Any], bool]:
+        body: dict[str, Any] = {"DisplayName": name}
+        if cmd.email:
+            body["PrimaryEmailAddr"] = {"Address": cmd.email}
+        for field_name, value in (("GivenName", cmd.given_name), ("FamilyName", cmd.family_name),
+                                  ("CompanyName", cmd.company_name)):
+            if value:
+                body[field_name] = value
+        try:
+            return await self.client.create("Customer", body, request_id), True
+        except QboError as exc:
+            if exc.error_class is not ErrorClass.DUPLICATE_NAME:
+                raise
+            taken = exc
+        # The name is taken (QBO's names are unique across customers, vendors and employees): by this
+        # customer (an earlier attempt) — or by a namesake, who must not get this customer's sales.
+        holder = await self.client.query_one(
+            "Customer", f"SELECT * FROM Customer WHERE DisplayName = {qbo_quote(name)}"
+        )
+        if holder is not None and _same_person(holder, cmd):
+            return holder, False
+        if disambiguated:
+            raise taken
+        return await self._create_customer(cmd, disambiguated_name(cmd.display_name, cmd.email or cmd.order_ref),
+                                           request_ids.derived(request_id, "name2"), disambiguated=True)
 
     def _customer_result(self, cmd: EnsureCustomer, customer_id: str, name: str, created: bool) -> CustomerResolved:
         return CustomerResolved(
             order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
-            email=cmd.email, customer_id=customer_id, display_name=name, created=created,
+            email=cmd.email, key=cmd.key, customer_id=customer_id, display_name=name, created=created,
         )
 
     # ------------------------------------------------------------ items
@@ -216,3 +235,14 @@ class Dispatcher:
             qbo_id=str(found["Id"]), total_amt=found.get("TotalAmt", 0), created=created,
         )
         return result
+
+
+def _same_person(holder: dict[str, Any], cmd: EnsureCustomer) -> bool:
+    email = str((holder.get("PrimaryEmailAddr") or {}).get("Address") or "").strip().lower()
+    return email == cmd.email.strip().lower()
+
+
+def disambiguated_name(name: str, email: str) -> str:
+    """"Jane Doe" taken by another Jane Doe → "Jane Doe (jane@example.com)", still a valid DisplayName."""
+    suffix = f" ({clean_name(email, 200)})"
+    return clean_name(name, DISPLAY_NAME_MAX - len(suffix)) + suffix

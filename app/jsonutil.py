@@ -23,9 +23,9 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, indent: bool = False) -> bytes:
     """Serialize to JSON bytes; Decimal becomes a JSON number with its exact digits."""
-    return orjson.dumps(obj, default=_default)
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 if indent else None)
 
 
 def loads(data: bytes | str) -> Any:

@@ -30,7 +30,8 @@ DOCUMENTS = Counter("magqb_documents_created", "QBO sales documents booked, by t
                     ["doc_type", "how"])
 RECONCILE_MISMATCHES = Counter(
     "magqb_reconciliation_mismatches",
-    "Orders whose QBO document total differs from Magento's grand_total by more than the tolerance.",
+    "Orders not booked because the document total and Magento's grand_total differ by more than the "
+    "adjustment tolerance (they are in the dead-letter topic).",
 )
 COMMANDS_IN_FLIGHT = Gauge("magqb_dispatcher_in_flight", "QBO commands being dispatched right now.")
 QBO_THROTTLED = Counter("magqb_qbo_throttled", "HTTP 429 answers from QuickBooks.", ["realm"])

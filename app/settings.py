@@ -6,7 +6,6 @@ Secrets are `SecretStr`: they never appear in reprs, logs or error messages.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,14 +69,8 @@ class Settings(BaseSettings):
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
     log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")
 
-    # Mapping (issue #5 moves these into the mapping file)
-    doc_number_prefix: str = Field("MAG-", max_length=10, validation_alias="MAGQB_DOC_NUMBER_PREFIX")
-    deposit_account_id: str = Field("4", validation_alias="MAGQB_DEPOSIT_ACCOUNT_ID")
-    deposit_account_name: str = Field("Undeposited Funds", validation_alias="MAGQB_DEPOSIT_ACCOUNT_NAME")
-    discount_account_id: str = Field("86", validation_alias="MAGQB_DISCOUNT_ACCOUNT_ID")
-    income_account_id: str = Field("79", validation_alias="MAGQB_INCOME_ACCOUNT_ID")
-    shipping_item_name: str = Field("Shipping", validation_alias="MAGQB_SHIPPING_ITEM_NAME")
-    reconcile_tolerance: Decimal = Field(Decimal("0.01"), ge=0, validation_alias="MAGQB_RECONCILE_TOLERANCE")
+    # How orders map to QBO documents: a TOML file (docs/mapping.example.toml); none = the defaults.
+    mapping_file: Path | None = Field(None, validation_alias="MAGQB_MAPPING_FILE")
 
     @field_validator("magento_webhook_secret", "quickbooks_client_secret", "quickbooks_refresh_token")
     @classmethod

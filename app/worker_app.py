@@ -11,6 +11,7 @@ from mode.utils.objects import cached_property
 from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.domain.mapping import MappingConfig
+from app.mapping_file import load_mapping
 from app.settings import Settings
 
 
@@ -21,22 +22,11 @@ class WorkerContext:
     orders_and_results: faust.TopicT
     commands: faust.TopicT
     results: faust.TopicT
+    dead_letter: faust.TopicT
     order_state: faust.Table
     customers: faust.GlobalTable
     items: faust.GlobalTable
     mapping: MappingConfig
-
-
-def mapping_config(settings: Settings) -> MappingConfig:
-    return MappingConfig(
-        doc_number_prefix=settings.doc_number_prefix,
-        deposit_account_id=settings.deposit_account_id,
-        deposit_account_name=settings.deposit_account_name,
-        discount_account_id=settings.discount_account_id,
-        income_account_id=settings.income_account_id,
-        shipping_item_name=settings.shipping_item_name,
-        reconcile_tolerance=settings.reconcile_tolerance,
-    )
 
 
 class WorkerApp(faust.App):
@@ -90,11 +80,12 @@ def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext
         orders_and_results=orders_and_results,
         commands=commands,
         results=results,
+        dead_letter=app.topic(topics.DEAD_LETTER, partitions=1, **raw),
         # Names as in topics.TABLES: their changelog topics are created before the worker joins.
         order_state=app.Table("order_state", default=None, **table),
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
-        mapping=mapping_config(settings),
+        mapping=load_mapping(settings.mapping_file),
     )
     from agents.dispatcher import register_dispatcher
     from agents.orders import register_orders_agent

@@ -30,7 +30,8 @@ class _Command(BaseModel):
 
 class EnsureCustomer(_Command):
     type: Literal["ensure_customer"] = "ensure_customer"
-    email: str
+    email: str  # "" for the shared guest customer (mapping file: customers.guests = "single")
+    key: str | None = None  # the customers table key; None (older commands) = the e-mail
     display_name: str = Field(min_length=1, max_length=500)
     given_name: str | None = None
     family_name: str | None = None

@@ -31,10 +31,13 @@ class DeadLetter(BaseModel):
     order_ref: str
     realm_id: str
     command_type: str
-    command: dict[str, Any]  # the command as it was dispatched: `dlq retry` sends it again
-    reason: str  # permanent | retries_exhausted | internal
+    command: dict[str, Any]  # the command as it was dispatched (or, if parked before dispatch, would have been)
+    reason: str  # permanent | retries_exhausted | internal | reconciliation | mapping
     attempts: list[Attempt]
     dead_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # Parked by the orders agent before dispatch (reconciliation, mapping): the order event itself.
+    # `dlq retry` sends it back to magento.orders, so it is mapped again with the current mapping file.
+    order_event: dict[str, Any] | None = None
 
 
 class DeadLetterAction(BaseModel):

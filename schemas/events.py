@@ -32,6 +32,7 @@ class _Result(BaseModel):
 class CustomerResolved(_Result):
     type: Literal["customer_resolved"] = "customer_resolved"
     email: str
+    key: str | None = None  # the customers table key; None (older events) = the e-mail
     customer_id: str
     display_name: str
     created: bool

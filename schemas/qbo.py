@@ -57,17 +57,23 @@ class SalesDocument(_Qbo):
     PrivateNote: str
     TxnTaxDetail: TaxDetail | None = None
     DepositToAccountRef: Ref | None = None  # SalesReceipt only
-    CurrencyRef: Ref | None = None
+    PaymentMethodRef: Ref | None = None  # SalesReceipt only
+    SalesTermRef: Ref | None = None  # Invoice only
+    DueDate: str | None = None  # Invoice only, yyyy-MM-dd
+    GlobalTaxCalculation: Literal["TaxExcluded", "TaxInclusive", "NotApplicable"] | None = None  # non-US companies
+    CurrencyRef: Ref | None = None  # when the order currency is not the company's home currency
+    ExchangeRate: Decimal | None = None  # home-currency units per unit of CurrencyRef
 
     def to_qbo(self) -> dict[str, Any]:
         """The request body: None fields left out, Decimals kept for exact JSON numbers."""
         return self.model_dump(exclude_none=True, mode="python")
 
     def computed_total(self) -> Decimal:
-        """What QBO will compute as TotalAmt: item lines − discounts + tax."""
+        """What QBO will compute as TotalAmt: item lines − discounts + tax (already in the lines
+        when prices include tax)."""
         total = Decimal("0")
         for line in self.Line:
             total += -line.Amount if line.DetailType == "DiscountLineDetail" else line.Amount
-        if self.TxnTaxDetail is not None:
+        if self.TxnTaxDetail is not None and self.GlobalTaxCalculation != "TaxInclusive":
             total += self.TxnTaxDetail.TotalTax
         return total

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OrderStatus = Literal["resolving", "requested", "synced", "failed"]
+OrderStatus = Literal["resolving", "requested", "synced", "failed", "skipped"]
 
 
 class TotalMismatchRecord(BaseModel):
@@ -21,7 +21,9 @@ class TotalMismatchRecord(BaseModel):
 class OrderState(BaseModel):
     """Where an order stands. `resolving`: waiting for its customer/items; `requested`: the
     create-document command is out; `synced`: the QBO document exists; `failed`: a command
-    failed permanently (a new delivery of the order tries again)."""
+    failed permanently or the order could not be mapped/reconciled (parked in the dead-letter
+    topic; a new delivery of the order tries again); `skipped`: cancelled in Magento before it
+    was booked (a later, non-cancelled delivery books it)."""
 
     model_config = ConfigDict(frozen=True)
 

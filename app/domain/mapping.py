@@ -9,10 +9,13 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
 from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo
 
 from app.domain.money import ZERO, line_product, to_cents
-from app.domain.naming import customer_display_name, item_name
+from app.domain.naming import DISPLAY_NAME_MAX, clean_name, customer_display_name, item_name
 from schemas.magento import MagentoOrder, MagentoOrderItem
 from schemas.qbo import (
     DiscountDetail,
@@ -29,22 +32,58 @@ TAX = "TAX"
 NON = "NON"
 
 
+EXCHANGE_RATE_PLACES = Decimal("0.0000000001")
+
+
+class MappingError(ValueError):
+    """The order cannot be mapped with this configuration (e.g. a tax rate with no QBO tax code)."""
+
+
+@dataclass(frozen=True)
+class PaymentRule:
+    """What a Magento payment method books: a SalesReceipt (paid) or an Invoice (paid later)."""
+
+    document: DocType = "SalesReceipt"
+    deposit_account_id: str | None = None  # SalesReceipt: None = the default deposit account
+    payment_method_id: str | None = None  # SalesReceipt PaymentMethodRef
+    terms_id: str | None = None  # Invoice SalesTermRef
+    due_days: int | None = None  # Invoice DueDate = TxnDate + due_days
+
+
 @dataclass(frozen=True)
 class MappingConfig:
+    """Everything `map_order` may be told; built from the mapping file (app/mapping_file.py)."""
+
     doc_number_prefix: str = "MAG-"
     deposit_account_id: str = "4"
     deposit_account_name: str = "Undeposited Funds"
     discount_account_id: str = "86"
     income_account_id: str = "79"
+    item_type: Literal["NonInventory", "Service"] = "NonInventory"
     shipping_item_name: str = "Shipping"
-    # Payment comes later for these methods: book an Invoice instead of a SalesReceipt.
-    invoice_payment_methods: frozenset[str] = field(default_factory=lambda: frozenset({"purchaseorder"}))
-    reconcile_tolerance: Decimal = Decimal("0.01")
+    adjustment_item_name: str = "Rounding Adjustment"
+    # Magento's grand_total and the document's total may differ by rounding up to this much: the
+    # difference becomes an explicit adjustment line. Beyond it the order is not booked.
+    adjustment_tolerance: Decimal = Decimal("0.05")
+    store_timezone: str = "UTC"
+    home_currency: str = "USD"
+    guest_policy: Literal["per_email", "single"] = "per_email"
+    guest_customer_name: str = "Web Store Guest"
+    tax_mode: Literal["us", "global"] = "us"
+    tax_prices: Literal["TaxExcluded", "TaxInclusive"] = "TaxExcluded"
+    tax_codes: Mapping[str, str] = field(default_factory=dict)  # Magento rate in percent → QBO TaxCode id
+    zero_rate_code: str | None = None  # global: the code of untaxed lines when "0" is not in tax_codes
+    default_payment: PaymentRule = PaymentRule()
+    # Payment comes later for a purchase order: book an Invoice.
+    payment_rules: Mapping[str, PaymentRule] = field(
+        default_factory=lambda: {"purchaseorder": PaymentRule(document="Invoice")}
+    )
 
 
 @dataclass(frozen=True)
 class CustomerNeed:
-    email: str  # lower-cased: the customers table key
+    key: str  # the customers table key: the lower-cased e-mail, or the shared guest customer's
+    email: str  # lower-cased; "" for the shared guest customer
     display_name: str
     given_name: str | None
     family_name: str | None
@@ -120,12 +159,22 @@ def booked_items(items: list[MagentoOrderItem]) -> list[MagentoOrderItem]:
 # ---------------------------------------------------------------- what the order needs in QBO
 
 
-def customer_need(order: MagentoOrder) -> CustomerNeed:
+def guest_key(name: str) -> str:
+    return "guest:" + name.lower()
+
+
+def customer_need(order: MagentoOrder, cfg: MappingConfig = MappingConfig()) -> CustomerNeed:
+    if order.customer_is_guest and order.customer_id is None and cfg.guest_policy == "single":
+        name = clean_name(cfg.guest_customer_name, DISPLAY_NAME_MAX)
+        return CustomerNeed(key=guest_key(name), email="", display_name=name, given_name=None, family_name=None,
+                            company_name=None)
     bill = order.billing_address
     first = order.customer_firstname or (bill.firstname if bill else None)
     last = order.customer_lastname or (bill.lastname if bill else None)
+    email = order.customer_email.strip().lower()
     return CustomerNeed(
-        email=order.customer_email.strip().lower(),
+        key=email,
+        email=email,
         display_name=customer_display_name(first, last, order.customer_email),
         given_name=(first or "").strip()[:100] or None,
         family_name=(last or "").strip()[:100] or None,
@@ -134,13 +183,18 @@ def customer_need(order: MagentoOrder) -> CustomerNeed:
 
 
 def item_needs(order: MagentoOrder, cfg: MappingConfig) -> list[ItemNeed]:
+    """Every QBO Item the order's document refers to (products, shipping, the adjustment item)."""
+    descriptions = {item_name(it.sku): (it.sku, it.name) for it in booked_items(order.items)}
     needs: dict[str, ItemNeed] = {}
-    for it in booked_items(order.items):
-        name = item_name(it.sku)
-        needs.setdefault(name, ItemNeed(name=name, sku=it.sku, description=it.name, item_type="NonInventory"))
-    if order.shipping_amount > ZERO:
-        name = cfg.shipping_item_name
-        needs.setdefault(name, ItemNeed(name=name, sku=None, description="Shipping", item_type="Service"))
+    for line in _draft_lines(order, cfg):
+        name = line.SalesItemLineDetail.ItemRef.name if line.SalesItemLineDetail else None
+        if name is None or name in needs:
+            continue
+        if name in descriptions:
+            sku, description = descriptions[name]
+            needs[name] = ItemNeed(name=name, sku=sku, description=description, item_type=cfg.item_type)
+        else:  # shipping or the rounding adjustment: services, not products
+            needs[name] = ItemNeed(name=name, sku=None, description=name, item_type="Service")
     return list(needs.values())
 
 
@@ -157,9 +211,34 @@ def doc_number(order: MagentoOrder, prefix: str) -> str:
     return f"{prefix}{ref[: room - 5]}-{tag}"
 
 
-def doc_type_for(order: MagentoOrder, cfg: MappingConfig) -> DocType:
+def payment_rule(order: MagentoOrder, cfg: MappingConfig) -> PaymentRule:
     method = order.payment.method if order.payment else ""
-    return "Invoice" if method in cfg.invoice_payment_methods else "SalesReceipt"
+    return cfg.payment_rules.get(method, cfg.default_payment)
+
+
+def doc_type_for(order: MagentoOrder, cfg: MappingConfig) -> DocType:
+    return payment_rule(order, cfg).document
+
+
+def txn_date(order: MagentoOrder, cfg: MappingConfig) -> date | None:
+    """Magento's created_at is UTC; the books want the store's calendar day."""
+    if order.created_at is None:
+        return None
+    return order.created_at.replace(tzinfo=UTC).astimezone(ZoneInfo(cfg.store_timezone)).date()
+
+
+def exchange_rate(order: MagentoOrder, cfg: MappingConfig) -> Decimal | None:
+    """Home-currency units per order-currency unit, from Magento's base-to-order rate.
+
+    Only known when Magento's base currency is the company's home currency; otherwise
+    QBO applies its own rate for the day.
+    """
+    currency = order.order_currency_code.upper()
+    if currency == cfg.home_currency or (order.base_currency_code or "").upper() != cfg.home_currency:
+        return None
+    if order.base_to_order_rate <= ZERO:
+        raise MappingError(f"base_to_order_rate {order.base_to_order_rate} is not a rate")
+    return (Decimal(1) / order.base_to_order_rate).quantize(EXCHANGE_RATE_PLACES)
 
 
 # ---------------------------------------------------------------- the document
@@ -170,54 +249,77 @@ def _plain(d: Decimal) -> Decimal:
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
-def _item_line(it: MagentoOrderItem, item_id: str, name: str) -> DocLine:
-    amount = to_cents(it.row_total)
-    tax_code = Ref(value=TAX if it.tax_amount > ZERO else NON)
+def _tax_code(cfg: MappingConfig, taxed: bool, rate: Decimal | None, what: str) -> Ref:
+    if cfg.tax_mode == "us":
+        return Ref(value=TAX if taxed else NON)
+    key = normalise_rate(rate if taxed and rate is not None else ZERO)
+    code = cfg.tax_codes.get(key) or (cfg.zero_rate_code if key == "0" else None)
+    if code is None:
+        raise MappingError(f"{what}: no QBO tax code for the {key} % rate (add it to [tax.codes] in the mapping file)")
+    return Ref(value=code)
+
+
+def normalise_rate(rate: Decimal) -> str:
+    """8.2500 → "8.25", 23.0 → "23": one spelling per rate for the tax-code map."""
+    rate = rate.quantize(Decimal("0.0001"))
+    plain = rate.quantize(Decimal(1)) if rate == rate.to_integral_value() else rate.normalize()
+    return f"{plain:f}"
+
+
+def gross_row_total(it: MagentoOrderItem) -> Decimal:
+    """The line before discount. Some Magento versions store row_total net of the item's discount
+    (reference/magento.md §1.3: 55.2 = 69 − 13.8): the order's discount line takes it off once."""
+    gross = line_product(it.qty_ordered, it.price)
+    if to_cents(it.row_total) != gross and it.discount_amount > ZERO \
+            and to_cents(it.row_total + it.discount_amount) == gross:
+        return gross
+    return it.row_total
+
+
+def _item_line(it: MagentoOrderItem, cfg: MappingConfig) -> DocLine:
+    name = item_name(it.sku)
+    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
+    row_total = gross_row_total(it)
+    amount = to_cents(row_total + it.tax_amount) if inclusive else to_cents(row_total)
+    tax_code = _tax_code(cfg, it.tax_amount > ZERO, it.tax_percent, f"item {it.sku}")
+    unit_price = it.price if not inclusive else (row_total + it.tax_amount) / it.qty_ordered
     description = it.name
-    if line_product(it.qty_ordered, it.price) == amount:
-        detail = SalesItemDetail(
-            ItemRef=Ref(value=item_id, name=name),
-            Qty=_plain(it.qty_ordered),
-            UnitPrice=_plain(it.price),
-            TaxCodeRef=tax_code,
-        )
+    if line_product(it.qty_ordered, unit_price) == amount and unit_price == unit_price.quantize(Decimal("0.0001")):
+        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=_plain(it.qty_ordered),
+                                 UnitPrice=_plain(unit_price), TaxCodeRef=tax_code)
     else:
         # QBO rejects Amount ≠ round(Qty × UnitPrice) with 6070: send the amount alone.
-        detail = SalesItemDetail(ItemRef=Ref(value=item_id, name=name), TaxCodeRef=tax_code)
+        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), TaxCodeRef=tax_code)
         description = f"{it.name or it.sku} (qty {_plain(it.qty_ordered)})"
     return DocLine(Amount=amount, DetailType="SalesItemLineDetail", Description=description, SalesItemLineDetail=detail)
 
 
-def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:
-    """Build the QBO document for an order whose customer and items are all resolved.
+def _shipping_line(order: MagentoOrder, cfg: MappingConfig) -> DocLine:
+    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
+    base = order.shipping_amount + (order.shipping_tax_amount if inclusive else ZERO)
+    amount = to_cents(base)
+    rate = (order.shipping_tax_amount * 100 / order.shipping_amount).quantize(Decimal("0.01")) \
+        if order.shipping_amount > ZERO else None
+    ship = cfg.shipping_item_name
+    return DocLine(
+        Amount=amount,
+        DetailType="SalesItemLineDetail",
+        Description=order.shipping_description,
+        SalesItemLineDetail=SalesItemDetail(
+            ItemRef=Ref(value=ship, name=ship), Qty=Decimal(1), UnitPrice=amount,
+            TaxCodeRef=_tax_code(cfg, order.shipping_tax_amount > ZERO, rate, "shipping"),
+        ),
+    )
 
-    Raises KeyError naming the item when a reference is missing (a programming error:
-    callers check `item_needs` first).
-    """
-    lines: list[DocLine] = []
-    for it in booked_items(order.items):
-        name = item_name(it.sku)
-        lines.append(_item_line(it, refs.item_ids[name], name))
 
+def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> list[DocLine]:
+    """The document's lines with items referred to by name (ItemRef.value = name until resolved)."""
+    lines = [_item_line(it, cfg) for it in booked_items(order.items)]
     if order.shipping_amount > ZERO:
-        amount = to_cents(order.shipping_amount)
-        ship_name = cfg.shipping_item_name
-        lines.append(
-            DocLine(
-                Amount=amount,
-                DetailType="SalesItemLineDetail",
-                Description=order.shipping_description,
-                SalesItemLineDetail=SalesItemDetail(
-                    ItemRef=Ref(value=refs.item_ids[ship_name], name=ship_name),
-                    Qty=Decimal(1),
-                    UnitPrice=amount,
-                    TaxCodeRef=Ref(value=TAX if order.shipping_tax_amount > ZERO else NON),
-                ),
-            )
-        )
-
+        lines.append(_shipping_line(order, cfg))
     if order.discount_amount != ZERO:
-        # Magento's order-level discount is negative; QBO wants a positive discount line.
+        # Magento's order-level discount is negative (and includes any shipping discount);
+        # QBO wants a positive discount line.
         lines.append(
             DocLine(
                 Amount=to_cents(abs(order.discount_amount)),
@@ -228,26 +330,79 @@ def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> Ma
                 ),
             )
         )
+    difference = to_cents(order.grand_total) - _total(lines, order, cfg)
+    if difference != ZERO and abs(difference) <= cfg.adjustment_tolerance:
+        adj = cfg.adjustment_item_name
+        lines.append(
+            DocLine(
+                Amount=difference,
+                DetailType="SalesItemLineDetail",
+                Description=f"Rounding adjustment to Magento's grand total {to_cents(order.grand_total)}",
+                SalesItemLineDetail=SalesItemDetail(
+                    ItemRef=Ref(value=adj, name=adj), Qty=Decimal(1), UnitPrice=difference,
+                    TaxCodeRef=_tax_code(cfg, False, None, "rounding adjustment"),
+                ),
+            )
+        )
+    return lines
 
-    kind = doc_type_for(order, cfg)
+
+def _total(lines: list[DocLine], order: MagentoOrder, cfg: MappingConfig) -> Decimal:
+    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
+    total = sum((-ln.Amount if ln.DetailType == "DiscountLineDetail" else ln.Amount for ln in lines), ZERO)
+    return total if inclusive else total + to_cents(order.tax_amount)
+
+
+def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:
+    """Build the QBO document for an order whose customer and items are all resolved.
+
+    Raises MappingError when the configuration cannot express the order, and KeyError
+    naming the item when a reference is missing (a programming error: callers check
+    `item_needs` first).
+    """
+    lines = []
+    for line in _draft_lines(order, cfg):
+        detail = line.SalesItemLineDetail
+        if detail is not None:
+            name = detail.ItemRef.value
+            line = line.model_copy(update={"SalesItemLineDetail": detail.model_copy(
+                update={"ItemRef": Ref(value=refs.item_ids[name], name=name)})})
+        lines.append(line)
+
+    rule = payment_rule(order, cfg)
+    day = txn_date(order, cfg)
+    note = f"Magento Order ID: {order.order_ref}"
+    if order.relation_parent_real_id or order.relation_parent_id:
+        note += f" (edit of order {order.relation_parent_real_id or order.relation_parent_id})"
+    currency = order.order_currency_code.upper()
+    receipt = rule.document == "SalesReceipt"
     document = SalesDocument(
         Line=lines,
         CustomerRef=Ref(value=refs.customer_id, name=refs.customer_name),
-        TxnDate=order.created_at.date().isoformat() if order.created_at else None,
+        TxnDate=day.isoformat() if day else None,
         DocNumber=doc_number(order, cfg.doc_number_prefix),
-        PrivateNote=f"Magento Order ID: {order.order_ref}",
+        PrivateNote=note,
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(order.tax_amount)) if order.tax_amount != ZERO else None,
+        GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,
+        CurrencyRef=Ref(value=currency) if currency != cfg.home_currency else None,
+        ExchangeRate=exchange_rate(order, cfg),
         DepositToAccountRef=(
-            Ref(value=cfg.deposit_account_id, name=cfg.deposit_account_name) if kind == "SalesReceipt" else None
+            Ref(value=rule.deposit_account_id or cfg.deposit_account_id,
+                name=None if rule.deposit_account_id else cfg.deposit_account_name) if receipt else None
         ),
+        PaymentMethodRef=Ref(value=rule.payment_method_id) if receipt and rule.payment_method_id else None,
+        SalesTermRef=Ref(value=rule.terms_id) if not receipt and rule.terms_id else None,
+        DueDate=(day + timedelta(days=rule.due_days)).isoformat() if not receipt and day and rule.due_days is not None
+        else None,
     )
-    return MappedDocument(doc_type=kind, document=document, mismatch=reconcile(document, order, cfg))
+    return MappedDocument(doc_type=rule.document, document=document, mismatch=reconcile(document, order))
 
 
-def reconcile(document: SalesDocument, order: MagentoOrder, cfg: MappingConfig) -> TotalMismatch | None:
-    """The document's total against Magento's grand_total; a difference over the tolerance is reported."""
+def reconcile(document: SalesDocument, order: MagentoOrder) -> TotalMismatch | None:
+    """The document's total against Magento's grand_total: after the adjustment line they are equal,
+    or the difference was beyond the tolerance and the order must not be booked."""
     total = document.computed_total()
     grand = to_cents(order.grand_total)
-    if abs(total - grand) > cfg.reconcile_tolerance:
+    if total != grand:
         return TotalMismatch(document_total=total, magento_grand_total=grand)
     return None

@@ -13,6 +13,7 @@ from app.domain import request_ids
 from app.domain.mapping import (
     MappedDocument,
     MappingConfig,
+    MappingError,
     ResolvedRefs,
     customer_need,
     item_needs,
@@ -33,8 +34,17 @@ ItemLookup = Callable[[str], ItemEntry | None]
 class Decision:
     state: OrderState | None  # None: leave the table as it is
     commands: list[Command] = field(default_factory=list)
-    outcome: str = ""  # for logs and metrics: requested, waiting, duplicate, synced, failed, ignored
+    outcome: str = ""  # for logs and metrics: requested, waiting, duplicate, synced, failed, ignored, parked
     mapped: MappedDocument | None = None
+    # outcome "parked": why the order is not booked (it goes to the dead-letter topic instead)
+    parked: Parked | None = None
+
+
+@dataclass(frozen=True)
+class Parked:
+    reason: str  # reconciliation | mapping
+    message: str
+    command: CreateDocument | None = None  # the document that was not sent, for the operator to see
 
 
 def _advance(
@@ -47,9 +57,12 @@ def _advance(
     ensure_missing: bool,
 ) -> Decision:
     """Map and request the document if every reference is known; else ask for what is missing."""
-    cust = customer_need(order)
-    customer = customers(cust.email)
-    needs = item_needs(order, cfg)
+    try:
+        cust = customer_need(order, cfg)
+        needs = item_needs(order, cfg)
+    except MappingError as exc:
+        return _park(base, "mapping", str(exc))
+    customer = customers(cust.key)
     known = {n.name: items(n.name) for n in needs}
     missing_items = [n for n in needs if known[n.name] is None]
 
@@ -61,8 +74,9 @@ def _advance(
                 commands.append(
                     EnsureCustomer(
                         **common,
-                        request_id=request_ids.customer_request_id(realm_id, cust.email),
+                        request_id=request_ids.customer_request_id(realm_id, cust.key),
                         email=cust.email,
+                        key=cust.key,
                         display_name=cust.display_name,
                         given_name=cust.given_name,
                         family_name=cust.family_name,
@@ -77,7 +91,7 @@ def _advance(
                         name=need.name,
                         sku=need.sku,
                         description=need.description,
-                        item_type=need.item_type,  # type: ignore[arg-type]
+                        item_type=need.item_type,
                         income_account_id=cfg.income_account_id,
                     )
                 )
@@ -88,7 +102,10 @@ def _advance(
         customer_name=customer.display_name,
         item_ids={name: entry.item_id for name, entry in known.items() if entry is not None},
     )
-    mapped = map_order(order, refs, cfg)
+    try:
+        mapped = map_order(order, refs, cfg)
+    except MappingError as exc:
+        return _park(base, "mapping", str(exc))
     mismatch = (
         TotalMismatchRecord(
             document_total=mapped.mismatch.document_total,
@@ -107,6 +124,12 @@ def _advance(
         document=mapped.document,
         magento_grand_total=order.grand_total,
     )
+    if mapped.mismatch is not None:
+        m = mapped.mismatch
+        return _park(base, "reconciliation",
+                     f"document total {m.document_total} vs Magento grand_total {m.magento_grand_total} "
+                     f"(difference {m.difference}, beyond the adjustment tolerance {cfg.adjustment_tolerance})",
+                     command, mapped, mismatch)
     state = base.model_copy(
         update={
             "status": "requested",
@@ -117,6 +140,13 @@ def _advance(
         }
     )
     return Decision(state=state, commands=[command], outcome="requested", mapped=mapped)
+
+
+def _park(base: OrderState, reason: str, message: str, command: CreateDocument | None = None,
+          mapped: MappedDocument | None = None, mismatch: TotalMismatchRecord | None = None) -> Decision:
+    """Not booked: the order waits in the dead-letter topic (a new delivery or `dlq retry` maps it again)."""
+    state = base.model_copy(update={"status": "failed", "error": f"{reason}: {message}", "mismatch": mismatch})
+    return Decision(state=state, outcome="parked", mapped=mapped, parked=Parked(reason, message, command))
 
 
 def on_order(
@@ -130,11 +160,15 @@ def on_order(
     realm_id: str,
 ) -> Decision:
     """A Magento order event arrived (first delivery, duplicate webhook or replay)."""
-    if state is not None and state.status != "failed":
+    if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing.
         return Decision(
             state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}), outcome="duplicate"
         )
+    if (order.state or "").lower() == "canceled" and (state is None or state.status in ("failed", "skipped")):
+        # Never booked and already cancelled (e.g. the original of an edited order): nothing to book.
+        return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
+                                         error="cancelled in Magento before it was booked"), outcome="skipped")
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order)
     return _advance(order, base, customers, items, cfg, realm_id, ensure_missing=True)
 

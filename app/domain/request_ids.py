@@ -29,3 +29,9 @@ def item_request_id(realm_id: str, name: str) -> str:
 
 def document_request_id(realm_id: str, doc_type: str, doc_number: str) -> str:
     return request_id(realm_id, "doc", f"{doc_type}:{doc_number}")
+
+
+def derived(base: str, purpose: str) -> str:
+    """A second, equally stable id for a follow-up request of the same intent (e.g. a renamed retry)."""
+    digest = hashlib.sha256(f"{base}\x1f{purpose}".encode()).hexdigest()
+    return f"mq-{purpose[:8]}-{digest[:32]}"

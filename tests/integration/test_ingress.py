@@ -123,7 +123,7 @@ async def test_mage_os_data_wrapper_is_accepted_and_keyed_by_entity_id(ingress, 
 BAD_CASES = {
     "missing signature": (lambda b, s: (b, None), 401),
     "wrong signature": (lambda b, s: (b, sign(b, "wrong-secret")), 401),
-    "body altered after signing": (lambda b, s: (b.replace(b"48.6", b"4.86"), s), 401),
+    "body altered after signing": (lambda b, s: (b.replace(b"53.6", b"5.36"), s), 401),
     "not json": (lambda b, s: (b"{not json", sign(b"{not json", "test-webhook-secret")), 400),
     "too large": (lambda b, s: ((big := b" " * 70000 + b), sign(big, "test-webhook-secret")), 413),
 }

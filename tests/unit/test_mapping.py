@@ -11,6 +11,7 @@ from app.domain.mapping import (
     map_order,
 )
 from schemas.magento import MagentoOrder
+from schemas.qbo import Ref
 from tests.conftest import blueprint_order, magento_fixture
 
 CFG = MappingConfig()
@@ -52,19 +53,41 @@ def test_amounts_are_exact_json_numbers_never_floats() -> None:
     assert b'"Amount":20.00' in raw and b'"TotalTax":3.60' in raw
 
 
-def test_blueprint_sample_total_mismatch_is_reported_not_hidden() -> None:
-    mapped = map_order(_blueprint(), REFS, CFG)
+def test_the_blueprint_documents_own_total_mismatch_is_reported_not_hidden() -> None:
+    # reference/seed-blueprint.txt's sample says grand_total 48.60 while its lines, tax and shipping make 53.60.
+    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 48.60})
+    mapped = map_order(order, REFS, CFG)
     assert mapped.document.computed_total() == Decimal("53.60")
     assert mapped.mismatch is not None
     assert mapped.mismatch.magento_grand_total == Decimal("48.60")
     assert mapped.mismatch.difference == Decimal("5.00")
 
 
-def test_one_cent_difference_is_within_tolerance() -> None:
-    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.59})
-    assert map_order(order, REFS, CFG).mismatch is None
+def test_a_rounding_difference_becomes_an_explicit_adjustment_line() -> None:
     order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.58})
-    assert map_order(order, REFS, CFG).mismatch is not None
+    refs = ResolvedRefs("4", "Jane Doe", {**REFS.item_ids, "Rounding Adjustment": "9"})
+    assert [n.name for n in item_needs(order, CFG)] == ["PROD001", "PROD002", "Shipping", "Rounding Adjustment"]
+    mapped = map_order(order, refs, CFG)
+    adjustment = mapped.document.Line[-1]
+    assert adjustment.Amount == Decimal("-0.02")
+    assert adjustment.SalesItemLineDetail is not None
+    assert adjustment.SalesItemLineDetail.ItemRef == Ref(value="9", name="Rounding Adjustment")
+    assert adjustment.SalesItemLineDetail.TaxCodeRef == Ref(value="NON")
+    assert mapped.document.computed_total() == Decimal("53.58")
+    assert mapped.mismatch is None
+
+
+def test_no_adjustment_item_is_needed_when_the_totals_agree() -> None:
+    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.60})
+    assert "Rounding Adjustment" not in [n.name for n in item_needs(order, CFG)]
+    assert map_order(order, REFS, CFG).mismatch is None
+
+
+def test_a_difference_beyond_the_tolerance_is_a_mismatch_without_adjustment() -> None:
+    order = MagentoOrder.model_validate({**blueprint_order(), "grand_total": 53.54})
+    mapped = map_order(order, REFS, MappingConfig(adjustment_tolerance=Decimal("0.05")))
+    assert mapped.mismatch is not None and mapped.mismatch.difference == Decimal("0.06")
+    assert len(mapped.document.Line) == 3
 
 
 def test_configurable_child_line_is_not_booked_again() -> None:

@@ -45,7 +45,40 @@ def test_everything_known_requests_the_document_at_once() -> None:
     assert cmd.document.DocNumber == "MAG-100000001"
     assert cmd.request_id == document_request_id(REALM, "SalesReceipt", "MAG-100000001")
     assert d.state is not None and d.state.status == "requested" and d.state.order is None
+    assert d.state.mismatch is None
+
+
+def test_a_total_mismatch_parks_the_order_instead_of_booking_it() -> None:
+    raw = {**RAW, "grand_total": 48.60}  # the blueprint document's own figure
+    known = customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")})
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", known, items(ALL_ITEMS), CFG, REALM)
+    assert (d.outcome, d.commands) == ("parked", [])
+    assert d.parked is not None and d.parked.reason == "reconciliation"
+    assert d.parked.message.startswith("document total 53.60 vs Magento grand_total 48.60 (difference 5.00")
+    assert d.parked.command is not None and d.parked.command.document.DocNumber == "MAG-100000001"
+    assert d.state is not None and d.state.status == "failed" and d.state.order == raw
     assert d.state.mismatch is not None and d.state.mismatch.difference == Decimal("5.00")
+    # Delivered again after the fix (dlq retry): mapped again.
+    again = on_order(d.state, MagentoOrder.model_validate(RAW), RAW, "ev2", known, items(ALL_ITEMS), CFG, REALM)
+    assert again.outcome == "requested"
+
+
+def test_an_order_cancelled_before_it_was_booked_is_not_booked() -> None:
+    raw = {**RAW, "state": "canceled", "status": "canceled"}
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers({}), items({}), CFG, REALM)
+    assert (d.outcome, d.commands) == ("skipped", [])
+    assert d.state is not None and d.state.status == "skipped"
+    booked = OrderState(status="synced", order_ref="100000001", event_id="ev0")
+    d = on_order(booked, MagentoOrder.model_validate(raw), raw, "ev2", customers({}), items({}), CFG, REALM)
+    assert d.outcome == "duplicate"  # booked earlier, cancelled later: nothing new is booked
+
+
+def test_unmapped_tax_rate_parks_the_order_with_the_reason() -> None:
+    cfg = MappingConfig(tax_mode="global", tax_codes={"0": "7"})
+    raw = {**RAW, "items": [{**i, "tax_percent": 8} for i in RAW["items"]]}
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers({}), items({}), cfg, REALM)
+    assert d.outcome == "parked" and d.parked is not None and d.parked.reason == "mapping"
+    assert d.parked.message == "item PROD001: no QBO tax code for the 8 % rate (add it to [tax.codes] in the mapping file)"
 
 
 def test_duplicate_delivery_emits_nothing() -> None:
