@@ -250,13 +250,29 @@ def _plain(d: Decimal) -> Decimal:
 
 
 def _tax_code(cfg: MappingConfig, taxed: bool, rate: Decimal | None, what: str) -> Ref:
+    """US: TAX/NON by whether Magento charged tax. Elsewhere: the QBO code of the line's rate."""
     if cfg.tax_mode == "us":
         return Ref(value=TAX if taxed else NON)
-    key = normalise_rate(rate if taxed and rate is not None else ZERO)
+    key = normalise_rate(rate if rate is not None else ZERO)
     code = cfg.tax_codes.get(key) or (cfg.zero_rate_code if key == "0" else None)
     if code is None:
         raise MappingError(f"{what}: no QBO tax code for the {key} % rate (add it to [tax.codes] in the mapping file)")
     return Ref(value=code)
+
+
+def shipping_tax_rate(order: MagentoOrder, cfg: MappingConfig) -> Decimal:
+    """Magento keeps no rate on shipping: the configured rate that gives its tax to the cent."""
+    if order.shipping_tax_amount <= ZERO or order.shipping_amount <= ZERO:
+        return ZERO
+    taxable = order.shipping_amount - order.shipping_discount_amount
+    rates = sorted({Decimal(r) for r in cfg.tax_codes} | {i.tax_percent for i in order.items if i.tax_percent > 0})
+    for rate in rates:
+        if to_cents(taxable * rate / 100) == order.shipping_tax_amount or \
+                to_cents(order.shipping_amount * rate / 100) == order.shipping_tax_amount:
+            return rate
+    derived = (order.shipping_tax_amount * 100 / order.shipping_amount).quantize(Decimal("0.01"))
+    raise MappingError(f"shipping: tax {order.shipping_tax_amount} on {order.shipping_amount} matches no configured "
+                       f"rate (about {normalise_rate(derived)} %; add it to [tax.codes] in the mapping file)")
 
 
 def normalise_rate(rate: Decimal) -> str:
@@ -281,6 +297,8 @@ def _item_line(it: MagentoOrderItem, cfg: MappingConfig) -> DocLine:
     inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
     row_total = gross_row_total(it)
     amount = to_cents(row_total + it.tax_amount) if inclusive else to_cents(row_total)
+    if cfg.tax_mode == "global" and it.tax_amount > ZERO and it.tax_percent <= ZERO:
+        raise MappingError(f"item {it.sku}: taxed ({it.tax_amount}) but Magento sent no tax_percent")
     tax_code = _tax_code(cfg, it.tax_amount > ZERO, it.tax_percent, f"item {it.sku}")
     unit_price = it.price if not inclusive else (row_total + it.tax_amount) / it.qty_ordered
     description = it.name
@@ -298,8 +316,7 @@ def _shipping_line(order: MagentoOrder, cfg: MappingConfig) -> DocLine:
     inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
     base = order.shipping_amount + (order.shipping_tax_amount if inclusive else ZERO)
     amount = to_cents(base)
-    rate = (order.shipping_tax_amount * 100 / order.shipping_amount).quantize(Decimal("0.01")) \
-        if order.shipping_amount > ZERO else None
+    rate = shipping_tax_rate(order, cfg) if cfg.tax_mode == "global" else None
     ship = cfg.shipping_item_name
     return DocLine(
         Amount=amount,
@@ -384,7 +401,7 @@ def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> Ma
         PrivateNote=note,
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(order.tax_amount)) if order.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,
-        CurrencyRef=Ref(value=currency) if currency != cfg.home_currency else None,
+        CurrencyRef=Ref(value=currency),
         ExchangeRate=exchange_rate(order, cfg),
         DepositToAccountRef=(
             Ref(value=rule.deposit_account_id or cfg.deposit_account_id,

@@ -17,6 +17,8 @@ from typing import Any
 from app.sandbox import faults
 from app.sandbox.faults import COMPANY_TZ, meta_time
 
+CURRENCY_NAMES = {"USD": "United States Dollar", "EUR": "Euro", "GBP": "British Pound Sterling",
+                  "CAD": "Canadian Dollar", "PLN": "Polish Zloty", "AUD": "Australian Dollar"}
 ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice")
 NAME_LISTS = {"Account", "Customer", "Vendor", "Item", "TaxCode"}
 # DisplayName is unique across these name lists (Employee is not simulated).
@@ -322,7 +324,15 @@ class Company:
 
         tax_detail = body.get("TxnTaxDetail") or {}
         total_tax = _money(tax_detail.get("TotalTax", 0), "TxnTaxDetail.TotalTax")
-        total = subtotal - discount + total_tax
+        calculation = body.get("GlobalTaxCalculation")
+        if calculation not in (None, "TaxExcluded", "TaxInclusive", "NotApplicable"):
+            raise faults.request_body_invalid(f"GlobalTaxCalculation {str(calculation)[:30]!r} is not supported")
+        # With tax-inclusive prices the lines already hold the tax.
+        total = subtotal - discount + (total_tax if calculation != "TaxInclusive" else 0)
+        currency = body.get("CurrencyRef") or {"value": "USD"}
+        if not isinstance(currency, dict) or not str(currency.get("value", "")).strip():
+            raise faults.request_body_invalid("CurrencyRef must be an object with a value")
+        code = str(currency["value"]).upper()
 
         base = self._base(entity)
         if entity == "Invoice":
@@ -339,7 +349,7 @@ class Company:
         doc.update({
             "domain": base.pop("domain"), "sparse": base.pop("sparse"), **base,
             "DocNumber": doc_number, "TxnDate": txn_date,
-            "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+            "CurrencyRef": {"value": code, "name": CURRENCY_NAMES.get(code, code)},
             "Line": lines,
             "TxnTaxDetail": {"TotalTax": _amount(total_tax)},
             "TotalAmt": _amount(total),
@@ -347,6 +357,13 @@ class Company:
         })
         if body.get("PrivateNote") is not None:
             doc["PrivateNote"] = str(body["PrivateNote"])
+        if body.get("ExchangeRate") is not None:
+            doc["ExchangeRate"] = _money(body["ExchangeRate"], "ExchangeRate")
+        if calculation is not None:
+            doc["GlobalTaxCalculation"] = calculation
+        for ref in ("PaymentMethodRef", "SalesTermRef"):
+            if isinstance(body.get(ref), dict) and body[ref].get("value") is not None:
+                doc[ref] = {"value": str(body[ref]["value"])}
         for addr in ("BillAddr", "ShipAddr"):
             source = body.get(addr) or (customer or {}).get(addr)
             if source:

@@ -19,7 +19,7 @@ from app.dispatch import Dispatcher, GiveUp, RealmBlocked, RetryLater
 from app.domain.circuit import CircuitBreaker
 from app.domain.pacing import Pacer
 from app.domain import request_ids
-from app.domain.mapping import MappingConfig, ResolvedRefs, map_order
+from app.domain.mapping import MappingConfig, ResolvedRefs, customer_need, map_order
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder
@@ -60,12 +60,50 @@ async def test_customer_is_resolved_once_across_fresh_dispatchers(qbo_sandbox, s
     assert qbo_sandbox.sandbox.created["Customer"] == 1
 
 
-async def test_duplicate_display_name_is_reused(qbo_sandbox, session, tmp_path) -> None:
+async def test_duplicate_display_name_of_the_same_customer_is_reused(qbo_sandbox, session, tmp_path) -> None:
     dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
-    existing = qbo_sandbox.sandbox.company.create("Customer", {"DisplayName": "Jane Doe"})
+    existing = qbo_sandbox.sandbox.company.create(
+        "Customer", {"DisplayName": "Jane Doe", "PrimaryEmailAddr": {"Address": "Jane.Doe@example.com"}})
+    # Found by e-mail first; this is the path where an earlier create committed under another requestid.
+    dispatcher._customers.clear()
+    result = await dispatcher._create_customer(ensure_customer("jane.doe@example.com", "Jane Doe"), "Jane Doe",
+                                               "mq-test-1")
+    assert (result[0]["Id"], result[1]) == (existing["Id"], False)
+
+
+async def test_a_namesake_gets_a_disambiguated_display_name(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    other = qbo_sandbox.sandbox.company.create(
+        "Customer", {"DisplayName": "Jane Doe", "PrimaryEmailAddr": {"Address": "jane@elsewhere.example"}})
     result = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
-    assert isinstance(result, CustomerResolved)
-    assert (result.customer_id, result.created) == (existing["Id"], False)
+    assert isinstance(result, CustomerResolved) and result.created
+    assert result.customer_id != other["Id"]
+    assert result.display_name == "Jane Doe (jane.doe@example.com)"
+    # A restarted worker finds the same customer again (by e-mail), creating nothing.
+    again, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    second = await again.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
+    assert isinstance(second, CustomerResolved) and (second.customer_id, second.created) == (result.customer_id, False)
+    assert qbo_sandbox.sandbox.created["Customer"] == 1  # over the API; the namesake was there before
+    assert len(qbo_sandbox.sandbox.company.rows("Customer")) == 2
+
+
+async def test_guests_share_one_customer_under_the_single_guest_policy(qbo_sandbox, session, tmp_path) -> None:
+    cfg = MappingConfig(guest_policy="single")
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    ids = set()
+    for email in ("a@guest.example", "b@guest.example"):
+        order = MagentoOrder.model_validate({**blueprint_order(), "customer_email": email, "customer_is_guest": 1,
+                                             "customer_id": None})
+        need = customer_need(order, cfg)
+        cmd = EnsureCustomer(**COMMON, request_id=request_ids.customer_request_id(REALM, need.key), email=need.email,
+                             key=need.key, display_name=need.display_name)
+        fresh, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+        result = await fresh.handle(cmd)
+        assert isinstance(result, CustomerResolved) and result.key == "guest:web store guest"
+        ids.add(result.customer_id)
+    assert len(ids) == 1 and qbo_sandbox.sandbox.created["Customer"] == 1
+    [row] = qbo_sandbox.sandbox.company.rows("Customer")
+    assert row["DisplayName"] == "Web Store Guest" and "PrimaryEmailAddr" not in row
 
 
 async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qbo_sandbox, session, tmp_path) -> None:
