@@ -79,9 +79,18 @@ class Payment(_Section):
     due_days: int | None = Field(None, ge=0, le=3650)
 
 
+DEFAULT_METHODS = {"purchaseorder": Payment(document="Invoice")}
+
+
 class Payments(_Section):
     default: Payment = Payment()
-    methods: dict[str, Payment] = Field(default_factory=lambda: {"purchaseorder": Payment(document="Invoice")})
+    # Merged over the built-in rules: naming another method does not drop purchaseorder → Invoice.
+    methods: dict[str, Payment] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
+
+    @field_validator("methods")
+    @classmethod
+    def _over_defaults(cls, v: dict[str, Payment]) -> dict[str, Payment]:
+        return {**DEFAULT_METHODS, **v}
 
 
 class MappingFile(_Section):

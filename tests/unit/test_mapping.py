@@ -3,6 +3,7 @@ from decimal import Decimal
 from app import jsonutil
 from app.domain.mapping import (
     MappingConfig,
+    PaymentRule,
     ResolvedRefs,
     booked_items,
     customer_need,
@@ -149,3 +150,50 @@ def test_amount_without_exact_unit_price_is_sent_alone() -> None:
     assert line.SalesItemLineDetail is not None
     assert line.SalesItemLineDetail.Qty is None and line.SalesItemLineDetail.UnitPrice is None
     assert line.Description == "Product A (qty 3)"
+
+
+def test_payment_rules_choose_the_document_and_its_refs() -> None:
+    cfg = MappingConfig(payment_rules={
+        "checkmo": PaymentRule(document="SalesReceipt", deposit_account_id="35", payment_method_id="2"),
+        "purchaseorder": PaymentRule(document="Invoice", terms_id="3", due_days=14)})
+    receipt = map_order(_blueprint(), REFS, cfg)
+    assert receipt.doc_type == "SalesReceipt"
+    assert (receipt.document.DepositToAccountRef, receipt.document.PaymentMethodRef) == (Ref(value="35"), Ref(value="2"))
+    invoice = map_order(MagentoOrder.model_validate({**blueprint_order(), "payment": {"method": "purchaseorder"}}),
+                        REFS, cfg)
+    assert invoice.doc_type == "Invoice" and invoice.document.DepositToAccountRef is None
+    assert (invoice.document.SalesTermRef, invoice.document.DueDate) == (Ref(value="3"), "2023-11-09")
+    other = map_order(MagentoOrder.model_validate({**blueprint_order(), "payment": {"method": "braintree"}}), REFS, cfg)
+    assert other.doc_type == "SalesReceipt" and other.document.DepositToAccountRef == Ref(value="4", name="Undeposited Funds")
+
+
+def test_txn_date_is_the_store_day_not_utcs() -> None:
+    late = MagentoOrder.model_validate({**blueprint_order(), "created_at": "2024-03-31 22:30:00"})
+    assert map_order(late, REFS, CFG).document.TxnDate == "2024-03-31"
+    assert map_order(late, REFS, MappingConfig(store_timezone="Europe/Warsaw")).document.TxnDate == "2024-04-01"
+    assert map_order(late, REFS, MappingConfig(store_timezone="America/Los_Angeles")).document.TxnDate == "2024-03-31"
+
+
+def test_foreign_currency_carries_currency_ref_and_exchange_rate() -> None:
+    eur = MagentoOrder.model_validate({**blueprint_order(), "order_currency_code": "EUR", "base_currency_code": "USD",
+                                       "base_to_order_rate": 0.8})
+    doc = map_order(eur, REFS, CFG).document
+    assert (doc.CurrencyRef, doc.ExchangeRate) == (Ref(value="EUR"), Decimal("1.25"))
+    home = map_order(_blueprint(), REFS, CFG).document
+    assert (home.CurrencyRef, home.ExchangeRate) == (Ref(value="USD"), None)
+    # Base currency not the home currency: QBO applies its own rate for the day.
+    gbp = MagentoOrder.model_validate({**blueprint_order(), "order_currency_code": "EUR", "base_currency_code": "GBP",
+                                       "base_to_order_rate": 1.17})
+    assert map_order(gbp, REFS, CFG).document.ExchangeRate is None
+
+
+def test_non_us_tax_codes_by_rate() -> None:
+    order = MagentoOrder.model_validate(magento_fixture("vuestorefront")["items"][0])  # a search result
+    cfg = MappingConfig(tax_mode="global", tax_prices="TaxExcluded", tax_codes={"23": "PL23", "0": "PL0"})
+    needs = item_needs(order, cfg)
+    refs = ResolvedRefs("1", "Piotr Karwatka", {n.name: n.name for n in needs})
+    mapped = map_order(order, refs, cfg)
+    assert mapped.document.GlobalTaxCalculation == "TaxExcluded"
+    codes = [ln.SalesItemLineDetail.TaxCodeRef.value for ln in mapped.document.Line if ln.SalesItemLineDetail]
+    assert codes == ["PL23", "PL0"]  # the tee at 23 %, shipping untaxed
+    assert mapped.document.computed_total() == Decimal("28.00") and mapped.mismatch is None
