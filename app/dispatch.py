@@ -116,9 +116,9 @@ class Dispatcher:
         if cached is not None:
             return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
         if cmd.email:
-            found = await self.client.query_one(
-                "Customer", f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}"
-            )
+            rows = (await self.client.query(
+                f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}")).get("Customer") or []
+            found = next((r for r in rows if _books_in(r, cmd)), None)
         else:  # the shared guest customer: known by its name alone
             found = await self.client.query_one(
                 "Customer", f"SELECT * FROM Customer WHERE DisplayName = {qbo_quote(cmd.display_name)}"
@@ -138,6 +138,8 @@ class Dispatcher:
         body: dict[str, Any] = {"DisplayName": name}
         if cmd.email:
             body["PrimaryEmailAddr"] = {"Address": cmd.email}
+        if cmd.currency:
+            body["CurrencyRef"] = {"value": cmd.currency}
         for field_name, value in (("GivenName", cmd.given_name), ("FamilyName", cmd.family_name),
                                   ("CompanyName", cmd.company_name)):
             if value:
@@ -239,7 +241,14 @@ class Dispatcher:
 
 def _same_person(holder: dict[str, Any], cmd: EnsureCustomer) -> bool:
     email = str((holder.get("PrimaryEmailAddr") or {}).get("Address") or "").strip().lower()
-    return email == cmd.email.strip().lower()
+    return email == cmd.email.strip().lower() and _books_in(holder, cmd)
+
+
+def _books_in(customer: dict[str, Any], cmd: EnsureCustomer) -> bool:
+    """Home-currency commands (currency None) take the e-mail's customer; others need its currency."""
+    if cmd.currency is None:
+        return True
+    return str((customer.get("CurrencyRef") or {}).get("value", "")).upper() == cmd.currency
 
 
 def disambiguated_name(name: str, email: str) -> str:

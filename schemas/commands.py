@@ -32,6 +32,7 @@ class EnsureCustomer(_Command):
     type: Literal["ensure_customer"] = "ensure_customer"
     email: str  # "" for the shared guest customer (mapping file: customers.guests = "single")
     key: str | None = None  # the customers table key; None (older commands) = the e-mail
+    currency: str | None = None  # the customer's currency (QBO: a customer books in one currency only)
     display_name: str = Field(min_length=1, max_length=500)
     given_name: str | None = None
     family_name: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -82,12 +82,23 @@ class MappingConfig:
 
 @dataclass(frozen=True)
 class CustomerNeed:
-    key: str  # the customers table key: the lower-cased e-mail, or the shared guest customer's
+    key: str  # the customers table key: the lower-cased e-mail, or the shared guest customer's (+ "|EUR" …)
     email: str  # lower-cased; "" for the shared guest customer
     display_name: str
     given_name: str | None
     family_name: str | None
     company_name: str | None
+
+
+    currency: str | None = None  # the order's: a QBO customer books in one currency only
+
+    def in_currency(self, currency: str, home: str) -> CustomerNeed:
+        """A foreign-currency buyer is a customer of its own ("Jane Doe (EUR)"), next to the home one."""
+        if currency == home:
+            return replace(self, currency=currency)
+        suffix = f" ({currency})"
+        return replace(self, key=f"{self.key}|{currency}", currency=currency,
+                       display_name=clean_name(self.display_name, DISPLAY_NAME_MAX - len(suffix)) + suffix)
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,10 @@ def guest_key(name: str) -> str:
 
 
 def customer_need(order: MagentoOrder, cfg: MappingConfig = MappingConfig()) -> CustomerNeed:
+    return _customer_need(order, cfg).in_currency(order.order_currency_code.upper(), cfg.home_currency)
+
+
+def _customer_need(order: MagentoOrder, cfg: MappingConfig) -> CustomerNeed:
     if order.customer_is_guest and order.customer_id is None and cfg.guest_policy == "single":
         name = clean_name(cfg.guest_customer_name, DISPLAY_NAME_MAX)
         return CustomerNeed(key=guest_key(name), email="", display_name=name, given_name=None, family_name=None,

@@ -77,6 +77,7 @@ def _advance(
                         request_id=request_ids.customer_request_id(realm_id, cust.key),
                         email=cust.email,
                         key=cust.key,
+                        currency=cust.currency,
                         display_name=cust.display_name,
                         given_name=cust.given_name,
                         family_name=cust.family_name,

@@ -208,6 +208,10 @@ class Company:
                     "BillAddr", "ShipAddr", "PrimaryPhone", "Notes"):
             if body.get(key) is not None:
                 customer[key] = copy.deepcopy(body[key])
+        currency = body.get("CurrencyRef")
+        if isinstance(currency, dict) and str(currency.get("value", "")).strip():
+            code = str(currency["value"]).upper()
+            customer["CurrencyRef"] = {"value": code, "name": CURRENCY_NAMES.get(code, code)}
         if entity == "Customer":
             customer.update({"FullyQualifiedName": display, "DisplayName": display, "PrintOnCheckName": display,
                              "Active": True, "DefaultTaxCodeRef": {"value": "2"}})

@@ -217,3 +217,23 @@ async def test_persistent_server_errors_become_retry_later(sandbox_factory, sess
     assert isinstance(outcome, RetryLater) and outcome.error_class == "retriable"
     assert slept == [0.5, 1.5]  # two quick retries in place, then the delay topic
     assert sb.sandbox.injected["fail"] == 3
+
+
+async def test_a_foreign_currency_buyer_gets_a_customer_in_that_currency(qbo_sandbox, session, tmp_path) -> None:
+    cfg = MappingConfig(home_currency="USD")
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    resolved = {}
+    for currency in ("USD", "EUR", "USD", "EUR"):
+        order = MagentoOrder.model_validate({**blueprint_order(), "order_currency_code": currency})
+        need = customer_need(order, cfg)
+        fresh, _ = make_dispatcher(qbo_sandbox, session, tmp_path)  # no cache: found again in QBO
+        result = await fresh.handle(EnsureCustomer(
+            **COMMON, request_id=request_ids.customer_request_id(REALM, need.key), email=need.email, key=need.key,
+            currency=need.currency, display_name=need.display_name))
+        assert isinstance(result, CustomerResolved)
+        resolved.setdefault(currency, result.customer_id)
+        assert result.customer_id == resolved[currency]
+    assert resolved["USD"] != resolved["EUR"]
+    rows = {r["Id"]: r for r in qbo_sandbox.sandbox.company.rows("Customer")}
+    assert (rows[resolved["EUR"]]["DisplayName"], rows[resolved["EUR"]]["CurrencyRef"]["value"]) == ("Jane Doe (EUR)", "EUR")
+    assert (rows[resolved["USD"]]["DisplayName"], rows[resolved["USD"]]["CurrencyRef"]["value"]) == ("Jane Doe", "USD")
