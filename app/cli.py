@@ -287,7 +287,14 @@ def mapping(file: Path | None) -> None:
     """
     from dataclasses import asdict
 
-    path = file or (Path(os.environ["MAGQB_MAPPING_FILE"]) if os.environ.get("MAGQB_MAPPING_FILE") else None)
+    path = file
+    if path is None:
+        from app.settings import SettingsError, load_settings
+
+        try:
+            path = load_settings().mapping_file  # the environment and .env, as the worker reads them
+        except SettingsError:
+            path = Path(os.environ["MAGQB_MAPPING_FILE"]) if os.environ.get("MAGQB_MAPPING_FILE") else None
     cfg = _mapping(path)
     click.echo(f"# mapping from {path or 'the built-in defaults'}: OK")
     for key, value in asdict(cfg).items():

@@ -73,3 +73,17 @@ def test_a_bad_file_names_the_key_and_why(tmp_path: Path, text: str, message: st
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(MappingFileError, match="does not exist"):
         load_mapping(tmp_path / "nope.toml")
+
+
+def test_the_mapping_command_checks_a_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    good = CliRunner().invoke(main, ["mapping", str(EXAMPLE)])
+    assert good.exit_code == 0 and "OK" in good.output and "adjustment_tolerance = 0.05" in good.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[customers]\nguests = "everyone"\n')
+    result = CliRunner().invoke(main, ["mapping", str(bad)])
+    assert result.exit_code != 0
+    assert "customers.guests: Input should be 'per_email' or 'single'" in result.output
