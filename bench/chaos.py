@@ -4,6 +4,7 @@
     .venv/bin/python bench/chaos.py --scenario quota    # QBO's real quota: orders/min against the quota-bound maximum
     .venv/bin/python bench/chaos.py --scenario kill     # the worker SIGKILLed three times and restarted
     .venv/bin/python bench/chaos.py --scenario takeover # two workers, one SIGKILLed: the other takes over
+    .venv/bin/python bench/chaos.py --scenario broker   # the broker stopped for 20 s a third of the way in
 
 Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
 the figures are printed (and written as JSON with --json PATH).
@@ -28,7 +29,7 @@ QUOTA_PER_MINUTE = 500
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover"), default="faults")
+    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker"), default="faults")
     ap.add_argument("--orders", type=int, default=500)
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--skus", type=int, default=40)
@@ -51,8 +52,18 @@ def main() -> None:
         rng = random.Random(1)
         kills = {"kill": sorted(rng.sample(range(len(orders)), 3)),
                  "takeover": [rng.randrange(len(orders) // 4, len(orders) // 2)]}.get(args.scenario, [])
+        outage = len(orders) // 3 if args.scenario == "broker" else -1
         for n, order in enumerate(orders):
-            refused += run.post(order)
+            if n == outage:
+                run.stop_broker()
+                down = time.monotonic()
+                while time.monotonic() - down < 20:  # Magento keeps re-sending; every answer must be 503
+                    status, _ = run.stack.post_order(order)
+                    assert status == 503, f"got {status} while the broker was down"
+                    refused += 1
+                    time.sleep(0.5)
+                run.start_broker()
+            refused += run.post(order, timeout=180)
             if n in kills and args.scenario == "kill":
                 time.sleep(rng.uniform(0.2, 1.5))  # into the middle of something
                 run.kill_worker("worker0")
@@ -70,6 +81,8 @@ def main() -> None:
           f"{args.skus} SKUs")
     for line in report.lines():
         print("  " + line)
+    if refused:
+        print(f"  webhooks answered 503         : {refused} (re-sent until accepted)")
     if args.scenario == "quota":
         per_min = report.qbo_requests / minutes
         per_order = report.qbo_requests / report.orders
