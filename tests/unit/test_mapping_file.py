@@ -87,3 +87,20 @@ def test_the_mapping_command_checks_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["mapping", str(bad)])
     assert result.exit_code != 0
     assert "customers.guests: Input should be 'per_email' or 'single'" in result.output
+
+
+def test_a_worker_with_a_bad_mapping_file_stops_on_start_naming_the_key(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TEST_ENV
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tax]\nmode = "vat"\n')
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_"))},
+           **TEST_ENV, "MAGQB_MAPPING_FILE": str(bad), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "worker", "--web-port", "0"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"mapping file {bad}: tax.mode: Input should be 'us' or 'global'" in done.stderr
