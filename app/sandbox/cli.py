@@ -39,9 +39,11 @@ def _fault_options(fn: Any) -> Any:
 @click.option("--client-secret", help="OAuth client secret. [default: $QUICKBOOKS_CLIENT_SECRET]")
 @click.option("--refresh-token", help="The first valid refresh token. [default: $QUICKBOOKS_REFRESH_TOKEN]")
 @click.option("--db", type=click.Path(dir_okay=False), help="Keep the company in this SQLite file across restarts.")
+@click.option("--tax-code", "tax_codes", multiple=True, metavar="ID=NAME",
+              help="An extra sales tax code (a non-US company's VAT/GST), e.g. --tax-code '5=23% VAT'. Repeatable.")
 @_fault_options
 def sandbox(host: str, port: int, realm_id: str | None, client_id: str | None, client_secret: str | None,
-            refresh_token: str | None, db: str | None, **fault_flags: Any) -> None:
+            refresh_token: str | None, db: str | None, tax_codes: tuple[str, ...], **fault_flags: Any) -> None:
     """Run a local QuickBooks Online (Accounting API v3 + OAuth2) for development and tests.
 
     Point the service at it with QUICKBOOKS_API_BASE_URL=http://HOST:PORT and
@@ -85,7 +87,13 @@ def sandbox(host: str, port: int, realm_id: str | None, client_id: str | None, c
 
     setup_logging(env.MAGQB_LOG_LEVEL)
     _check_port(host, port, "the sandbox")
-    config = SandboxConfig(*values.values(), faults=fault_settings, db=Path(db) if db else None)
+    extra: dict[str, str] = {}
+    for spec in tax_codes:
+        code, sep, name = spec.partition("=")
+        if not sep or not code.strip() or not name.strip():
+            _fail(f"--tax-code {spec!r}: expected ID=NAME, e.g. '5=23% VAT'")
+        extra[code.strip()] = name.strip()
+    config = SandboxConfig(*values.values(), faults=fault_settings, db=Path(db) if db else None, tax_codes=extra)
     asyncio.run(_run_sandbox(config, host, port))
 
 

@@ -61,6 +61,8 @@ class Company:
     doc_numbers: dict[str, tuple[str, str]] = field(default_factory=dict)  # DocNumber → (TxnType, Id)
     next_doc_number: int = 1001
     dirty: set[tuple[str, str]] = field(default_factory=set)  # (entity, Id) changed since the last flush
+    # Sales tax codes beyond TAX/NON, Id → Name (a non-US company's VAT/GST codes): --tax-code 5="23% VAT"
+    extra_tax_codes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not any(self.entities.values()):
@@ -89,9 +91,9 @@ class Company:
         account("86", "Discounts given", "Income", "DiscountsRefundsGiven")
         account("80", "Cost of Goods Sold", "Cost of Goods Sold", "SuppliesMaterialsCogs")
         account("81", "Inventory Asset", "Other Current Asset", "Inventory")
-        for code, name in (("TAX", "TAX"), ("NON", "NON")):
+        for code, name in (("TAX", "TAX"), ("NON", "NON"), *self.extra_tax_codes.items()):
             self.entities["TaxCode"][code] = {
-                "Name": name, "Description": name, "Active": True, "Taxable": code == "TAX", "TaxGroup": False,
+                "Name": name, "Description": name, "Active": True, "Taxable": code != "NON", "TaxGroup": False,
                 "domain": "QBO", "sparse": False, "Id": code, "SyncToken": "0", "MetaData": dict(meta),
             }
         self.next_id = {"Account": 100, "Customer": 1, "Item": 1, "SalesReceipt": 1, "Invoice": 130, "TaxCode": 1}

@@ -50,6 +50,7 @@ class SandboxConfig:
     refresh_token: str
     faults: FaultSettings = field(default_factory=FaultSettings)
     db: Path | None = None
+    tax_codes: dict[str, str] = field(default_factory=dict)  # extra TaxCodes, Id → Name
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Sandbox:
         self.reset()
 
     def reset(self) -> None:
-        self.company = Company(realm_id=self.config.realm_id)
+        self.company = Company(realm_id=self.config.realm_id, extra_tax_codes=dict(self.config.tax_codes))
         self.tokens = TokenAuthority(self.config.refresh_token, self.faults.token_ttl, self.faults.refresh_token_grace)
         self.quota.clear()
         self.idempotency.clear()

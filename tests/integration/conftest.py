@@ -47,7 +47,8 @@ async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
     """Start sandboxes on real sockets: `await sandbox_factory(quota_per_second=2, db=path)`."""
     runners: list[web.AppRunner] = []
 
-    async def start(db: Path | None = None, **fault_settings: Any) -> RunningSandbox:
+    async def start(db: Path | None = None, tax_codes: dict[str, str] | None = None,
+                    **fault_settings: Any) -> RunningSandbox:
         config = SandboxConfig(
             realm_id=REALM,
             client_id=TEST_ENV["QUICKBOOKS_CLIENT_ID"],
@@ -55,6 +56,7 @@ async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
             refresh_token=TEST_ENV["QUICKBOOKS_REFRESH_TOKEN"],
             faults=FaultSettings(**fault_settings),
             db=db,
+            tax_codes=tax_codes or {},
         )
         app = build_app(config)
         runner = web.AppRunner(app)
