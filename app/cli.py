@@ -176,7 +176,7 @@ def worker(web_port: int) -> None:
 
     setup_logging(settings.log_level)
     _check_port("127.0.0.1", web_port, "the worker's web server")
-    _mapping(settings.mapping_file)
+    mapping = _mapping(settings.mapping_file)  # a bad file stops the worker before it touches Kafka
 
     from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
@@ -198,7 +198,7 @@ def worker(web_port: int) -> None:
 
     from app.worker_app import create_worker_app
 
-    ctx = create_worker_app(settings, web_port=web_port)
+    ctx = create_worker_app(settings, mapping, web_port=web_port)
 
     @ctx.app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -20,7 +20,7 @@ from app.adapters.qbo_client import QboClient, QboError
 from app.adapters.oauth import TokenRefreshError
 from app.domain.faults import ErrorClass
 from app.domain import request_ids
-from app.domain.naming import DISPLAY_NAME_MAX, clean_name, qbo_quote
+from app.domain.naming import qbo_quote, with_qualifier
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 
@@ -159,7 +159,7 @@ class Dispatcher:
             return holder, False
         if disambiguated:
             raise taken
-        return await self._create_customer(cmd, disambiguated_name(cmd.display_name, cmd.email or cmd.order_ref),
+        return await self._create_customer(cmd, with_qualifier(cmd.display_name, cmd.email or cmd.order_ref),
                                            request_ids.derived(request_id, "name2"), disambiguated=True)
 
     def _customer_result(self, cmd: EnsureCustomer, customer_id: str, name: str, created: bool) -> CustomerResolved:
@@ -251,7 +251,3 @@ def _books_in(customer: dict[str, Any], cmd: EnsureCustomer) -> bool:
     return str((customer.get("CurrencyRef") or {}).get("value", "")).upper() == cmd.currency
 
 
-def disambiguated_name(name: str, email: str) -> str:
-    """"Jane Doe" taken by another Jane Doe → "Jane Doe (jane@example.com)", still a valid DisplayName."""
-    suffix = f" ({clean_name(email, 200)})"
-    return clean_name(name, DISPLAY_NAME_MAX - len(suffix)) + suffix

@@ -11,7 +11,6 @@ from mode.utils.objects import cached_property
 from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.domain.mapping import MappingConfig
-from app.mapping_file import load_mapping
 from app.settings import Settings
 
 
@@ -40,7 +39,7 @@ class WorkerApp(faust.App):
         return KeepingFlowControl(loop=self.loop)
 
 
-def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext:
+def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
     n = settings.kafka_partitions
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = WorkerApp(
@@ -85,7 +84,7 @@ def create_worker_app(settings: Settings, web_port: int = 6066) -> WorkerContext
         order_state=app.Table("order_state", default=None, **table),
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
-        mapping=load_mapping(settings.mapping_file),
+        mapping=mapping,
     )
     from agents.dispatcher import register_dispatcher
     from agents.orders import register_orders_agent

@@ -47,6 +47,13 @@ class TaxDetail(_Qbo):
 DocType = Literal["SalesReceipt", "Invoice"]
 
 
+def lines_total(lines: list[DocLine], total_tax: Decimal, tax_inclusive: bool) -> Decimal:
+    """What QBO computes as TotalAmt: item lines − discounts + tax (already in the lines when
+    prices include tax)."""
+    total = sum((-ln.Amount if ln.DetailType == "DiscountLineDetail" else ln.Amount for ln in lines), Decimal("0"))
+    return total if tax_inclusive else total + total_tax
+
+
 class SalesDocument(_Qbo):
     """A SalesReceipt or an Invoice body (the shared fields; the type says which endpoint)."""
 
@@ -69,11 +76,6 @@ class SalesDocument(_Qbo):
         return self.model_dump(exclude_none=True, mode="python")
 
     def computed_total(self) -> Decimal:
-        """What QBO will compute as TotalAmt: item lines − discounts + tax (already in the lines
-        when prices include tax)."""
-        total = Decimal("0")
-        for line in self.Line:
-            total += -line.Amount if line.DetailType == "DiscountLineDetail" else line.Amount
-        if self.TxnTaxDetail is not None and self.GlobalTaxCalculation != "TaxInclusive":
-            total += self.TxnTaxDetail.TotalTax
-        return total
+        """What QBO will compute as TotalAmt (see `lines_total`)."""
+        tax = self.TxnTaxDetail.TotalTax if self.TxnTaxDetail is not None else Decimal("0")
+        return lines_total(self.Line, tax, self.GlobalTaxCalculation == "TaxInclusive")

@@ -15,7 +15,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from app.domain.money import ZERO, line_product, to_cents
-from app.domain.naming import DISPLAY_NAME_MAX, clean_name, customer_display_name, item_name
+from app.domain.naming import DISPLAY_NAME_MAX, clean_name, customer_display_name, item_name, with_qualifier
 from schemas.magento import MagentoOrder, MagentoOrderItem
 from schemas.qbo import (
     DiscountDetail,
@@ -25,6 +25,7 @@ from schemas.qbo import (
     SalesDocument,
     SalesItemDetail,
     TaxDetail,
+    lines_total,
 )
 
 DOC_NUMBER_MAX = 21
@@ -79,6 +80,10 @@ class MappingConfig:
         default_factory=lambda: {"purchaseorder": PaymentRule(document="Invoice")}
     )
 
+    @property
+    def prices_include_tax(self) -> bool:
+        return self.tax_mode == "global" and self.tax_prices == "TaxInclusive"
+
 
 @dataclass(frozen=True)
 class CustomerNeed:
@@ -96,9 +101,8 @@ class CustomerNeed:
         """A foreign-currency buyer is a customer of its own ("Jane Doe (EUR)"), next to the home one."""
         if currency == home:
             return replace(self, currency=currency)
-        suffix = f" ({currency})"
         return replace(self, key=f"{self.key}|{currency}", currency=currency,
-                       display_name=clean_name(self.display_name, DISPLAY_NAME_MAX - len(suffix)) + suffix)
+                       display_name=with_qualifier(self.display_name, currency))
 
 
 @dataclass(frozen=True)
@@ -309,7 +313,7 @@ def gross_row_total(it: MagentoOrderItem) -> Decimal:
 
 def _item_line(it: MagentoOrderItem, cfg: MappingConfig) -> DocLine:
     name = item_name(it.sku)
-    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
+    inclusive = cfg.prices_include_tax
     row_total = gross_row_total(it)
     amount = to_cents(row_total + it.tax_amount) if inclusive else to_cents(row_total)
     if cfg.tax_mode == "global" and it.tax_amount > ZERO and it.tax_percent <= ZERO:
@@ -328,8 +332,7 @@ def _item_line(it: MagentoOrderItem, cfg: MappingConfig) -> DocLine:
 
 
 def _shipping_line(order: MagentoOrder, cfg: MappingConfig) -> DocLine:
-    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
-    base = order.shipping_amount + (order.shipping_tax_amount if inclusive else ZERO)
+    base = order.shipping_amount + (order.shipping_tax_amount if cfg.prices_include_tax else ZERO)
     amount = to_cents(base)
     rate = shipping_tax_rate(order, cfg) if cfg.tax_mode == "global" else None
     ship = cfg.shipping_item_name
@@ -362,7 +365,7 @@ def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> list[DocLine]:
                 ),
             )
         )
-    difference = to_cents(order.grand_total) - _total(lines, order, cfg)
+    difference = to_cents(order.grand_total) - lines_total(lines, to_cents(order.tax_amount), cfg.prices_include_tax)
     if difference != ZERO and abs(difference) <= cfg.adjustment_tolerance:
         adj = cfg.adjustment_item_name
         lines.append(
@@ -377,12 +380,6 @@ def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> list[DocLine]:
             )
         )
     return lines
-
-
-def _total(lines: list[DocLine], order: MagentoOrder, cfg: MappingConfig) -> Decimal:
-    inclusive = cfg.tax_mode == "global" and cfg.tax_prices == "TaxInclusive"
-    total = sum((-ln.Amount if ln.DetailType == "DiscountLineDetail" else ln.Amount for ln in lines), ZERO)
-    return total if inclusive else total + to_cents(order.tax_amount)
 
 
 def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:

@@ -19,6 +19,12 @@ def clean_name(raw: str, max_len: int) -> str:
     return text[:max_len].rstrip()
 
 
+def with_qualifier(name: str, qualifier: str) -> str:
+    """"Jane Doe" + "EUR" → "Jane Doe (EUR)": the name shortened, never the qualifier, to stay ≤ 500."""
+    suffix = f" ({clean_name(qualifier, 200)})"
+    return clean_name(name, DISPLAY_NAME_MAX - len(suffix)) + suffix
+
+
 def customer_display_name(first: str | None, last: str | None, email: str) -> str:
     """"First Last" from the order, or the e-mail when a guest left no name."""
     full = " ".join(p.strip() for p in (first or "", last or "") if p and p.strip())

@@ -12,11 +12,15 @@ import hashlib
 MAX_LEN = 50
 
 
-def request_id(realm_id: str, kind: str, natural_key: str) -> str:
-    digest = hashlib.sha256(f"{realm_id}\x1f{kind}\x1f{natural_key}".encode()).hexdigest()
+def _rid(kind: str, *parts: str) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     rid = f"mq-{kind[:8]}-{digest[:32]}"
     assert len(rid) <= MAX_LEN
     return rid
+
+
+def request_id(realm_id: str, kind: str, natural_key: str) -> str:
+    return _rid(kind, realm_id, kind, natural_key)
 
 
 def customer_request_id(realm_id: str, email: str) -> str:
@@ -33,5 +37,4 @@ def document_request_id(realm_id: str, doc_type: str, doc_number: str) -> str:
 
 def derived(base: str, purpose: str) -> str:
     """A second, equally stable id for a follow-up request of the same intent (e.g. a renamed retry)."""
-    digest = hashlib.sha256(f"{base}\x1f{purpose}".encode()).hexdigest()
-    return f"mq-{purpose[:8]}-{digest[:32]}"
+    return _rid(purpose, base, purpose)

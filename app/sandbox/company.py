@@ -19,6 +19,12 @@ from app.sandbox.faults import COMPANY_TZ, meta_time
 
 CURRENCY_NAMES = {"USD": "United States Dollar", "EUR": "Euro", "GBP": "British Pound Sterling",
                   "CAD": "Canadian Dollar", "PLN": "Polish Zloty", "AUD": "Australian Dollar"}
+
+
+def currency_ref(code: str) -> dict[str, str]:
+    return {"value": code, "name": CURRENCY_NAMES.get(code, code)}
+
+
 ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice")
 NAME_LISTS = {"Account", "Customer", "Vendor", "Item", "TaxCode"}
 # DisplayName is unique across these name lists (Employee is not simulated).
@@ -79,7 +85,7 @@ class Company:
                 "Name": name, "SubAccount": False, "FullyQualifiedName": name, "Active": True,
                 "Classification": "Revenue" if type_ == "Income" else "Asset", "AccountType": type_,
                 "AccountSubType": sub, "CurrentBalance": 0, "CurrentBalanceWithSubAccounts": 0,
-                "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+                "CurrencyRef": currency_ref("USD"),
                 "domain": "QBO", "sparse": False, "Id": id_, "SyncToken": "0", "MetaData": dict(meta),
             }
 
@@ -200,12 +206,12 @@ class Company:
         if entity == "Customer":
             customer = {
                 "Taxable": True, "Job": False, "BillWithParent": False, "Balance": 0, "BalanceWithJobs": 0,
-                "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, "PreferredDeliveryMethod": "Print",
+                "CurrencyRef": currency_ref("USD"), "PreferredDeliveryMethod": "Print",
                 **self._base(entity),
             }
         else:
             customer = {"Balance": 0, "Vendor1099": False,
-                        "CurrencyRef": {"value": "USD", "name": "United States Dollar"}, **self._base(entity)}
+                        "CurrencyRef": currency_ref("USD"), **self._base(entity)}
         for key in ("GivenName", "MiddleName", "FamilyName", "CompanyName", "Title", "Suffix", "PrimaryEmailAddr",
                     "BillAddr", "ShipAddr", "PrimaryPhone", "Notes"):
             if body.get(key) is not None:
@@ -213,7 +219,7 @@ class Company:
         currency = body.get("CurrencyRef")
         if isinstance(currency, dict) and str(currency.get("value", "")).strip():
             code = str(currency["value"]).upper()
-            customer["CurrencyRef"] = {"value": code, "name": CURRENCY_NAMES.get(code, code)}
+            customer["CurrencyRef"] = currency_ref(code)
         if entity == "Customer":
             customer.update({"FullyQualifiedName": display, "DisplayName": display, "PrintOnCheckName": display,
                              "Active": True, "DefaultTaxCodeRef": {"value": "2"}})
@@ -355,7 +361,7 @@ class Company:
         doc.update({
             "domain": base.pop("domain"), "sparse": base.pop("sparse"), **base,
             "DocNumber": doc_number, "TxnDate": txn_date,
-            "CurrencyRef": {"value": code, "name": CURRENCY_NAMES.get(code, code)},
+            "CurrencyRef": currency_ref(code),
             "Line": lines,
             "TxnTaxDetail": {"TotalTax": _amount(total_tax)},
             "TotalAmt": _amount(total),
