@@ -1,13 +1,14 @@
 """The dispatcher agent: the only code that calls QuickBooks — and the retry rungs that feed it.
 
 `qbo.commands` is keyed by realm, so one worker at a time owns a realm's quota.
-One actor per worker (faust's offset commit is wrong with concurrency > 1): it
-takes a batch, runs different orders' commands concurrently (at most
-MAGQB_QBO_MAX_IN_FLIGHT) and each order's commands in sequence, and settles every
-command — a result, a delay topic or the dead-letter topic, each acknowledged by
-Kafka — before the batch is acknowledged. A parked command waits on its rung
-(`qbo.retry.<delay>`), whose agent holds only its own partition until the head
-record is due, then sends it back to dispatch.
+One actor per worker: it takes commands as they come and runs each in a task of its
+own (at most MAGQB_QBO_MAX_IN_FLIGHT calling QBO at once, at most MAX_PENDING taken
+and not yet acknowledged), so a slow command never holds the ones behind it. A
+command is acknowledged only once it is settled — a result, a delay topic or the
+dead-letter topic, each acknowledged by Kafka — and in offset order (app.adapters.acks),
+so a stop, a crash or a rebalance leaves every unsettled command to the next owner.
+A parked command waits on its rung (`qbo.retry.<delay>`), whose agent holds the record
+until it is due, then sends it back to dispatch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,25 +24,30 @@ import faust
 from pydantic import ValidationError
 
 from app import metrics, topics
+from app.adapters.acks import AckFrontier, Slot
+from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
 from app.adapters.realm_gate import RealmGate
 from app.adapters.token_store import TokenStore
-from app.dispatch import Command, Dispatcher, GiveUp, RealmBlocked, RetryLater
+from app.adapters.transient import Abandoned, pause, retry_transient
+from app.dispatch import Command, Dispatcher, GiveUp, Outcome, RealmBlocked, RetryLater
+from app.domain import retry_ladder as ladder_mod
 from app.domain.circuit import CircuitBreaker
 from app.domain.pacing import Pacer
-from app.domain import retry_ladder as ladder_mod
 from app.domain.retry_ladder import Rung, attempts_of, due_of, history_of, next_rung, retry_headers
 from app.worker_app import WorkerContext
 from schemas.commands import decode_command
-from schemas.dead_letter import Attempt, DeadLetter
+from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
 from schemas.events import CommandFailed, encode_result
 
 log = logging.getLogger("magqb.dispatcher")
 
-BATCH_MAX = 64
-BATCH_WITHIN_SECONDS = 0.05
+MAX_PENDING = 256  # commands taken from Kafka and not yet acknowledged
 BLOCKED_RECHECK_SECONDS = 30.0
+# At a stop, commands already talking to QBO get this long to settle; the rest are left
+# unacknowledged (the next owner repeats them, idempotently).
+STOP_GRACE_SECONDS = 5.0
 
 
 def _headers(event: Any) -> dict[str, bytes]:
@@ -51,27 +56,69 @@ def _headers(event: Any) -> dict[str, bytes]:
     return {str(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
 
 
+def _key(event: Any) -> str | None:
+    key = event.key
+    return key.decode(errors="replace") if isinstance(key, bytes) else (str(key) if key is not None else None)
+
+
+def unreadable_letter(event: Any, realm_id: str, error: str) -> DeadLetter:
+    """An event no handler could read: its exact bytes and where it was, for `magqb dlq`."""
+    msg = event.message
+    return DeadLetter(
+        id=letter_id("unreadable", msg.topic, msg.partition, msg.offset),
+        order_id=_key(event) or "?", order_ref="?", realm_id=realm_id, command_type="unreadable", command={},
+        reason="unreadable",
+        attempts=[Attempt(at=datetime.now(UTC), error_class="unreadable", message=error[:1000])],
+        source=EventSource(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=_key(event)),
+        raw_value=DeadLetter.encode_raw(event.value),
+    )
+
+
+async def wind_down(tasks: set[asyncio.Task[None]], grace: float) -> None:
+    """Give running tasks `grace` seconds, then cancel the rest; whatever they held stays unacknowledged.
+    Cancelled itself (faust cancels an agent that takes too long to stop), it cancels them at once —
+    and still waits for them, so none outlives the HTTP session and producer it uses."""
+    if not tasks:
+        return
+    cancelled = False
+    try:
+        _, pending = await asyncio.wait(set(tasks), timeout=grace)
+    except asyncio.CancelledError:
+        cancelled, pending = True, set(tasks)
+    for task in pending:
+        task.cancel()
+    while any(not t.done() for t in pending):
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True  # they are cancelled already and end at their next step
+    if pending:
+        log.info("stopping: %d command(s) left unacknowledged for the next owner", len(pending))
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 def register_dispatcher(ctx: WorkerContext) -> None:
     settings = ctx.settings
+    realm = settings.quickbooks_realm_id
     ladder = settings.retry_ladder
     rung_topics = {r.label: ctx.app.topic(r.topic, partitions=settings.kafka_partitions, key_type=bytes,
                                           value_type=bytes, key_serializer="raw", value_serializer="raw")
                    for r in ladder}
-    dead_letter = ctx.dead_letter
+    letters = DeadLetterWriter(ctx.dead_letter, settings.max_event_bytes)
 
     async def publish_result(cmd: Command, result: Any) -> None:
         fut = await ctx.results.send(key=cmd.order_id.encode(), value=encode_result(result))
         await fut
 
-    async def bury(cmd: Command, reason: str, failure: RetryLater | GiveUp,
-                   history: list[dict[str, object]]) -> None:
+    async def bury(cmd: Command, reason: str, failure: RetryLater | GiveUp, history: list[dict[str, object]],
+                   source: EventSource) -> None:
         attempts = [Attempt.model_validate(h) for h in history]
-        letter = DeadLetter(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
-                            command_type=cmd.type, command=cmd.model_dump(mode="json"), reason=reason,
-                            attempts=attempts)
-        fut = await dead_letter.send(key=cmd.order_id.encode(), value=letter.model_dump_json().encode())
-        await fut
-        metrics.DEAD_LETTERS.labels(reason=reason).inc()
+        letter = await letters.write(DeadLetter(
+            id=letter_id("command", cmd.request_id, source.topic, source.partition, source.offset),
+            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, command_type=cmd.type,
+            command=cmd.model_dump(mode="json"), reason=reason, attempts=attempts,
+        ))
         log.error("order_id=%s order=%s %s dead-lettered as %s (%s after %d attempt(s)): %s", cmd.order_id,
                   cmd.order_ref, cmd.type, letter.id, reason, len(attempts), failure.message)
         await publish_result(cmd, CommandFailed(
@@ -80,30 +127,24 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             message=f"dead-lettered as {letter.id}: {failure.message}"[:1000], fault=failure.fault,
         ))
 
-    async def settle(dispatcher: Dispatcher, cmd: Command, event: Any) -> None:
-        """Dispatch one command and record what became of it, durably, before it is acknowledged."""
-        headers = _headers(event)
-        attempts = attempts_of(headers)
-        try:
-            outcome = await dispatcher.handle(cmd)
-        except RealmBlocked:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug must become a visible dead letter, not a lost command
-            log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
-            outcome = GiveUp("internal", f"{exc.__class__.__name__}: {exc}")
+    async def record(cmd: Command, event: Any, outcome: Outcome) -> None:
+        """Make what became of the command durable: a result, a delay topic or a dead letter."""
         if not isinstance(outcome, RetryLater | GiveUp):
             await publish_result(cmd, outcome)
             return
+        headers = _headers(event)
+        attempts = attempts_of(headers)
         history = [*history_of(headers), {"at": datetime.now(UTC).isoformat(), "error_class": outcome.error_class,
                                           "message": outcome.message, "fault": outcome.fault}]
         rung = next_rung(ladder, attempts) if isinstance(outcome, RetryLater) else None
+        msg = event.message
         if rung is None:
             reason = "retries_exhausted" if isinstance(outcome, RetryLater) else \
                 ("internal" if outcome.error_class == "internal" else "permanent")
-            await bury(cmd, reason, outcome, history)
+            await bury(cmd, reason, outcome, history, EventSource(topic=msg.topic, partition=msg.partition,
+                                                                 offset=msg.offset))
             return
         due = time.time() + rung.seconds
-        msg = event.message
         new_headers = retry_headers(headers, attempts + 1, due, outcome.message, history,
                                     (msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)))
         fut = await rung_topics[rung.label].send(key=event.key, value=event.value, headers=new_headers)
@@ -112,76 +153,136 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         log.info("order_id=%s order=%s %s parked on %s (attempt %d failed: %s)", cmd.order_id, cmd.order_ref,
                  cmd.type, rung.topic, attempts, outcome.error_class)
 
-    async def run_order(dispatcher: Dispatcher, items: list[tuple[Command, Any]], gate: asyncio.Semaphore) -> None:
-        for cmd, event in items:
-            async with gate:
-                metrics.COMMANDS_IN_FLIGHT.inc()
-                try:
-                    await settle(dispatcher, cmd, event)
-                finally:
-                    metrics.COMMANDS_IN_FLIGHT.dec()
-
-    async def run_batch(dispatcher: Dispatcher, batch: list[Any], gate: asyncio.Semaphore) -> None:
-        by_order: OrderedDict[str, list[tuple[Command, Any]]] = OrderedDict()
-        for event in batch:
-            try:
-                cmd = decode_command(event.value or b"")
-            except ValidationError as exc:
-                metrics.BAD_EVENTS.labels(topic=topics.COMMANDS).inc()
-                log.error("skipped an unreadable command at %s[%s]@%s: %s", event.message.topic,
-                          event.message.partition, event.message.offset, str(exc).splitlines()[0])
-                continue
-            by_order.setdefault(cmd.order_id, []).append((cmd, event))
-        await asyncio.gather(*(run_order(dispatcher, items, gate) for items in by_order.values()))
-
     @ctx.app.agent(ctx.commands, name="dispatcher")
     async def dispatcher_agent(stream: faust.StreamT[Any]) -> None:
-        realm = settings.quickbooks_realm_id
+        stream = stream.noack()  # acknowledged below, only once settled
+
+        def stopping() -> bool:
+            return bool(stream.should_stop or ctx.app.should_stop)
+
         timeout = aiohttp.ClientTimeout(total=settings.quickbooks_timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             tokens = TokenManager(
                 session, settings.quickbooks_token_url, settings.quickbooks_client_id,
                 settings.quickbooks_client_secret, realm, TokenStore(settings.data_dir / "tokens.sqlite3"),
-                settings.quickbooks_refresh_token,
+                settings.quickbooks_refresh_token, refused_recheck_seconds=BLOCKED_RECHECK_SECONDS,
             )
             realm_gate = RealmGate(
                 realm, Pacer(settings.qbo_requests_per_minute, settings.qbo_requests_per_second),
-                CircuitBreaker(cooldown=settings.circuit_cooldown_seconds), settings.throttle_backoff_seconds,
+                CircuitBreaker(cooldown=settings.circuit_cooldown_seconds,
+                               probe_timeout=settings.quickbooks_timeout_seconds + 5),
+                settings.throttle_backoff_seconds,
             )
             client = QboClient(session, settings.qbo_api_base, realm, tokens, settings.quickbooks_minor_version,
                                settings.quickbooks_timeout_seconds, gate=realm_gate)
             dispatcher = Dispatcher(client)
-            gate = asyncio.Semaphore(settings.qbo_max_in_flight)
-            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
+            in_flight = asyncio.Semaphore(settings.qbo_max_in_flight)
+            room = asyncio.Semaphore(MAX_PENDING)
+            frontier: AckFrontier[Any, Any] = AckFrontier()
+            tasks: set[asyncio.Task[None]] = set()
+            last_blocked_log = 0.0
+
+            async def dispatch(cmd: Command) -> Outcome:
+                """QBO's answer to the command. While the realm is blocked (refresh token refused) the
+                command waits here, unacknowledged, and is tried again every BLOCKED_RECHECK_SECONDS;
+                each command is retried only by its own task, so never twice at once."""
+                nonlocal last_blocked_log
                 while True:
-                    try:
-                        await run_batch(dispatcher, batch, gate)
-                        metrics.REALM_BLOCKED.labels(realm=realm).set(0)
-                        break
-                    except RealmBlocked as exc:
-                        # Nothing is acknowledged: the batch waits here, in Kafka, until a refresh works.
-                        metrics.REALM_BLOCKED.labels(realm=realm).set(1)
+                    async with in_flight:
+                        metrics.COMMANDS_IN_FLIGHT.inc()
+                        try:
+                            outcome = await dispatcher.handle(cmd)
+                            metrics.REALM_BLOCKED.labels(realm=realm).set(0)
+                            return outcome
+                        except RealmBlocked as exc:
+                            blocked = exc
+                        except Exception as exc:  # noqa: BLE001 - a bug becomes a visible dead letter
+                            if stopping():
+                                raise Abandoned from exc  # the stop closed the session under it
+                            log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
+                            return GiveUp("internal", f"{exc.__class__.__name__}: {exc}")
+                        finally:
+                            metrics.COMMANDS_IN_FLIGHT.dec()
+                    metrics.REALM_BLOCKED.labels(realm=realm).set(1)
+                    if time.monotonic() - last_blocked_log >= BLOCKED_RECHECK_SECONDS:
+                        last_blocked_log = time.monotonic()
                         log.error("realm=%s dispatch stopped: %s. Put a new refresh token in the token store "
-                                  "(or QUICKBOOKS_REFRESH_TOKEN with an empty store); retrying in %.0fs",
-                                  realm, exc, BLOCKED_RECHECK_SECONDS)
-                        await asyncio.sleep(BLOCKED_RECHECK_SECONDS)
+                                  "(or QUICKBOOKS_REFRESH_TOKEN with an empty store); nothing is acknowledged, "
+                                  "retrying every %.0fs", realm, blocked, BLOCKED_RECHECK_SECONDS)
+                    await pause(BLOCKED_RECHECK_SECONDS, stopping)
+
+            async def settle(event: Any) -> None:
+                try:
+                    cmd = decode_command(event.value or b"")
+                except ValidationError as exc:
+                    metrics.BAD_EVENTS.labels(topic=event.message.topic).inc()
+                    letter = unreadable_letter(event, realm, str(exc))
+                    await retry_transient(lambda: letters.write(letter), stopping, log, "dead-lettering a command",
+                                          every_error=True)
+                    log.error("unreadable command at %s[%s]@%s dead-lettered as %s: %s", event.message.topic,
+                              event.message.partition, event.message.offset, letter.id, str(exc).splitlines()[0])
+                    return
+                outcome = await dispatch(cmd)
+                await retry_transient(lambda: record(cmd, event, outcome), stopping, log,
+                                      f"order_id={cmd.order_id} recording {cmd.type}", every_error=True)
+
+            async def work(event: Any, slot: Slot[Any]) -> None:
+                try:
+                    await settle(event)
+                except Abandoned:
+                    return  # the worker is stopping: never acknowledged, the next owner repeats it
+                finally:
+                    room.release()
+                for done in frontier.finish(event.message.tp, slot):
+                    await stream.ack(done)
+
+            try:
+                async for event in stream.events():
+                    while not await _acquire(room, 0.25):
+                        if stopping():
+                            return
+                    slot = frontier.track(event.message.tp, event)
+                    task = asyncio.create_task(work(event, slot))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            finally:
+                await wind_down(tasks, STOP_GRACE_SECONDS)
 
     for rung in ladder:
         register_rung(ctx, rung, rung_topics[rung.label])
 
 
+async def _acquire(sem: asyncio.Semaphore, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(sem.acquire(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
-    """The agent of one delay topic: hold the head record until it is due, then back to dispatch."""
+    """The agent of one delay topic: hold the head record until it is due, then back to dispatch.
+    A stop while it waits leaves the record unacknowledged: the next owner waits for the same due time."""
 
     @ctx.app.agent(topic, name=f"retry-{rung.label}")
     async def rung_agent(stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
-            headers = _headers(event)
-            due = due_of(headers)
-            # Sleep in short steps: only this partition's stream waits, and shutdown stays prompt.
-            while (remaining := due - time.time()) > 0:
-                await asyncio.sleep(min(remaining, 1.0))
+        stream = stream.noack()
+
+        def stopping() -> bool:
+            return bool(stream.should_stop or ctx.app.should_stop)
+
+        async def forward(event: Any, headers: dict[str, bytes]) -> None:
             fut = await ctx.commands.send(key=event.key, value=event.value, headers=headers)
             await fut
+
+        async for event in stream.events():
+            headers = _headers(event)
+            try:
+                await pause(max(0.0, due_of(headers) - time.time()), stopping)
+                await retry_transient(lambda: forward(event, headers), stopping, log, f"returning from {rung.topic}",
+                                      every_error=True)
+            except Abandoned:
+                return
+            await stream.ack(event)
             log.info("command back from %s to dispatch (attempt %s)", rung.topic,
-                     headers.get(ladder_mod.H_ATTEMPTS, b"?").decode())
+                     headers.get(ladder_mod.H_ATTEMPTS, b"?").decode(errors="replace"))

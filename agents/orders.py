@@ -3,23 +3,31 @@
 It reads `magento.orders` (new orders) and `qbo.results` (what QBO did), both
 keyed by order id and co-partitioned with the `order_state` table. Customer and
 item ids come from global tables fed only by result events.
+
+An event is acknowledged only after everything it caused is durable (commands,
+dead letters and the table row are written before the ack). A Kafka write that
+fails is retried without acknowledging; an event that cannot be read, or whose
+handling raises, becomes a dead letter (`magqb dlq`) and the events behind it flow
+on. A stop leaves the current event unacknowledged for the next owner.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from pydantic import ValidationError
 
 from app import metrics, topics
+from app.adapters.dead_letter_writer import DeadLetterWriter
+from app.adapters.transient import Abandoned, retry_transient
 from app.domain.order_flow import Decision, on_order, on_result
-from schemas.dead_letter import Attempt, DeadLetter
-from schemas.envelope import OrderEnvelope
 from app.worker_app import WorkerContext
 from schemas.commands import encode_command
-from schemas.envelope import EnvelopeError, decode_envelope
+from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
+from schemas.envelope import EnvelopeError, OrderEnvelope, decode_envelope
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved, decode_result
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState
@@ -27,8 +35,23 @@ from schemas.state import CustomerEntry, ItemEntry, OrderState
 log = logging.getLogger("magqb.orders")
 
 
+class UnreadableEvent(Exception):
+    """The event's bytes are not an event this worker reads."""
+
+
+def _key(event: Any) -> str:
+    key = event.key
+    return key.decode(errors="replace") if isinstance(key, bytes) else str(key or "")
+
+
+def _source(event: Any) -> EventSource:
+    msg = event.message
+    return EventSource(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=_key(event) or None)
+
+
 def register_orders_agent(ctx: WorkerContext) -> None:
     realm_id = ctx.settings.quickbooks_realm_id
+    letters = DeadLetterWriter(ctx.dead_letter, ctx.settings.max_event_bytes)
 
     def customer(email: str) -> CustomerEntry | None:
         row = ctx.customers.get(email)
@@ -42,31 +65,31 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         row = ctx.order_state.get(order_id)
         return OrderState.model_validate(row) if row else None
 
-    async def park(order_id: str, decision: Decision) -> None:
+    async def park(order_id: str, decision: Decision, source: EventSource) -> None:
         """Not booked: into the dead-letter topic with both totals (or the mapping error) and the order
         event itself, so `magqb dlq retry` maps it again once the mapping file or the data is fixed."""
         parked, state = decision.parked, decision.state
         assert parked is not None and state is not None
         event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order or {})
         command = parked.command.model_dump(mode="json") if parked.command else {}
-        letter = DeadLetter(
+        letter = await letters.write(DeadLetter(
+            # The id says which delivery parked it: written twice it is one letter, parked again after
+            # `dlq retry` (a new record) it is a new one.
+            id=letter_id("parked", source.topic, source.partition, source.offset, parked.reason),
             order_id=order_id, order_ref=state.order_ref, realm_id=realm_id,
             command_type=parked.command.type if parked.command else "map_order", command=command,
             reason=parked.reason, attempts=[Attempt(at=state.updated_at, error_class=parked.reason,
                                                     message=parked.message)],
             order_event=event.model_dump(mode="json"),
-        )
-        fut = await ctx.dead_letter.send(key=order_id.encode(), value=letter.model_dump_json().encode())
-        await fut
-        metrics.DEAD_LETTERS.labels(reason=parked.reason).inc()
+        ))
         if parked.reason == "reconciliation":
             metrics.RECONCILE_MISMATCHES.inc()
         log.error("order_id=%s order=%s not booked, dead-lettered as %s (%s): %s", order_id, state.order_ref,
                   letter.id, parked.reason, parked.message)
 
-    async def apply(order_id: str, decision: Decision) -> None:
+    async def apply(order_id: str, decision: Decision, source: EventSource) -> None:
         if decision.parked is not None:
-            await park(order_id, decision)
+            await park(order_id, decision, source)
         # Commands are acknowledged by Kafka before the state that says they were sent is written.
         for cmd in decision.commands:
             # Keyed by realm: one dispatcher at a time spends a realm's quota.
@@ -76,18 +99,18 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             ctx.order_state[order_id] = decision.state.model_dump(mode="json")
         metrics.ORDERS.labels(outcome=decision.outcome).inc()
 
-    async def handle_order(raw: bytes | None, key: str) -> None:
+    def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder]:
         try:
             envelope = decode_envelope(raw)
-            order = MagentoOrder.model_validate(envelope.order)
+            return envelope, MagentoOrder.model_validate(envelope.order)
         except (EnvelopeError, ValidationError) as exc:
-            metrics.BAD_EVENTS.labels(topic=topics.ORDERS).inc()
-            log.error("order_id=%s skipped an unreadable event on %s: %s", key or "?", topics.ORDERS,
-                      str(exc).splitlines()[0])
-            return
+            raise UnreadableEvent(str(exc).splitlines()[0]) from None
+
+    async def handle_order(raw: bytes | None, source: EventSource) -> None:
+        envelope, order = read_order(raw)
         state = load_state(order.key)
         decision = on_order(state, order, envelope.order, envelope.event_id, customer, item, ctx.mapping, realm_id)
-        await apply(order.key, decision)
+        await apply(order.key, decision, source)
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
@@ -99,14 +122,11 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                      len(decision.commands))
         _log_requested(order.key, order.order_ref, decision)
 
-    async def handle_result(raw: bytes | None, key: str) -> None:
+    async def handle_result(raw: bytes | None, source: EventSource) -> None:
         try:
             result = decode_result(raw or b"")
         except ValidationError as exc:
-            metrics.BAD_EVENTS.labels(topic=topics.RESULTS).inc()
-            log.error("order_id=%s skipped an unreadable event on %s: %s", key or "?", topics.RESULTS,
-                      str(exc).splitlines()[0])
-            return
+            raise UnreadableEvent(str(exc).splitlines()[0]) from None
         # The result feeds the lookup tables first: state is derived from events.
         if isinstance(result, CustomerResolved):
             ctx.customers[result.key or result.email] = CustomerEntry(
@@ -115,7 +135,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif isinstance(result, ItemResolved):
             ctx.items[result.name.lower()] = ItemEntry(item_id=result.item_id).model_dump()
         decision = on_result(load_state(result.order_id), result, customer, item, ctx.mapping, realm_id)
-        await apply(result.order_id, decision)
+        await apply(result.order_id, decision, source)
         if isinstance(result, DocumentCreated) and decision.outcome == "synced":
             log.info("order_id=%s order=%s booked: QBO %s Id=%s DocNumber=%s TotalAmt=%s (%s)", result.order_id,
                      result.order_ref, result.doc_type, result.qbo_id, result.doc_number, result.total_amt,
@@ -125,19 +145,65 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                       getattr(result, "message", ""))
         _log_requested(result.order_id, result.order_ref, decision)
 
+    async def handle(event: Any) -> None:
+        if event.message.topic == topics.ORDERS:
+            await handle_order(event.value, _source(event))
+        else:
+            await handle_result(event.value, _source(event))
+
+    async def bury(event: Any, exc: Exception) -> None:
+        """The event cannot be handled: keep it, exactly, in the dead-letter topic; mark its order failed."""
+        source, key = _source(event), _key(event)
+        unreadable = isinstance(exc, UnreadableEvent)
+        reason = "unreadable" if unreadable else "internal"
+        message = str(exc) if unreadable else f"{exc.__class__.__name__}: {exc}"
+        order_event = None
+        order_ref = "?"
+        if not unreadable and source.topic == topics.ORDERS:
+            envelope, order = read_order(event.value)
+            order_event, order_ref = envelope.model_dump(mode="json"), order.order_ref
+        state = load_state(key) if key else None
+        if state is not None:
+            order_ref = state.order_ref
+        letter = await letters.write(DeadLetter(
+            id=letter_id(reason, source.topic, source.partition, source.offset),
+            order_id=key or "?", order_ref=order_ref, realm_id=realm_id, command_type=reason, command={},
+            reason=reason, attempts=[Attempt(at=datetime.now(UTC), error_class=reason, message=message[:1000])],
+            order_event=order_event, source=source, raw_value=DeadLetter.encode_raw(event.value),
+        ))
+        if state is not None and state.status != "synced":
+            ctx.order_state[key] = state.model_copy(update={
+                "status": "failed", "error": f"{reason}: dead-lettered as {letter.id}: {message}"[:1000],
+                "updated_at": datetime.now(UTC)}).model_dump(mode="json")
+        elif state is None and order_event is not None:
+            ctx.order_state[key] = OrderState(status="failed", order_ref=order_ref, event_id=str(
+                order_event.get("event_id", "")), order=order_event.get("order"),
+                error=f"{reason}: dead-lettered as {letter.id}: {message}"[:1000]).model_dump(mode="json")
+        metrics.BAD_EVENTS.labels(topic=source.topic).inc()
+        log.error("order_id=%s order=%s %s event at %s[%d]@%d dead-lettered as %s: %s", key or "?", order_ref,
+                  reason, source.topic, source.partition, source.offset, letter.id, message[:300])
+
     @ctx.app.agent(ctx.orders_and_results, name="orders")
     async def orders(stream: faust.StreamT[Any]) -> None:
+        stream = stream.noack()  # acknowledged below, once what the event caused is durable
+
+        def stopping() -> bool:
+            return bool(stream.should_stop or ctx.app.should_stop)
+
         async for event in stream.events():
-            key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else str(event.key or "")
+            what = f"order_id={_key(event) or '?'} {event.message.topic}@{event.message.offset}"
             try:
-                if event.message.topic == topics.ORDERS:
-                    await handle_order(event.value, key)
-                else:
-                    await handle_result(event.value, key)
-            except Exception:  # noqa: BLE001 - one bad event must not stop every order behind it
-                metrics.BAD_EVENTS.labels(topic=event.message.topic).inc()
-                log.exception("order_id=%s unexpected error handling %s offset %s", key, event.message.topic,
-                              event.message.offset)
+                try:
+                    await retry_transient(lambda: handle(event), stopping, log, what)
+                except Abandoned:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this event's problem: it must not stop the others
+                    if not isinstance(exc, UnreadableEvent):
+                        log.exception("%s: unexpected error", what)
+                    await retry_transient(lambda: bury(event, exc), stopping, log, f"{what} dead-lettering")
+            except Abandoned:
+                return  # stopping: this event stays unacknowledged for the next owner
+            await stream.ack(event)
 
 
 def _log_requested(order_id: str, order_ref: str, decision: Decision) -> None:

@@ -66,7 +66,9 @@ def _take(log: DeadLetterLog, raw: bytes) -> None:
     try:
         data = jsonutil.loads(raw)
         if isinstance(data, dict) and data.get("action") == "dead":
-            log.letters.append(DeadLetter.model_validate(data))
+            letter = DeadLetter.model_validate(data)
+            if all(d.id != letter.id for d in log.letters):  # written twice (a retried send): one letter
+                log.letters.append(letter)
             return
         action = DeadLetterAction.model_validate(data)
     except (ValueError, ValidationError):
@@ -96,6 +98,14 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
                 await producer.send_and_wait(
                     topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry"}),
                     key=letter.order_id.encode(), headers=[(H_RETRY_OF, letter.id.encode())],
+                )
+                continue
+            raw = letter.raw_bytes()
+            if raw is not None and letter.source is not None:
+                # An event no worker could read or handle: back where it was, byte for byte.
+                await producer.send_and_wait(
+                    letter.source.topic, raw, key=letter.source.key.encode() if letter.source.key else None,
+                    headers=[(H_RETRY_OF, letter.id.encode())],
                 )
                 continue
             cmd = retried_command(letter)

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # This service
     data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAGQB_MAX_BODY_BYTES")
+    # The largest Kafka record a producer sends (faust's and aiokafka's max_request_size): an order
+    # the ingress accepts must fit in one, with room for the dead letter that may one day carry it.
+    max_event_bytes: int = Field(1_000_000, ge=65536, le=16 * 1024 * 1024, validation_alias="MAGQB_MAX_EVENT_BYTES")
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
     log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")
 

@@ -52,6 +52,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        producer_max_request_size=settings.max_event_bytes,
         # On a rebalance faust waits for every in-flight event to be acked; with a batching
         # dispatcher and sleeping retry rungs that wait can deadlock. Our handlers are idempotent,
         # so a revoked partition's unacked events are simply delivered again to the new owner.

@@ -6,6 +6,8 @@ a retry or a purge is itself a record (`action`), so the topic stays the history
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,6 +23,22 @@ class Attempt(BaseModel):
     fault: dict[str, Any] | None = None
 
 
+class EventSource(BaseModel):
+    """Where the event a letter stands for was read: `dlq retry` puts it back there."""
+
+    model_config = ConfigDict(frozen=True)
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+
+
+def letter_id(*parts: object) -> str:
+    """A dead letter's id from what it is about: writing the same letter twice (a retried Kafka
+    send, a redelivered event) gives the same id, and `magqb dlq` shows it once."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
 class DeadLetter(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -32,12 +50,43 @@ class DeadLetter(BaseModel):
     realm_id: str
     command_type: str
     command: dict[str, Any]  # the command as it was dispatched (or, if parked before dispatch, would have been)
-    reason: str  # permanent | retries_exhausted | internal | reconciliation | mapping
+    # permanent | retries_exhausted | internal | unreadable | reconciliation | mapping | docnumber_taken
+    reason: str
     attempts: list[Attempt]
     dead_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     # Parked by the orders agent before dispatch (reconciliation, mapping): the order event itself.
     # `dlq retry` sends it back to magento.orders, so it is mapped again with the current mapping file.
     order_event: dict[str, Any] | None = None
+    # An event that could not be read or handled (reason unreadable/internal): where it was and its
+    # exact bytes (base64), so `dlq retry` can put it back once a worker can handle it.
+    source: EventSource | None = None
+    raw_value: str | None = None
+    # What was left out to keep the letter under the producer's size limit, if anything.
+    omitted: list[str] = Field(default_factory=list)
+
+    @staticmethod
+    def encode_raw(raw: bytes | None) -> str | None:
+        return base64.b64encode(raw).decode() if raw is not None else None
+
+    def raw_bytes(self) -> bytes | None:
+        return base64.b64decode(self.raw_value) if self.raw_value is not None else None
+
+    def shrunk(self, max_bytes: int) -> DeadLetter:
+        """The letter within `max_bytes`: the command (which mapping the order event again rebuilds),
+        then the raw copy of a readable event, then all but the last attempt are left out, each
+        named in `omitted`."""
+        letter = self
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("command", {"command": {}}),
+            ("raw_value", {"raw_value": None} if self.order_event is not None else {}),
+            ("attempts", {"attempts": self.attempts[-1:]}),
+        ]
+        for name, update in steps:
+            if len(letter.model_dump_json()) <= max_bytes:
+                break
+            if update:
+                letter = letter.model_copy(update={**update, "omitted": [*letter.omitted, name]})
+        return letter
 
 
 class DeadLetterAction(BaseModel):

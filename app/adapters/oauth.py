@@ -37,6 +37,7 @@ class TokenManager:
         realm_id: str,
         store: TokenStore,
         initial_refresh_token: SecretStr,
+        refused_recheck_seconds: float = 30.0,
     ) -> None:
         self._session = session
         self._token_url = token_url
@@ -48,6 +49,10 @@ class TokenManager:
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
         self.refreshes = 0
+        # A refresh token QBO refused (invalid_grant) is not offered again for this long: while a
+        # realm is blocked every waiting command asks, and one probe per period is enough.
+        self._refused_recheck = refused_recheck_seconds
+        self._refused: tuple[str, float, TokenRefreshError] | None = None
 
     async def access_token(self) -> str:
         if self._access and time.monotonic() < self._expires_at:
@@ -63,6 +68,10 @@ class TokenManager:
             refresh_token = await self._store.get(self._realm_id)
             if refresh_token is None:
                 refresh_token = self._initial.get_secret_value()
+            if self._refused is not None:
+                token, until, error = self._refused
+                if token == refresh_token and time.monotonic() < until:
+                    raise error
             try:
                 async with self._session.post(
                     self._token_url,
@@ -77,11 +86,15 @@ class TokenManager:
             if status != 200:
                 fault = parse_fault(status, body)
                 permanent = fault.code in ("invalid_grant", "invalid_client")
-                raise TokenRefreshError(
+                error = TokenRefreshError(
                     f"token refresh for realm {self._realm_id} refused: HTTP {status} {fault.code or ''} "
                     f"{fault.detail}".strip(),
                     permanent,
                 )
+                if permanent:
+                    self._refused = (refresh_token, time.monotonic() + self._refused_recheck, error)
+                raise error
+            self._refused = None
             data = json.loads(body)
             new_rt = data.get("refresh_token")
             if new_rt and new_rt != refresh_token:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from app import metrics
 from app.domain.circuit import CircuitBreaker, CircuitState
-from app.domain.pacing import Pacer
+from app.domain.pacing import Pacer, parse_retry_after
 
 log = logging.getLogger("magqb.dispatcher")
 
@@ -26,6 +26,7 @@ class RealmGate:
         breaker: CircuitBreaker,
         throttle_backoff: float,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.realm_id = realm_id
@@ -33,6 +34,7 @@ class RealmGate:
         self.breaker = breaker
         self.throttle_backoff = throttle_backoff
         self._clock = clock
+        self._wall = wall
         self._sleep = sleep
         self._lock = asyncio.Lock()
 
@@ -42,7 +44,10 @@ class RealmGate:
             announced = False
             while True:
                 now = self._clock()
-                wait = max(self.breaker.allow(now), self.pacer.delay(now))
+                # The quota first: the breaker's half-open probe is handed out only to a caller who goes now.
+                wait = self.pacer.delay(now)
+                if wait <= 0:
+                    wait = self.breaker.allow(now)
                 metrics.CIRCUIT_OPEN.labels(realm=self.realm_id).set(self.breaker.state is CircuitState.OPEN)
                 if wait <= 0:
                     self.pacer.record(now)
@@ -55,20 +60,16 @@ class RealmGate:
 
     def after_call(self, status: int, retry_after: str | None) -> None:
         now = self._clock()
+        failed = status == 0 or status >= 500
+        was_open = self.breaker.state
+        self.breaker.record(failed, now)  # a 429 is QBO answering: not a failure for the breaker
         if status == 429:
             metrics.QBO_THROTTLED.labels(realm=self.realm_id).inc()
-            seconds: float | None
-            try:
-                seconds = float(retry_after) if retry_after is not None else None
-            except ValueError:
-                seconds = None
+            seconds = parse_retry_after(retry_after, self._wall())
             pause = self.pacer.throttled(now, seconds, self.throttle_backoff)
             log.warning("realm=%s QBO throttled us (429): pausing %.0fs, pace now %.0f%% of quota",
                         self.realm_id, pause, self.pacer.scale * 100)
             return
-        failed = status == 0 or status >= 500
-        was_open = self.breaker.state
-        self.breaker.record(failed, now)
         if self.breaker.state is CircuitState.OPEN and was_open is not CircuitState.OPEN:
             log.error("realm=%s QBO keeps failing: circuit open, next probe in %.0fs", self.realm_id,
                       self.breaker.cooldown)

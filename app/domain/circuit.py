@@ -20,8 +20,12 @@ class CircuitBreaker:
     threshold: float = 0.8  # share of them failing (5xx, timeouts, connection errors) that opens it
     min_calls: int = 10
     cooldown: float = 30.0
+    # Half-open lets exactly one probe through; a probe that never reports back (its caller was
+    # cancelled) is given up after this long and another may go.
+    probe_timeout: float = 60.0
     state: CircuitState = CircuitState.CLOSED
     opened_at: float = 0.0
+    probe_started: float | None = None
     _outcomes: deque[bool] = field(default_factory=deque)  # True = failed
 
     def allow(self, now: float) -> float:
@@ -31,10 +35,16 @@ class CircuitBreaker:
             if remaining > 0:
                 return remaining
             self.state = CircuitState.HALF_OPEN
+            self.probe_started = None
+        if self.state is CircuitState.HALF_OPEN:
+            if self.probe_started is not None and now - self.probe_started < self.probe_timeout:
+                return min(1.0, self.probe_started + self.probe_timeout - now)  # the probe is out: wait for it
+            self.probe_started = now  # this caller is the probe
         return 0.0
 
     def record(self, failed: bool, now: float) -> None:
         if self.state is CircuitState.HALF_OPEN:
+            self.probe_started = None
             if failed:
                 self.state, self.opened_at = CircuitState.OPEN, now
             else:

@@ -9,14 +9,39 @@ runs slower, recovering its pace step by step. Pure: callers pass the clock.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 # Keep 1 % of the minute quota and one request per second in hand for clock skew and latency jitter.
 MINUTE_MARGIN = 0.99
 SLOWDOWN = 0.8
 RECOVERY_STEP = 0.02
 MIN_SCALE = 0.5
+# A Retry-After longer than this is not believed: an hour-long pause on a proxy's whim would stop
+# a shop's bookkeeping; past the cap the ladder and the circuit breaker take over.
+RETRY_AFTER_CAP = 15 * 60.0
+_DELTA_SECONDS = re.compile(r"^[0-9]{1,20}$")
+
+
+def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
+    """Seconds from a Retry-After header (RFC 9110: delay-seconds or an HTTP-date), capped at
+    RETRY_AFTER_CAP; None when absent or not one of those two forms (treated as absent)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.match(text):
+        return min(float(int(text)), RETRY_AFTER_CAP)
+    if not text or not text[0].isalpha():  # "-5", "1.5", "1e9", "nan", "inf", "" are not Retry-After values
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a date without a zone is not one
+        return None
+    return min(max(0.0, when.timestamp() - now_epoch), RETRY_AFTER_CAP)
 
 
 @dataclass

@@ -38,6 +38,8 @@ class ChaosPlan:
     fail_rate: float = 0.10
     throttle_rate: float = 0.05
     commit_then_fail_rate: float = 0.02
+    latency_ms: int = 0  # > 0: QBO answers this late, so batches are in flight when a worker stops
+    hang_rate: float = 0.0
     token_ttl: int = 20
     quota_per_minute: int = 0  # 0 = off; 500 is QBO's real quota
     quota_per_second: int = 0
@@ -120,7 +122,8 @@ class ChaosRun:
         start(s, "sandbox", "sandbox", "--port", str(sandbox_port), "--seed", str(p.seed),
               "--fail-rate", str(p.fail_rate), "--throttle-rate", str(p.throttle_rate),
               "--commit-then-fail-rate", str(p.commit_then_fail_rate), "--token-ttl", str(p.token_ttl),
-              "--quota-per-minute", str(p.quota_per_minute), "--quota-per-second", str(p.quota_per_second))
+              "--quota-per-minute", str(p.quota_per_minute), "--quota-per-second", str(p.quota_per_second),
+              "--latency-ms", str(p.latency_ms), "--hang-rate", str(p.hang_rate))
         start(s, "ingress", "ingress", "--port", str(ingress_port))
         for n in range(p.workers):
             self.start_worker(f"worker{n}")
@@ -142,6 +145,15 @@ class ChaosRun:
         proc = self.stack.procs[name]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+
+    def term_worker(self, name: str, timeout: float = 60) -> float:
+        """SIGTERM, as systemd, Kubernetes, docker and Ctrl-C stop a process; returns seconds to exit."""
+        assert self.stack is not None
+        proc = self.stack.procs[name]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+        return time.monotonic() - started
 
     def stop_broker(self) -> None:
         subprocess.run([str(REPO / "ops/kafka/stop")], env=self.kafka_env, check=True, capture_output=True, timeout=90)

@@ -6,6 +6,7 @@ Each scenario has its own broker, sandbox, ingress and workers (tests/e2e/chaos.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from app.dead_letters import read_log
 from tests.e2e.chaos import ChaosPlan, ChaosRun, Report, exact
-from tests.e2e.harness import MAGQB, poll
+from tests.e2e.harness import MAGQB, http, poll
 
 pytestmark = pytest.mark.kafka
 
@@ -144,3 +145,65 @@ def test_poison_order_is_dead_lettered_then_booked_once_after_the_fix(chaos) -> 
     report = run.report(1.0)
     assert (report.documents, report.doc_numbers_twice, report.wrong_totals) == (10, 0, 0)
     assert dead_letters() == []
+
+
+def test_worker_stopped_with_sigterm_three_times_mid_run(chaos) -> None:
+    """A deploy: SIGTERM (what systemd, Kubernetes, docker and Ctrl-C send) three times mid-run, each time
+    restarted. QBO answers in 250 ms so batches are in flight, and 8 % of calls fail so a retry rung is
+    holding records when the stop comes. Only finished work may be acknowledged."""
+    run = chaos(orders=30, customers=10, skus=8, seed=13, latency_ms=250, fail_rate=0.08, throttle_rate=0.0,
+                commit_then_fail_rate=0.02, token_ttl=3600, retry_delays="2s,4s,8s,16s,32s")
+    rng = random.Random(5)
+    stops: list[float] = []
+
+    def term(n: int) -> None:
+        if n in (6, 14, 22):
+            time.sleep(rng.uniform(0.3, 1.5))
+            stops.append(run.term_worker("worker0"))
+            run.start_worker("worker0")
+
+    exact(book_all(run, timeout=300, after_post=term))
+    assert len(stops) == 3
+
+
+def test_a_stop_is_prompt_even_with_quickbooks_hanging(chaos) -> None:
+    """QBO stops answering (every call hangs for 5 minutes) with commands in flight: SIGTERM still ends the
+    worker within MAGQB_SESSION_TIMEOUT (10 s) + 10 s, and what it held is booked once after a restart."""
+    run = chaos(orders=8, customers=3, skus=3, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, seed=61)
+    stack = run.stack
+    orders = run.make_orders()
+    for order in orders[:4]:
+        run.post(order)
+    poll(lambda: run.created("SalesReceipt") >= 4, 120, "the first 4 orders")
+    status, _ = http("PUT", f"{stack.sandbox_url}/_sandbox/faults",
+                     json.dumps({"hang_rate": 1.0, "hang_seconds": 300}).encode(), {"Content-Type": "application/json"})
+    assert status == 200
+    for order in orders[4:]:
+        run.post(order)
+    poll(lambda: stack.sandbox_stats()["injected"].get("hang", 0) >= 1, 60, "a QBO call hanging")
+    seconds = run.term_worker("worker0", timeout=60)
+    print(f"worker exited {seconds:.1f}s after SIGTERM with QBO hanging")
+    assert seconds <= 10 + 10
+    http("PUT", f"{stack.sandbox_url}/_sandbox/faults", json.dumps({"hang_rate": 0.0}).encode(),
+         {"Content-Type": "application/json"})
+    run.start_worker("worker0")
+    run.wait_booked(timeout=180)
+    exact(run.report(1.0))
+
+
+def test_rolling_restart_of_two_workers_under_load(chaos) -> None:
+    """A rolling deploy: SIGTERM worker0 and start it again, then the same for worker1, while orders keep
+    coming; partitions move between them at every step."""
+    run = chaos(orders=30, customers=10, skus=8, workers=2, seed=17, latency_ms=150, fail_rate=0.05,
+                throttle_rate=0.0, commit_then_fail_rate=0.02, token_ttl=3600, retry_delays="2s,4s,8s,16s,32s")
+
+    def roll(n: int) -> None:
+        if n == 8:
+            run.term_worker("worker0")
+            run.start_worker("worker0")
+        elif n == 18:
+            run.term_worker("worker1")
+            run.start_worker("worker1")
+
+    exact(book_all(run, timeout=300, after_post=roll))

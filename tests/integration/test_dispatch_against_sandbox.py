@@ -164,6 +164,26 @@ async def test_invalid_refresh_token_fails_clearly(qbo_sandbox, session, tmp_pat
     assert "invalid_grant" in str(info.value)
 
 
+async def test_a_blocked_realm_offers_a_refused_token_once_per_recheck_period(qbo_sandbox, session,
+                                                                               tmp_path) -> None:
+    """While a realm is blocked every waiting command asks for a token; QBO sees one probe per period,
+    and a new token in the store is tried at once."""
+    store = TokenStore(tmp_path / "tokens.sqlite3")
+    await store.put(REALM, "revoked-token")
+    tokens = TokenManager(session, qbo_sandbox.token_url, qbo_sandbox.config.client_id,
+                          SecretStr(qbo_sandbox.config.client_secret), REALM, store,
+                          SecretStr(qbo_sandbox.config.refresh_token), refused_recheck_seconds=3600)
+    dispatcher = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, tokens))
+    before = qbo_sandbox.sandbox.requests["POST /oauth2/v1/tokens/bearer 400"]
+    outcomes = await asyncio.gather(*(dispatcher.handle(ensure_customer(f"b{i}@example.com", f"B {i}"))
+                                      for i in range(10)), return_exceptions=True)
+    assert all(isinstance(o, RealmBlocked) for o in outcomes)
+    assert qbo_sandbox.sandbox.requests["POST /oauth2/v1/tokens/bearer 400"] - before == 1
+    await store.put(REALM, qbo_sandbox.config.refresh_token)  # the operator's fix
+    result = await dispatcher.handle(ensure_customer("b0@example.com", "B 0"))
+    assert isinstance(result, CustomerResolved) and result.created
+
+
 def gated(sb: RunningSandbox, session: aiohttp.ClientSession, data: Path, per_second: int,
           backoff: float = 60.0) -> tuple[Dispatcher, RealmGate]:
     store = TokenStore(data / "tokens.sqlite3")

@@ -80,3 +80,64 @@ def test_circuit_ignores_occasional_failures() -> None:
     for i in range(100):
         breaker.record(failed=i % 3 == 0, now=float(i))
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_half_open_lets_exactly_one_probe_through() -> None:
+    breaker = CircuitBreaker(window=10, threshold=0.8, min_calls=10, cooldown=30, probe_timeout=60)
+    for i in range(10):
+        breaker.record(failed=True, now=float(i))
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.allow(now=40.0) == 0.0  # the probe
+    waits = [breaker.allow(now=40.0 + k * 0.1) for k in range(1, 50)]
+    assert all(w > 0 for w in waits)  # everyone else waits for the probe's answer
+    breaker.record(failed=False, now=45.0)
+    assert breaker.state is CircuitState.CLOSED
+    assert [breaker.allow(now=45.0) for _ in range(5)] == [0.0] * 5
+
+
+def test_a_probe_that_never_answers_is_replaced_after_the_probe_timeout() -> None:
+    breaker = CircuitBreaker(window=10, threshold=0.8, min_calls=10, cooldown=30, probe_timeout=60)
+    for i in range(10):
+        breaker.record(failed=True, now=float(i))
+    assert breaker.allow(now=40.0) == 0.0
+    assert breaker.allow(now=99.0) > 0
+    assert breaker.allow(now=100.5) == 0.0  # the first probe's caller was cancelled: a second one goes
+    assert breaker.allow(now=101.0) > 0
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("60", 60.0), (" 7 ", 7.0), ("0", 0.0),
+    ("86400", 900.0), ("99999999999999", 900.0),  # capped at 15 minutes
+    ("Mon, 30 Nov 2026 00:00:30 GMT", 30.0),  # an HTTP-date, 30 s after "now"
+    ("Mon, 30 Nov 2026 00:00:00 GMT", 0.0), ("Sun, 29 Nov 2026 00:00:00 GMT", 0.0),  # in the past: now
+    ("Tue, 01 Dec 2026 00:00:00 GMT", 900.0),
+])
+def test_retry_after_is_parsed_strictly_and_capped(header: str, seconds: float) -> None:
+    from datetime import UTC, datetime
+
+    from app.domain.pacing import parse_retry_after
+
+    now = datetime(2026, 11, 30, tzinfo=UTC).timestamp()
+    assert parse_retry_after(header, now) == seconds
+
+
+@pytest.mark.parametrize("nonsense", [None, "", "-5", "1.5", "1e9", "nan", "inf", "soon", "60s", "0x10",
+                                      "Mon, 30 Nov 2026 00:00:30", "Mon, 99 Nov 2026 00:00:30 GMT", "٣"])
+def test_nonsense_retry_after_is_treated_as_absent(nonsense: str | None) -> None:
+    from app.domain.pacing import parse_retry_after
+
+    assert parse_retry_after(nonsense, 1_796_000_000.0) is None
+
+
+def test_a_429_with_nonsense_retry_after_pauses_for_the_configured_backoff() -> None:
+    import asyncio
+
+    from app.adapters.realm_gate import RealmGate
+
+    pacer = Pacer(per_minute=500, per_second=10)
+    gate = RealmGate("1", pacer, CircuitBreaker(), throttle_backoff=60.0, clock=lambda: 100.0, wall=lambda: 0.0)
+    gate.after_call(429, "nan")
+    assert pacer.paused_until == 160.0
+    gate.after_call(429, "86400")
+    assert pacer.paused_until == 1000.0  # 15 minutes, not a day
+    asyncio.run(asyncio.sleep(0))
