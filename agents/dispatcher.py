@@ -45,6 +45,7 @@ log = logging.getLogger("magqb.dispatcher")
 
 MAX_PENDING = 256  # commands taken from Kafka and not yet acknowledged
 BLOCKED_RECHECK_SECONDS = 30.0
+OWN_REASONS = ("internal", "docnumber_taken", "stale_reference")  # else a QBO refusal is "permanent"
 # At a stop, commands already talking to QBO get this long to settle; the rest are left
 # unacknowledged (the next owner repeats them, idempotently).
 STOP_GRACE_SECONDS = 5.0
@@ -111,20 +112,18 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         fut = await ctx.results.send(key=cmd.order_id.encode(), value=encode_result(result))
         await fut
 
-    async def bury(cmd: Command, reason: str, failure: RetryLater | GiveUp, history: list[dict[str, object]],
-                   source: EventSource) -> None:
-        attempts = [Attempt.model_validate(h) for h in history]
-        letter = await letters.write(DeadLetter(
-            id=letter_id("command", cmd.request_id, source.topic, source.partition, source.offset),
-            order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, command_type=cmd.type,
-            command=cmd.model_dump(mode="json"), reason=reason, attempts=attempts,
-        ))
-        log.error("order_id=%s order=%s %s dead-lettered as %s (%s after %d attempt(s)): %s", cmd.order_id,
-                  cmd.order_ref, cmd.type, letter.id, reason, len(attempts), failure.message)
+    async def give_up(cmd: Command, reason: str, failure: RetryLater | GiveUp,
+                      history: list[dict[str, object]]) -> None:
+        """The command is done for: say so on qbo.results. The orders agent parks the order (its dead
+        letter carries the order itself, so a retry maps it again) or resolves stale ids once."""
+        log.error("order_id=%s order=%s %s given up (%s after %d attempt(s)): %s", cmd.order_id, cmd.order_ref,
+                  cmd.type, reason, len(history), failure.message)
         await publish_result(cmd, CommandFailed(
             order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
-            command_type=cmd.type, error_class=failure.error_class,
-            message=f"dead-lettered as {letter.id}: {failure.message}"[:1000], fault=failure.fault,
+            command_type=cmd.type, error_class=failure.error_class, message=failure.message[:1000],
+            fault=failure.fault, reason=reason,
+            attempts=[Attempt.model_validate(h).model_dump(mode="json") for h in history],
+            command=cmd.model_dump(mode="json"),
         ))
 
     async def record(cmd: Command, event: Any, outcome: Outcome) -> None:
@@ -140,9 +139,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         msg = event.message
         if rung is None:
             reason = "retries_exhausted" if isinstance(outcome, RetryLater) else \
-                ("internal" if outcome.error_class == "internal" else "permanent")
-            await bury(cmd, reason, outcome, history, EventSource(topic=msg.topic, partition=msg.partition,
-                                                                 offset=msg.offset))
+                (outcome.error_class if outcome.error_class in OWN_REASONS else "permanent")
+            await give_up(cmd, reason, outcome, history)
             return
         due = time.time() + rung.seconds
         new_headers = retry_headers(headers, attempts + 1, due, outcome.message, history,

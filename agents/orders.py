@@ -65,31 +65,40 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         row = ctx.order_state.get(order_id)
         return OrderState.model_validate(row) if row else None
 
-    async def park(order_id: str, decision: Decision, source: EventSource) -> None:
-        """Not booked: into the dead-letter topic with both totals (or the mapping error) and the order
-        event itself, so `magqb dlq retry` maps it again once the mapping file or the data is fixed."""
+    async def park(order_id: str, order_ref: str, decision: Decision, source: EventSource) -> None:
+        """Not booked: into the dead-letter topic with the reason, the command (sent or not) and the
+        order event itself, so `magqb dlq retry` maps it again once the cause is fixed."""
         parked, state = decision.parked, decision.state
-        assert parked is not None and state is not None
-        event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order or {})
-        command = parked.command.model_dump(mode="json") if parked.command else {}
+        assert parked is not None
+        order_event = None
+        if state is not None and state.order is not None:
+            order_event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order).model_dump(
+                mode="json")
+        attempts = list(parked.attempts) or [Attempt(at=datetime.now(UTC), error_class=parked.reason,
+                                                     message=parked.message[:1000])]
         letter = await letters.write(DeadLetter(
             # The id says which delivery parked it: written twice it is one letter, parked again after
             # `dlq retry` (a new record) it is a new one.
             id=letter_id("parked", source.topic, source.partition, source.offset, parked.reason),
-            order_id=order_id, order_ref=state.order_ref, realm_id=realm_id,
-            command_type=parked.command.type if parked.command else "map_order", command=command,
-            reason=parked.reason, attempts=[Attempt(at=state.updated_at, error_class=parked.reason,
-                                                    message=parked.message)],
-            order_event=event.model_dump(mode="json"),
+            order_id=order_id, order_ref=order_ref, realm_id=realm_id, command_type=parked.command_type,
+            command=parked.command or {}, reason=parked.reason, attempts=attempts, order_event=order_event,
         ))
         if parked.reason == "reconciliation":
             metrics.RECONCILE_MISMATCHES.inc()
-        log.error("order_id=%s order=%s not booked, dead-lettered as %s (%s): %s", order_id, state.order_ref,
+        log.error("order_id=%s order=%s not booked, dead-lettered as %s (%s): %s", order_id, order_ref,
                   letter.id, parked.reason, parked.message)
 
-    async def apply(order_id: str, decision: Decision, source: EventSource) -> None:
+    async def apply(order_id: str, order_ref: str, decision: Decision, source: EventSource) -> None:
         if decision.parked is not None:
-            await park(order_id, decision, source)
+            await park(order_id, order_ref, decision, source)
+        for table, keys in ((ctx.customers, decision.forget_customers), (ctx.items, decision.forget_items)):
+            for key in keys:
+                if key in table:  # a faust table's pop() answers a missing key with its default, then fails
+                    del table[key]
+        if decision.forget_customers or decision.forget_items:
+            log.warning("order_id=%s order=%s QuickBooks refused a cached customer/item id (inactive or deleted): "
+                        "resolving %s again", order_id, order_ref,
+                        ", ".join([*decision.forget_customers, *decision.forget_items]))
         # Commands are acknowledged by Kafka before the state that says they were sent is written.
         for cmd in decision.commands:
             # Keyed by realm: one dispatcher at a time spends a realm's quota.
@@ -109,8 +118,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
     async def handle_order(raw: bytes | None, source: EventSource) -> None:
         envelope, order = read_order(raw)
         state = load_state(order.key)
-        decision = on_order(state, order, envelope.order, envelope.event_id, customer, item, ctx.mapping, realm_id)
-        await apply(order.key, decision, source)
+        decision = on_order(state, order, envelope.order, envelope.event_id, customer, item, ctx.mapping, realm_id,
+                            retry_of=envelope.retry_of)
+        await apply(order.key, order.order_ref, decision, source)
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
@@ -135,7 +145,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif isinstance(result, ItemResolved):
             ctx.items[result.name.lower()] = ItemEntry(item_id=result.item_id).model_dump()
         decision = on_result(load_state(result.order_id), result, customer, item, ctx.mapping, realm_id)
-        await apply(result.order_id, decision, source)
+        await apply(result.order_id, result.order_ref, decision, source)
         if isinstance(result, DocumentCreated) and decision.outcome == "synced":
             log.info("order_id=%s order=%s booked: QBO %s Id=%s DocNumber=%s TotalAmt=%s (%s)", result.order_id,
                      result.order_ref, result.doc_type, result.qbo_id, result.doc_number, result.total_amt,

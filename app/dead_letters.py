@@ -87,8 +87,9 @@ def retried_command(letter: DeadLetter) -> Command:
 
 
 async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
-    """Send the commands back to dispatch (attempt 1 again) — or, for an order parked before dispatch,
-    the order back to the orders agent — then record that they were retried."""
+    """Send each order back through mapping with the current mapping file (its request ids salted with the
+    letter's id, so QBO does not replay the fault) — or, for a letter without its order, the command
+    back to dispatch, or an unreadable event back where it was — then record that they were retried."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -96,7 +97,7 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
             if letter.order_event is not None:
                 # Parked before dispatch: the order goes through mapping again (after the fix).
                 await producer.send_and_wait(
-                    topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry"}),
+                    topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry", "retry_of": letter.id}),
                     key=letter.order_id.encode(), headers=[(H_RETRY_OF, letter.id.encode())],
                 )
                 continue

@@ -20,6 +20,7 @@ from app.adapters.qbo_client import QboClient, QboError
 from app.adapters.oauth import TokenRefreshError
 from app.domain.faults import ErrorClass
 from app.domain import request_ids
+from app.domain.mapping import note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
@@ -58,6 +59,19 @@ class RealmBlocked(Exception):
     """QBO refused the refresh token: nothing for this realm can be dispatched until an operator acts."""
 
 
+class DocNumberTaken(Exception):
+    """The DocNumber is held by a document that is provably not this order's."""
+
+    def __init__(self, message: str, fault: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+# QBO's answers when a document refers to a customer or item that was made inactive or deleted
+# (reference/qbo.md: 610 Object Not Found, 2500 Invalid Reference Id).
+STALE_REFERENCE_CODES = ("610", "2500")
+
+
 Outcome = Result | RetryLater | GiveUp
 
 
@@ -90,7 +104,13 @@ class Dispatcher:
                     return RetryLater(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
                 log.error("order_id=%s order=%s %s refused by QuickBooks (%s): %s", cmd.order_id, cmd.order_ref,
                           cmd.type, exc.error_class, exc)
+                if isinstance(cmd, CreateDocument) and exc.fault.code in STALE_REFERENCE_CODES:
+                    return GiveUp("stale_reference", str(exc)[:1000], exc.fault.as_dict())
                 return GiveUp(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
+            except DocNumberTaken as exc:
+                metrics.COMMANDS.labels(command=cmd.type, result="docnumber_taken").inc()
+                log.error("order_id=%s order=%s not booked: %s", cmd.order_id, cmd.order_ref, exc)
+                return GiveUp("docnumber_taken", str(exc)[:1000], exc.fault)
             except TokenRefreshError as exc:
                 if exc.permanent:
                     raise RealmBlocked(str(exc)) from None
@@ -112,6 +132,8 @@ class Dispatcher:
 
     async def _ensure_customer(self, cmd: EnsureCustomer) -> CustomerResolved:
         key = cmd.key or cmd.email
+        if cmd.fresh:  # QBO refused the id we had: ask QBO, not the cache
+            self._customers.pop(key, None)
         cached = self._customers.get(key)
         if cached is not None:
             return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
@@ -172,6 +194,8 @@ class Dispatcher:
 
     async def _ensure_item(self, cmd: EnsureItem) -> ItemResolved:
         key = cmd.name.lower()
+        if cmd.fresh:
+            self._items.pop(key, None)
         cached = self._items.get(key)
         if cached is not None:
             return self._item_result(cmd, cached.item_id, created=False)
@@ -212,9 +236,22 @@ class Dispatcher:
     # ------------------------------------------------------------ documents
 
     async def _find_document(self, cmd: CreateDocument) -> dict[str, Any] | None:
-        return await self.client.query_one(
-            cmd.doc_type, f"SELECT * FROM {cmd.doc_type} WHERE DocNumber = {qbo_quote(cmd.document.DocNumber)}"
-        )
+        """The document holding the command's DocNumber, if it is provably this order's (its PrivateNote
+        names the order). One held by anything else raises DocNumberTaken: adopting it would mark this
+        order booked with another order's — or a person's — document."""
+        number = cmd.document.DocNumber
+        rows = (await self.client.query(
+            f"SELECT * FROM {cmd.doc_type} WHERE DocNumber = {qbo_quote(number)}")).get(cmd.doc_type) or []
+        for row in rows:
+            if note_names_order(row.get("PrivateNote"), cmd.order_ref):
+                return dict(row)
+        if rows:
+            holder = rows[0]
+            raise DocNumberTaken(
+                f"DocNumber {number} is held by {cmd.doc_type} Id={holder.get('Id')} "
+                f"(PrivateNote {str(holder.get('PrivateNote') or '')[:80]!r}), not by order {cmd.order_ref}: "
+                f"give that document another number (or void it), then `magqb dlq retry`")
+        return None
 
     async def _create_document(self, cmd: CreateDocument) -> DocumentCreated:
         found = await self._find_document(cmd)
@@ -227,8 +264,11 @@ class Dispatcher:
                 if exc.error_class is not ErrorClass.DUPLICATE_DOC_NUMBER:
                     raise
                 found = await self._find_document(cmd)
-                if found is None:
-                    raise
+                if found is None:  # held by another kind of sales form (6140 names it)
+                    raise DocNumberTaken(
+                        f"DocNumber {cmd.document.DocNumber} is held by another transaction ({exc.fault.detail}), "
+                        f"not by order {cmd.order_ref}: give that document another number (or void it), "
+                        f"then `magqb dlq retry`", exc.fault.as_dict()) from None
         how = "created" if created else "found"
         metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how=how).inc()
         result = DocumentCreated(

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.domain.mapping import MappingConfig, PaymentRule, normalise_rate
+from app.domain.mapping import DOC_NUMBER_PREFIX_MAX, MappingConfig, PaymentRule, normalise_rate
 from app.domain.naming import ITEM_NAME_MAX
 
 TAX_RATE_HELP = "a Magento tax rate in percent, e.g. \"23\" or \"8.25\""
@@ -94,7 +94,8 @@ class Payments(_Section):
 
 
 class MappingFile(_Section):
-    doc_number_prefix: str = Field("MAG-", max_length=10)
+    # ≤ 8: a shortened DocNumber needs 13 characters of hash within QBO's 21.
+    doc_number_prefix: str = Field("MAG-", max_length=DOC_NUMBER_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.#/-]*$")
     store_timezone: str = "UTC"
     home_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     accounts: Accounts = Accounts()

@@ -30,6 +30,7 @@ class _Command(BaseModel):
 
 class EnsureCustomer(_Command):
     type: Literal["ensure_customer"] = "ensure_customer"
+    fresh: bool = False  # QBO refused the cached id: look it up again, not in the dispatcher's cache
     email: str  # "" for the shared guest customer (mapping file: customers.guests = "single")
     key: str | None = None  # the customers table key; None (older commands) = the e-mail
     currency: str | None = None  # the customer's currency (QBO: a customer books in one currency only)
@@ -41,6 +42,7 @@ class EnsureCustomer(_Command):
 
 class EnsureItem(_Command):
     type: Literal["ensure_item"] = "ensure_item"
+    fresh: bool = False
     name: str = Field(min_length=1, max_length=100, description="QBO Item Name (unique): the SKU")
     sku: str | None = None
     description: str | None = None

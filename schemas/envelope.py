@@ -26,6 +26,8 @@ class OrderEnvelope(BaseModel):
     source: str = Field(min_length=1, description="who produced it: webhook, replay, backfill …")
     # The verified order exactly as Magento sent it: later schema versions re-read the log.
     order: dict[str, Any]
+    # Set by `magqb dlq retry`: the dead letter this delivery retries (it salts the request ids).
+    retry_of: str | None = None
 
 
 def envelope_bytes(order: dict[str, Any], source: str) -> tuple[str, bytes]:

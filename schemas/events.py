@@ -55,11 +55,18 @@ class DocumentCreated(_Result):
 
 
 class CommandFailed(_Result):
+    """The dispatcher gave up on a command. The orders agent parks the order (a dead letter with the
+    order itself) or, for `stale_reference`, resolves the order's customer and items again once."""
+
     type: Literal["command_failed"] = "command_failed"
     command_type: str
     error_class: str
     message: str
     fault: dict[str, Any] | None = None
+    # permanent | retries_exhausted | internal | docnumber_taken | stale_reference (None: older events)
+    reason: str | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)  # schemas.dead_letter.Attempt, newest last
+    command: dict[str, Any] | None = None  # the command as dispatched
 
 
 ResultEvent = Annotated[

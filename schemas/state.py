@@ -21,9 +21,9 @@ class TotalMismatchRecord(BaseModel):
 class OrderState(BaseModel):
     """Where an order stands. `resolving`: waiting for its customer/items; `requested`: the
     create-document command is out; `synced`: the QBO document exists; `failed`: a command
-    failed permanently or the order could not be mapped/reconciled (parked in the dead-letter
-    topic; a new delivery of the order tries again); `skipped`: cancelled in Magento before it
-    was booked (a later, non-cancelled delivery books it)."""
+    failed for good or the order could not be mapped/reconciled (parked in the dead-letter
+    topic; `magqb dlq retry` or a new delivery of the order tries again); `skipped`: cancelled
+    in Magento before it was booked (a later, non-cancelled delivery books it)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,8 +31,16 @@ class OrderState(BaseModel):
     status: OrderStatus
     order_ref: str
     event_id: str
-    # The order body is kept only until the document is requested.
+    # The order body, kept until the document exists: a failure at any step can map it again.
     order: dict[str, Any] | None = None
+    # Request ids of the commands sent for this order and not answered yet. An order that is
+    # resolving or requested always has one; a failed one has a dead letter.
+    outstanding: list[str] = Field(default_factory=list)
+    # Mixed into this attempt's request ids: "" for the first, the dead letter's id after `dlq retry`,
+    # so QBO does not answer a retried request with the fault it gave the first time.
+    salt: str = ""
+    # QBO refused a cached customer/item id (inactive, deleted): the order's ids were resolved again once.
+    refs_refreshed: bool = False
     doc_type: str | None = None
     doc_number: str | None = None
     qbo_id: str | None = None

@@ -220,14 +220,42 @@ def item_needs(order: MagentoOrder, cfg: MappingConfig) -> list[ItemNeed]:
 # ---------------------------------------------------------------- identity
 
 
+DOC_NUMBER_PREFIX_MAX = 8  # leaves room for the 13-character hash of a shortened id
+_HASH_CHARS = 13  # Crockford base32: 65 bits of the id's SHA-256
+_BASE32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
 def doc_number(order: MagentoOrder, prefix: str) -> str:
-    """prefix + increment id; a longer id is shortened deterministically (the full id is in PrivateNote)."""
+    """prefix + increment id. An id too long for QBO's 21 characters keeps its head and 65 bits of its
+    SHA-256 (base32): two long ids sharing a head collide once in ~10^19 pairs, where 16 bits did
+    after a few hundred orders. The full id is in PrivateNote."""
     ref = order.order_ref
     room = DOC_NUMBER_MAX - len(prefix)
     if len(ref) <= room:
         return prefix + ref
-    tag = hashlib.sha1(ref.encode()).hexdigest()[:4]
-    return f"{prefix}{ref[: room - 5]}-{tag}"
+    value = int.from_bytes(hashlib.sha256(ref.encode()).digest()[:9], "big") >> (72 - 5 * _HASH_CHARS)
+    tag = "".join(_BASE32[(value >> (5 * i)) & 31] for i in reversed(range(_HASH_CHARS)))
+    keep = room - _HASH_CHARS - 1
+    return f"{prefix}{ref[:keep]}-{tag}" if keep > 0 else f"{prefix}{tag}"
+
+
+NOTE_PREFIX = "Magento Order ID: "
+
+
+def private_note(order: MagentoOrder) -> str:
+    note = f"{NOTE_PREFIX}{order.order_ref}"
+    if order.relation_parent_real_id or order.relation_parent_id:
+        note += f" (edit of order {order.relation_parent_real_id or order.relation_parent_id})"
+    return note
+
+
+def note_names_order(note: object, order_ref: str) -> bool:
+    """Whether a document's PrivateNote says it was booked for this Magento order (and not for
+    100000012 when we look for 10000001): the proof a document found by DocNumber is ours."""
+    if not isinstance(note, str) or not note.startswith(NOTE_PREFIX + order_ref):
+        return False
+    rest = note[len(NOTE_PREFIX) + len(order_ref):]
+    return rest == "" or rest.startswith(" ")
 
 
 def payment_rule(order: MagentoOrder, cfg: MappingConfig) -> PaymentRule:
@@ -400,9 +428,7 @@ def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> Ma
 
     rule = payment_rule(order, cfg)
     day = txn_date(order, cfg)
-    note = f"Magento Order ID: {order.order_ref}"
-    if order.relation_parent_real_id or order.relation_parent_id:
-        note += f" (edit of order {order.relation_parent_real_id or order.relation_parent_id})"
+    note = private_note(order)
     currency = order.order_currency_code.upper()
     receipt = rule.document == "SalesReceipt"
     document = SalesDocument(

@@ -1,14 +1,29 @@
 """What the orders agent decides, as pure functions of (state, event, lookups).
 
-The agent does the IO (tables, topics); this module says which commands to emit
-and what the order's new state is.
+The agent does the IO (tables, topics); this module says which commands to emit,
+what the order's new state is, and when the order is parked in the dead-letter topic.
+
+The state machine, whole:
+
+    (none | failed | skipped) --order event--> resolving (Ensure* out) | requested (CreateDocument out)
+                                               | failed (parked: mapping, reconciliation) | skipped (cancelled)
+    resolving --CustomerResolved/ItemResolved--> resolving | requested
+    resolving | requested --CommandFailed--> failed (parked)
+                          --CommandFailed(stale_reference), first time--> resolving (ids resolved again)
+    requested --DocumentCreated--> synced (final)
+    failed --a sibling's result--> failed (the tables learn; the dead letter stays the way back)
+
+Invariant (property-tested): resolving and requested always have a command outstanding;
+failed always has a dead letter; nothing waits on nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from app import jsonutil
 from app.domain import request_ids
 from app.domain.mapping import (
     MappedDocument,
@@ -20,6 +35,7 @@ from app.domain.mapping import (
     map_order,
 )
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
+from schemas.dead_letter import Attempt
 from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState, TotalMismatchRecord
@@ -29,6 +45,19 @@ Result = CustomerResolved | ItemResolved | DocumentCreated | CommandFailed
 CustomerLookup = Callable[[str], CustomerEntry | None]
 ItemLookup = Callable[[str], ItemEntry | None]
 
+STALE_REFERENCE = "stale_reference"
+
+
+@dataclass(frozen=True)
+class Parked:
+    """Why an order is not booked; it goes to the dead-letter topic with the order itself."""
+
+    reason: str  # reconciliation | mapping | permanent | retries_exhausted | internal | docnumber_taken | …
+    message: str
+    command_type: str = "map_order"
+    command: dict[str, Any] | None = None  # what was (or would have been) sent, for the operator to see
+    attempts: tuple[Attempt, ...] = ()
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -36,15 +65,10 @@ class Decision:
     commands: list[Command] = field(default_factory=list)
     outcome: str = ""  # for logs and metrics: requested, waiting, duplicate, synced, failed, ignored, parked
     mapped: MappedDocument | None = None
-    # outcome "parked": why the order is not booked (it goes to the dead-letter topic instead)
     parked: Parked | None = None
-
-
-@dataclass(frozen=True)
-class Parked:
-    reason: str  # reconciliation | mapping
-    message: str
-    command: CreateDocument | None = None  # the document that was not sent, for the operator to see
+    # Table keys whose cached QBO ids QBO refused: the agent deletes them before sending the commands.
+    forget_customers: tuple[str, ...] = ()
+    forget_items: tuple[str, ...] = ()
 
 
 def _advance(
@@ -54,9 +78,10 @@ def _advance(
     items: ItemLookup,
     cfg: MappingConfig,
     realm_id: str,
-    ensure_missing: bool,
+    fresh: bool = False,
 ) -> Decision:
-    """Map and request the document if every reference is known; else ask for what is missing."""
+    """Map and request the document if every reference is known; else ask for what is missing —
+    unless the commands that will answer it are still out."""
     try:
         cust = customer_need(order, cfg)
         needs = item_needs(order, cfg)
@@ -67,36 +92,24 @@ def _advance(
     missing_items = [n for n in needs if known[n.name] is None]
 
     if customer is None or missing_items:
+        if base.outstanding:  # the answers are on their way
+            return Decision(state=base.model_copy(update={"status": "resolving"}), outcome="waiting")
+        common = {"order_id": order.key, "order_ref": order.order_ref, "realm_id": realm_id, "fresh": fresh}
         commands: list[Command] = []
-        if ensure_missing:
-            common = {"order_id": order.key, "order_ref": order.order_ref, "realm_id": realm_id}
-            if customer is None:
-                commands.append(
-                    EnsureCustomer(
-                        **common,
-                        request_id=request_ids.customer_request_id(realm_id, cust.key),
-                        email=cust.email,
-                        key=cust.key,
-                        currency=cust.currency,
-                        display_name=cust.display_name,
-                        given_name=cust.given_name,
-                        family_name=cust.family_name,
-                        company_name=cust.company_name,
-                    )
-                )
-            for need in missing_items:
-                commands.append(
-                    EnsureItem(
-                        **common,
-                        request_id=request_ids.item_request_id(realm_id, need.name),
-                        name=need.name,
-                        sku=need.sku,
-                        description=need.description,
-                        item_type=need.item_type,
-                        income_account_id=cfg.income_account_id,
-                    )
-                )
-        return Decision(state=base.model_copy(update={"status": "resolving"}), commands=commands, outcome="waiting")
+        if customer is None:
+            commands.append(EnsureCustomer(
+                **common, request_id=request_ids.customer_request_id(realm_id, cust.key, base.salt),
+                email=cust.email, key=cust.key, currency=cust.currency, display_name=cust.display_name,
+                given_name=cust.given_name, family_name=cust.family_name, company_name=cust.company_name,
+            ))
+        for need in missing_items:
+            commands.append(EnsureItem(
+                **common, request_id=request_ids.item_request_id(realm_id, need.name, base.salt), name=need.name,
+                sku=need.sku, description=need.description, item_type=need.item_type,
+                income_account_id=cfg.income_account_id,
+            ))
+        state = base.model_copy(update={"status": "resolving", "outstanding": [c.request_id for c in commands]})
+        return Decision(state=state, commands=commands, outcome="waiting")
 
     refs = ResolvedRefs(
         customer_id=customer.customer_id,
@@ -116,11 +129,13 @@ def _advance(
         if mapped.mismatch
         else None
     )
+    body = jsonutil.dumps(mapped.document.to_qbo())
     command = CreateDocument(
         order_id=order.key,
         order_ref=order.order_ref,
         realm_id=realm_id,
-        request_id=request_ids.document_request_id(realm_id, mapped.doc_type, mapped.document.DocNumber),
+        request_id=request_ids.document_request_id(realm_id, mapped.doc_type, mapped.document.DocNumber, body,
+                                                   base.salt),
         doc_type=mapped.doc_type,
         document=mapped.document,
         magento_grand_total=order.grand_total,
@@ -137,7 +152,8 @@ def _advance(
             "doc_type": mapped.doc_type,
             "doc_number": mapped.document.DocNumber,
             "mismatch": mismatch,
-            "order": None,
+            "outstanding": [command.request_id],
+            "error": None,
         }
     )
     return Decision(state=state, commands=[command], outcome="requested", mapped=mapped)
@@ -146,32 +162,47 @@ def _advance(
 def _park(base: OrderState, reason: str, message: str, command: CreateDocument | None = None,
           mapped: MappedDocument | None = None, mismatch: TotalMismatchRecord | None = None) -> Decision:
     """Not booked: the order waits in the dead-letter topic (a new delivery or `dlq retry` maps it again)."""
-    state = base.model_copy(update={"status": "failed", "error": f"{reason}: {message}", "mismatch": mismatch})
-    return Decision(state=state, outcome="parked", mapped=mapped, parked=Parked(reason, message, command))
+    state = base.model_copy(update={"status": "failed", "error": f"{reason}: {message}", "mismatch": mismatch,
+                                    "outstanding": []})
+    parked = Parked(reason, message, command.type if command else "map_order",
+                    command.model_dump(mode="json") if command else None)
+    return Decision(state=state, outcome="parked", mapped=mapped, parked=parked)
 
 
 def on_order(
     state: OrderState | None,
     order: MagentoOrder,
-    raw_order: dict,
+    raw_order: dict[str, Any],
     event_id: str,
     customers: CustomerLookup,
     items: ItemLookup,
     cfg: MappingConfig,
     realm_id: str,
+    retry_of: str | None = None,
 ) -> Decision:
-    """A Magento order event arrived (first delivery, duplicate webhook or replay)."""
+    """A Magento order event arrived (first delivery, duplicate webhook, replay or `dlq retry`)."""
     if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing.
         return Decision(
             state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}), outcome="duplicate"
         )
-    if (order.state or "").lower() == "canceled" and (state is None or state.status in ("failed", "skipped")):
+    if (order.state or "").lower() == "canceled":
         # Never booked and already cancelled (e.g. the original of an edited order): nothing to book.
         return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
                                          error="cancelled in Magento before it was booked"), outcome="skipped")
-    base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order)
-    return _advance(order, base, customers, items, cfg, realm_id, ensure_missing=True)
+    base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
+                      salt=retry_of or "")
+    return _advance(order, base, customers, items, cfg, realm_id)
+
+
+def _answered(state: OrderState, result: Result) -> OrderState:
+    return state.model_copy(update={"outstanding": [r for r in state.outstanding if r != result.request_id]})
+
+
+def _is_stale(state: OrderState, result: Result) -> bool:
+    """An answer to a command this order no longer waits for (one from before a `dlq retry`).
+    States from before `outstanding` existed have none: every answer counts for them."""
+    return bool(state.outstanding) and result.request_id not in state.outstanding
 
 
 def on_result(
@@ -183,21 +214,64 @@ def on_result(
     realm_id: str,
 ) -> Decision:
     """A QBO result for this order arrived; the caller has already fed it into the tables."""
-    if state is None:
-        return Decision(state=None, outcome="ignored")
     if isinstance(result, DocumentCreated):
-        if state.status == "synced":
+        if state is None or state.status == "synced":
             return Decision(state=None, outcome="duplicate")
         return Decision(
-            state=state.model_copy(update={"status": "synced", "qbo_id": result.qbo_id, "order": None, "error": None}),
+            state=state.model_copy(update={"status": "synced", "qbo_id": result.qbo_id, "order": None, "error": None,
+                                           "outstanding": [], "doc_type": result.doc_type,
+                                           "doc_number": result.doc_number}),
             outcome="synced",
         )
     if isinstance(result, CommandFailed):
-        if state.status == "synced":
-            return Decision(state=None, outcome="ignored")
-        return Decision(state=state.model_copy(update={"status": "failed", "error": result.message}), outcome="failed")
-    # CustomerResolved / ItemResolved — also after a failure, when a dead letter was retried.
-    if state.status not in ("resolving", "failed") or state.order is None:
+        return _on_failure(state, result, customers, items, cfg, realm_id)
+    # CustomerResolved / ItemResolved
+    if state is None or state.status not in ("resolving", "failed") or state.order is None:
         return Decision(state=None, outcome="ignored")
+    if state.status == "failed" or _is_stale(state, result):
+        # The tables have learned the id; a parked order waits for its dead letter to be retried.
+        return Decision(state=_answered(state, result) if result.request_id in state.outstanding else None,
+                        outcome="ignored")
     order = MagentoOrder.model_validate(state.order)
-    return _advance(order, state, customers, items, cfg, realm_id, ensure_missing=False)
+    return _advance(order, _answered(state, result), customers, items, cfg, realm_id)
+
+
+def _on_failure(
+    state: OrderState | None,
+    failed: CommandFailed,
+    customers: CustomerLookup,
+    items: ItemLookup,
+    cfg: MappingConfig,
+    realm_id: str,
+) -> Decision:
+    attempts = tuple(Attempt.model_validate(a) for a in failed.attempts)
+    reason = failed.reason or "permanent"
+    parked = Parked(reason, failed.message, failed.command_type, failed.command, attempts)
+    if state is None:  # an order this worker never saw (its state is gone): the letter still tells
+        return Decision(state=None, outcome="failed", parked=parked)
+    if state.status == "failed":
+        # Parked already, by a sibling command's failure: one dead letter per parking is enough —
+        # retrying it maps the whole order again, and this command fails again if it must.
+        if failed.request_id in state.outstanding:
+            return Decision(state=_answered(state, failed), outcome="ignored")
+        return Decision(state=None, outcome="ignored")
+    if state.status in ("synced", "skipped") or _is_stale(state, failed):
+        return Decision(state=None, outcome="ignored")
+    if reason == STALE_REFERENCE and not state.refs_refreshed and state.order is not None:
+        # QBO refused a customer or item id we had cached (made inactive, merged, deleted): forget
+        # this order's ids and resolve them again, once, under request ids of their own.
+        order = MagentoOrder.model_validate(state.order)
+        try:
+            cust = customer_need(order, cfg)
+            names = tuple(n.name for n in item_needs(order, cfg))
+        except MappingError as exc:
+            return _park(state, "mapping", str(exc))
+        forget_c, forget_i = (cust.key,), tuple(n.lower() for n in names)
+        base = state.model_copy(update={"refs_refreshed": True, "outstanding": [],
+                                        "salt": f"{state.salt}|fresh:{failed.request_id}"})
+        decision = _advance(order, base, lambda k: None if k in forget_c else customers(k),
+                            lambda n: None if n.lower() in forget_i else items(n), cfg, realm_id, fresh=True)
+        return Decision(state=decision.state, commands=decision.commands, outcome=decision.outcome,
+                        parked=decision.parked, forget_customers=forget_c, forget_items=forget_i)
+    return Decision(state=_answered(state, failed).model_copy(update={"status": "failed", "error": failed.message}),
+                    outcome="failed", parked=parked)

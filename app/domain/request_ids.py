@@ -19,20 +19,25 @@ def _rid(kind: str, *parts: str) -> str:
     return rid
 
 
-def request_id(realm_id: str, kind: str, natural_key: str) -> str:
-    return _rid(kind, realm_id, kind, natural_key)
+def request_id(realm_id: str, kind: str, natural_key: str, salt: str = "") -> str:
+    # The salt is "" for a first attempt: ids from before salts existed stay what they were.
+    return _rid(kind, realm_id, kind, natural_key) if not salt else _rid(kind, realm_id, kind, natural_key, salt)
 
 
-def customer_request_id(realm_id: str, email: str) -> str:
-    return request_id(realm_id, "cust", email.strip().lower())
+def customer_request_id(realm_id: str, email: str, salt: str = "") -> str:
+    return request_id(realm_id, "cust", email.strip().lower(), salt)
 
 
-def item_request_id(realm_id: str, name: str) -> str:
-    return request_id(realm_id, "item", name.lower())
+def item_request_id(realm_id: str, name: str, salt: str = "") -> str:
+    return request_id(realm_id, "item", name.lower(), salt)
 
 
-def document_request_id(realm_id: str, doc_type: str, doc_number: str) -> str:
-    return request_id(realm_id, "doc", f"{doc_type}:{doc_number}")
+def document_request_id(realm_id: str, doc_type: str, doc_number: str, body: bytes, salt: str = "") -> str:
+    """Depends on the exact body sent: QBO answers a repeated requestid with its first answer, so a
+    document mapped again (a fixed mapping, a refreshed customer id) must not reuse the old id —
+    while every retry of the same body must."""
+    digest = hashlib.sha256(body).hexdigest()
+    return request_id(realm_id, "doc", f"{doc_type}:{doc_number}:{digest}", salt)
 
 
 def derived(base: str, purpose: str) -> str:

@@ -154,6 +154,26 @@ class Company:
         self.dirty.add((entity, id_))
         return {"domain": "QBO", "status": "Deleted", "Id": id_}
 
+    def update(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /customer|/item` with {"Id", "SyncToken", "sparse": true, …}: the fields given replace
+        the stored ones (a full update is taken as sparse here). Making a customer or item inactive
+        renames it "<name> (deleted)", as QBO does, which frees its name (reference/qbo.md)."""
+        id_ = str(body.get("Id", ""))
+        existing = self.entities[entity].get(id_)
+        if existing is None:
+            raise faults.object_not_found(entity, id_)
+        if str(body.get("SyncToken")) != existing["SyncToken"]:
+            raise faults.stale_object()
+        changes = {k: v for k, v in body.items() if k not in ("Id", "SyncToken", "sparse", "domain", "MetaData")}
+        updated = {**existing, **changes, "SyncToken": str(int(existing["SyncToken"]) + 1),
+                   "MetaData": {**existing["MetaData"], "LastUpdatedTime": meta_time()}}
+        if changes.get("Active") is False and existing.get("Active", True):
+            key = "DisplayName" if entity in PEOPLE else "Name"
+            updated[key] = f"{existing[key]} (deleted)"
+            if entity == "Item":
+                updated["FullyQualifiedName"] = updated[key]
+        return self._put(entity, updated)
+
     def get(self, entity: str, id_: str) -> dict[str, Any] | None:
         return self.entities[entity].get(id_)
 

@@ -378,7 +378,11 @@ async def create_endpoint(request: web.Request) -> web.Response:
     try:
         payload = jsonutil.loads_decimal(raw)
         include = {v.strip().lower() for v in request.query.get("include", "").split(",")}
-        created = _create(sandbox, entity, payload, "allowduplicatedocnum" in include)
+        if isinstance(payload, dict) and "Id" in payload and entity in ("Customer", "Item"):
+            created = sandbox.company.update(entity, payload)  # an update is a POST with Id and SyncToken
+            log.info("updated %s Id=%s", entity, created["Id"])
+        else:
+            created = _create(sandbox, entity, payload, "allowduplicatedocnum" in include)
         status, body = 200, jsonutil.dumps({entity: created, "time": qbo_time()})
     except ValueError:
         fault = faults.request_body_invalid("request body is not valid JSON")

@@ -130,7 +130,8 @@ def test_poison_order_is_dead_lettered_then_booked_once_after_the_fix(chaos) -> 
 
     [letter] = poll(dead_letters, 120, "the poison order's dead letter")
     assert (letter.order_id, letter.command_type, letter.reason) == (str(poison["entity_id"]), "create_document",
-                                                                       "permanent")
+                                                                       "docnumber_taken")
+    assert letter.order_event is not None and letter.order_event["order"]["entity_id"] == poison["entity_id"]
     assert letter.attempts[-1].fault is not None and letter.attempts[-1].fault["code"] == "6140"
     poll(lambda: run.created("SalesReceipt") >= 9, 120, "the 9 other orders")
 

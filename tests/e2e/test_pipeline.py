@@ -147,3 +147,28 @@ def test_the_real_fixtures_are_each_booked_once_at_their_grand_total(stack: Stac
     poll(lambda: stack.metric("magqb_orders_processed_total", outcome="duplicate") >= duplicates + len(bodies) + 1,
          60, "the re-sent fixtures to be seen as duplicates")
     assert booked() == expected
+
+
+def test_a_customer_made_inactive_in_quickbooks_is_resolved_again_and_the_order_booked_once(stack: Stack) -> None:
+    """Someone makes a customer inactive in QuickBooks; the worker's table still has its id. QBO refuses
+    the next order's document (2500): the worker forgets the id, resolves the customer again (a new
+    one: the old name now ends in "(deleted)") and books the order once — no dead letter."""
+    base = random.randint(10**8, 2 * 10**8)
+    email = f"inactive.{base}@example.com"
+    first = make_order(base, email, [(f"INACT-{base}", 1, "10.00")])
+    assert stack.post_order(first)[0] == 202
+    [receipt] = poll(lambda: receipts(stack, f"MAG-{base:09d}"), 60, "the first order")
+    old_id = receipt["CustomerRef"]["value"]
+    customer = stack.query(f"SELECT * FROM Customer WHERE Id = '{old_id}'")["Customer"][0]
+    status, _ = stack.api("POST", "customer", {"Id": old_id, "SyncToken": customer["SyncToken"], "sparse": True,
+                                               "Active": False})
+    assert status == 200
+    second = make_order(base + 1, email, [(f"INACT-{base}", 2, "10.00")])
+    assert stack.post_order(second)[0] == 202
+    [booked] = poll(lambda: receipts(stack, f"MAG-{base + 1:09d}"), 90,
+                    lambda: "the second order (worker log:\n" + stack.log_tail("worker") + ")")
+    assert booked["CustomerRef"]["value"] != old_id
+    assert booked["TotalAmt"] == Decimal("25.00")
+    assert stack.count("Customer", f"PrimaryEmailAddr = '{email}'") == 1  # the active one
+    letters = asyncio.run(read_log(stack.env["KAFKA_BOOTSTRAP_SERVERS"])).letters
+    assert not [d for d in letters if d.order_id in (str(base), str(base + 1))]

@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+
+from app import jsonutil
 import pytest
 from pydantic import SecretStr
 
@@ -119,7 +121,8 @@ async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qb
     assert isinstance(cust, CustomerResolved)
     order = MagentoOrder.model_validate(blueprint_order())
     mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), MappingConfig())
-    cmd = CreateDocument(**COMMON, request_id=request_ids.document_request_id(REALM, "SalesReceipt", "MAG-100000001"),
+    body = jsonutil.dumps(mapped.document.to_qbo())
+    cmd = CreateDocument(**COMMON, request_id=request_ids.document_request_id(REALM, "SalesReceipt", "MAG-100000001", body),
                          doc_type="SalesReceipt", document=mapped.document, magento_grand_total=order.grand_total)
     # An earlier attempt committed but its answer was lost: the document already exists.
     qbo_sandbox.sandbox.company.create("SalesReceipt", mapped.document.to_qbo())
@@ -128,6 +131,74 @@ async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qb
     assert isinstance(result, DocumentCreated)
     assert (result.created, result.doc_number, result.total_amt) == (False, "MAG-100000001", Decimal("53.60"))
     assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1
+
+
+async def _booked_order_command(sb: RunningSandbox, dispatcher: Dispatcher, increment_id: str) -> CreateDocument:
+    cust = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
+    assert isinstance(cust, CustomerResolved)
+    ids = {}
+    for name in ("PROD001", "PROD002", "Shipping"):
+        res = await dispatcher.handle(EnsureItem(**COMMON, request_id=request_ids.item_request_id(REALM, name),
+                                                 name=name, sku=name, income_account_id="79"))
+        assert isinstance(res, ItemResolved)
+        ids[name] = res.item_id
+    order = MagentoOrder.model_validate({**blueprint_order(), "increment_id": increment_id})
+    mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), MappingConfig())
+    body = jsonutil.dumps(mapped.document.to_qbo())
+    return CreateDocument(**{**COMMON, "order_ref": increment_id},
+                          request_id=request_ids.document_request_id(REALM, "SalesReceipt",
+                                                                     mapped.document.DocNumber, body),
+                          doc_type="SalesReceipt", document=mapped.document, magento_grand_total=order.grand_total)
+
+
+async def test_a_doc_number_held_by_another_orders_document_is_never_adopted(qbo_sandbox, session,
+                                                                            tmp_path) -> None:
+    """Two orders whose DocNumbers coincide (or a person who typed ours): the holder's PrivateNote does not
+    name this order, so this order is not marked booked with it — it is given up as docnumber_taken."""
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    stray = qbo_sandbox.sandbox.company.create("SalesReceipt", {
+        **cmd.document.to_qbo(), "PrivateNote": "Magento Order ID: 1000000012 (another order)"})
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, GiveUp) and result.error_class == "docnumber_taken"
+    assert f"SalesReceipt Id={stray['Id']}" in result.message and "MAG-100000001" in result.message
+    assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1  # nothing created, nothing adopted
+
+
+async def test_a_doc_number_held_by_another_kind_of_form_names_it(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    invoice = qbo_sandbox.sandbox.company.create("Invoice", {**cmd.document.to_qbo(), "PrivateNote": "by hand"})
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, GiveUp) and result.error_class == "docnumber_taken"
+    assert result.fault is not None and result.fault["code"] == "6140"
+    assert f"TxnId={invoice['Id']}" in result.message
+
+
+async def test_a_document_of_this_order_found_by_its_doc_number_is_adopted(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    ours = qbo_sandbox.sandbox.company.create("SalesReceipt", cmd.document.to_qbo())  # an attempt whose answer was lost
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, DocumentCreated) and (result.qbo_id, result.created) == (ours["Id"], False)
+
+
+async def test_an_inactive_cached_customer_is_reported_as_a_stale_reference(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    company = qbo_sandbox.sandbox.company
+    customer = company.get("Customer", cmd.document.CustomerRef.value)
+    assert customer is not None
+    company.update("Customer", {"Id": customer["Id"], "SyncToken": customer["SyncToken"], "sparse": True,
+                                "Active": False})
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, GiveUp) and result.error_class == "stale_reference"
+    assert result.fault is not None and result.fault["code"] == "2500"
+    # Resolved again (fresh): QBO no longer lists the inactive customer, its name is free: a new one.
+    again = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe").model_copy(
+        update={"fresh": True, "request_id": "mq-cust-fresh-1"}))
+    assert isinstance(again, CustomerResolved) and again.created and again.customer_id != customer["Id"]
+    assert company.get("Customer", customer["Id"])["DisplayName"] == "Jane Doe (deleted)"
 
 
 async def test_expired_access_token_is_refreshed_once_and_rotation_persisted(qbo_sandbox, session, tmp_path) -> None:

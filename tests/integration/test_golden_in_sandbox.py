@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from app import jsonutil
 import pytest
 
 from app.domain import request_ids
@@ -54,7 +56,7 @@ async def book(sb, session, tmp_path: Path, order: MagentoOrder, cfg: MappingCon
     assert mapped.mismatch is None
     doc = mapped.document
     result = await dispatcher.handle(CreateDocument(
-        **common, request_id=request_ids.document_request_id(REALM, mapped.doc_type, doc.DocNumber),
+        **common, request_id=request_ids.document_request_id(REALM, mapped.doc_type, doc.DocNumber, jsonutil.dumps(doc.to_qbo())),
         doc_type=mapped.doc_type, document=doc, magento_grand_total=order.grand_total))
     assert isinstance(result, DocumentCreated) and result.created
 

@@ -128,9 +128,35 @@ def test_doc_number_is_at_most_21_characters_and_deterministic() -> None:
     number = doc_number(order, "MAG-")
     assert len(number) == 21
     assert number == doc_number(order, "MAG-")
-    assert number == "MAG-200000012345-7e45"
+    assert number == "MAG-200-TC5YPE0E4H1J5"  # the id's head, then 65 bits of its SHA-256 in base32
     other = MagentoOrder.model_validate({**blueprint_order(), "increment_id": "2000000123456789012345-2"})
     assert doc_number(other, "MAG-") != number
+    eight = doc_number(order, "WEBSHOP-")  # the longest prefix the mapping file allows
+    assert len(eight) == 21 and eight == "WEBSHOP-TC5YPE0E4H1J5"
+
+
+def test_long_order_ids_with_a_common_head_never_share_a_doc_number() -> None:
+    """16 bits of hash collided after a few hundred orders; 65 bits do not in 200,000."""
+    from app.domain.mapping import doc_number as number_of
+
+    class Ref:
+        def __init__(self, ref: str) -> None:
+            self.order_ref = ref
+
+    numbers = {number_of(Ref(f"EU-STORE-2026-{n:012d}"), "MAG-") for n in range(200_000)}  # type: ignore[arg-type]
+    assert len(numbers) == 200_000
+    assert {len(n) for n in numbers} == {21}
+
+
+def test_only_a_note_naming_the_order_proves_a_document_is_ours() -> None:
+    from app.domain.mapping import note_names_order
+
+    assert note_names_order("Magento Order ID: 10000001", "10000001")
+    assert note_names_order("Magento Order ID: 000000013-1 (edit of order 000000013)", "000000013-1")
+    assert not note_names_order("Magento Order ID: 100000012", "10000001")  # a longer id with our head
+    assert not note_names_order("Magento Order ID: 000000013-1", "000000013")
+    assert not note_names_order("booked by hand", "10000001")
+    assert not note_names_order(None, "10000001")
 
 
 def test_purchase_order_payment_books_an_invoice_without_deposit_account() -> None:

@@ -1,10 +1,11 @@
 from decimal import Decimal
 
+from app import jsonutil
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order, on_result
 from app.domain.request_ids import MAX_LEN, customer_request_id, document_request_id
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated
+from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState
 from tests.conftest import blueprint_order
@@ -43,8 +44,11 @@ def test_everything_known_requests_the_document_at_once() -> None:
     [cmd] = d.commands
     assert isinstance(cmd, CreateDocument)
     assert cmd.document.DocNumber == "MAG-100000001"
-    assert cmd.request_id == document_request_id(REALM, "SalesReceipt", "MAG-100000001")
-    assert d.state is not None and d.state.status == "requested" and d.state.order is None
+    body = jsonutil.dumps(cmd.document.to_qbo())
+    assert cmd.request_id == document_request_id(REALM, "SalesReceipt", "MAG-100000001", body)
+    assert d.state is not None and d.state.status == "requested"
+    assert d.state.order == RAW  # kept until the document exists: a failure maps it again
+    assert d.state.outstanding == [cmd.request_id]
     assert d.state.mismatch is None
 
 
@@ -55,7 +59,7 @@ def test_a_total_mismatch_parks_the_order_instead_of_booking_it() -> None:
     assert (d.outcome, d.commands) == ("parked", [])
     assert d.parked is not None and d.parked.reason == "reconciliation"
     assert d.parked.message.startswith("document total 53.60 vs Magento grand_total 48.60 (difference 5.00")
-    assert d.parked.command is not None and d.parked.command.document.DocNumber == "MAG-100000001"
+    assert d.parked.command is not None and d.parked.command["document"]["DocNumber"] == "MAG-100000001"
     assert d.state is not None and d.state.status == "failed" and d.state.order == raw
     assert d.state.mismatch is not None and d.state.mismatch.difference == Decimal("5.00")
     # Delivered again after the fix (dlq retry): mapped again.
@@ -92,8 +96,9 @@ def test_duplicate_delivery_emits_nothing() -> None:
 def test_resolution_results_complete_the_order_once_everything_is_known() -> None:
     first = on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM)
     assert first.state is not None
-    resolved = CustomerResolved(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="r",
-                                email="jane.doe@example.com", customer_id="9", display_name="Jane Doe", created=True)
+    resolved = CustomerResolved(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                request_id=first.commands[0].request_id, email="jane.doe@example.com",
+                                customer_id="9", display_name="Jane Doe", created=True)
     # Items still unknown: keep waiting, ask for nothing new.
     partial = on_result(first.state, resolved,
                         customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}),
@@ -120,6 +125,7 @@ def test_failed_order_is_retried_by_a_new_delivery() -> None:
                            command_type="create_document", error_class="permanent", message="6070 ...")
     d = on_result(state, failed, customers({}), items({}), CFG, REALM)
     assert d.state is not None and d.state.status == "failed"
+    assert d.parked is not None and (d.parked.reason, d.parked.message) == ("permanent", "6070 ...")
     again = on_order(d.state, ORDER, RAW, "ev2", customers({}), items({}), CFG, REALM)
     assert again.outcome == "waiting" and len(again.commands) == 4
 
@@ -129,4 +135,87 @@ def test_request_ids_are_stable_short_and_distinct() -> None:
     assert a == customer_request_id(REALM, "jane.doe@example.com")
     assert len(a) <= MAX_LEN
     assert a != customer_request_id("other-realm", "jane.doe@example.com")
-    assert document_request_id(REALM, "SalesReceipt", "MAG-1") != document_request_id(REALM, "Invoice", "MAG-1")
+    assert document_request_id(REALM, "SalesReceipt", "MAG-1", b"{}") != document_request_id(REALM, "Invoice",
+                                                                                            "MAG-1", b"{}")
+
+
+KNOWN_CUSTOMER = {"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}
+
+
+def _result_for(cmd, ok: bool = True, reason: str = "permanent"):  # noqa: ANN001, ANN202
+    common = {"order_id": cmd.order_id, "order_ref": cmd.order_ref, "realm_id": REALM, "request_id": cmd.request_id}
+    if not ok:
+        return CommandFailed(**common, command_type=cmd.type, error_class=reason, message=f"{reason} fault",
+                             reason=reason, command=cmd.model_dump(mode="json"))
+    if isinstance(cmd, EnsureCustomer):
+        return CustomerResolved(**common, email=cmd.email, key=cmd.key, customer_id="9", display_name="Jane Doe",
+                                created=True)
+    if isinstance(cmd, EnsureItem):
+        return ItemResolved(**common, name=cmd.name, item_id=f"id-{cmd.name}", created=True)
+    return DocumentCreated(**common, doc_type=cmd.doc_type, doc_number=cmd.document.DocNumber, qbo_id="77",
+                           total_amt=Decimal("53.60"), created=True)
+
+
+def test_request_id_follows_the_body_and_the_retry_not_the_delivery() -> None:
+    known = customers(KNOWN_CUSTOMER)
+    a = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), CFG, REALM).commands[0]
+    b = on_order(None, ORDER, RAW, "ev2", known, items(ALL_ITEMS), CFG, REALM).commands[0]
+    assert a.request_id == b.request_id  # the same body, delivered again: the same id (QBO dedupes it)
+    remapped = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), MappingConfig(deposit_account_id="35"),
+                        REALM).commands[0]
+    assert remapped.request_id != a.request_id  # a corrected document is never answered with the old fault
+    retried = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), CFG, REALM, retry_of="abc123").commands[0]
+    assert retried.request_id != a.request_id and len(retried.request_id) <= MAX_LEN
+
+
+def test_a_failed_ensure_then_a_siblings_success_leaves_the_order_parked_not_resolving() -> None:
+    first = on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM)
+    cust, item1, item2, ship = first.commands
+    failed = on_result(first.state, _result_for(item1, ok=False), customers({}), items({}), CFG, REALM)
+    assert failed.state is not None and failed.state.status == "failed" and failed.parked is not None
+    assert sorted(failed.state.outstanding) == sorted([cust.request_id, item2.request_id, ship.request_id])
+    after = on_result(failed.state, _result_for(cust), customers(KNOWN_CUSTOMER), items({}), CFG, REALM)
+    assert after.state is not None and after.state.status == "failed" and after.commands == []
+    assert after.parked is None  # one dead letter for the parking, not one per sibling
+    assert sorted(after.state.outstanding) == sorted([item2.request_id, ship.request_id])
+    sibling_fails = on_result(after.state, _result_for(item2, ok=False), customers(KNOWN_CUSTOMER), items({}), CFG,
+                              REALM)
+    assert sibling_fails.parked is None and sibling_fails.state is not None
+    assert sibling_fails.state.outstanding == [ship.request_id]
+
+
+def test_an_answer_to_a_command_from_before_a_retry_changes_nothing() -> None:
+    first = on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM)
+    parked = on_result(first.state, _result_for(first.commands[1], ok=False), customers({}), items({}), CFG, REALM)
+    retried = on_order(parked.state, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM, retry_of="L1")
+    assert retried.state is not None and retried.state.status == "resolving" and retried.state.salt == "L1"
+    late = on_result(retried.state, _result_for(first.commands[2], ok=False), customers({}), items({}), CFG, REALM)
+    assert (late.state, late.parked, late.outcome) == (None, None, "ignored")
+
+
+def test_a_refused_cached_reference_is_resolved_again_once_then_parked() -> None:
+    known = customers(KNOWN_CUSTOMER)
+    d = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), CFG, REALM)
+    [create] = d.commands
+    stale = on_result(d.state, _result_for(create, ok=False, reason="stale_reference"), known, items(ALL_ITEMS),
+                      CFG, REALM)
+    assert stale.parked is None and stale.state is not None and stale.state.status == "resolving"
+    assert stale.forget_customers == ("jane.doe@example.com",)
+    assert stale.forget_items == ("prod001", "prod002", "shipping")
+    assert [type(c).__name__ for c in stale.commands] == ["EnsureCustomer", "EnsureItem", "EnsureItem", "EnsureItem"]
+    assert all(c.fresh for c in stale.commands if isinstance(c, EnsureCustomer | EnsureItem))
+    first_ids = {c.request_id for c in on_order(None, ORDER, RAW, "ev1", customers({}), items({}), CFG, REALM).commands}
+    assert first_ids.isdisjoint(c.request_id for c in stale.commands)  # QBO must not replay the old answers
+    # The ids come back (new ones); the document is requested again; QBO refuses again: parked.
+    state, tables = stale.state, items({})
+    creates = []
+    for cmd in stale.commands:
+        d = on_result(state, _result_for(cmd), known, items(ALL_ITEMS), CFG, REALM)
+        state = d.state or state
+        creates += [c for c in d.commands if isinstance(c, CreateDocument)]
+    assert state.status == "requested" and len(creates) == 1
+    final = on_result(state, _result_for(creates[0], ok=False, reason="stale_reference"), known, items(ALL_ITEMS),
+                      CFG, REALM)
+    assert final.state is not None and final.state.status == "failed" and final.forget_customers == ()
+    assert final.parked is not None and final.parked.reason == "stale_reference"
+    del tables
