@@ -127,11 +127,8 @@ def ingress(host: str, port: int) -> None:
 
 
 async def _run_ingress(settings: Any, host: str, port: int) -> None:
-    from aiohttp import web
-
-    from app import topics
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
-    from app.ingress.server import WEBHOOK_PATH, build_app, make_producer, stop_producer
+    from app.ingress.server import WEBHOOK_PATH, make_producer, serve, stop_producer
 
     try:
         await ensure_topics(
@@ -143,10 +140,8 @@ async def _run_ingress(settings: Any, host: str, port: int) -> None:
         _fail(f"cannot start the ingress: {exc}")
     producer = make_producer(settings)
     await producer.start()
-    runner = web.AppRunner(build_app(settings, producer), access_log=None)
-    await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        runner = await serve(settings, producer, host, port)
     except OSError as exc:
         await stop_producer(producer)
         _fail(f"cannot start the ingress on {host}:{port}: {exc.strerror}")

@@ -6,8 +6,15 @@ from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS = Counter(
     "magqb_webhooks",
-    "Webhook requests by outcome (accepted, bad_signature, bad_json, too_large, invalid, broker_unavailable).",
+    "Webhook requests by outcome (accepted, bad_signature, bad_json, too_large, invalid, slow_body, "
+    "broker_unavailable).",
     ["result"],
+)
+INGRESS_CONNECTIONS_CLOSED = Counter(
+    "magqb_ingress_connections_closed",
+    "Connections the ingress closed on its own: over_limit (MAGQB_INGRESS_MAX_CONNECTIONS), read_timeout "
+    "(no complete request within MAGQB_INGRESS_READ_TIMEOUT).",
+    ["reason"],
 )
 WEBHOOK_SECONDS = Histogram(
     "magqb_webhook_request_duration_seconds",
@@ -16,7 +23,7 @@ WEBHOOK_SECONDS = Histogram(
 )
 ORDERS = Counter("magqb_orders_processed", "Order events handled by the orders agent, by outcome.", ["outcome"])
 BAD_EVENTS = Counter(
-    "magqb_bad_events", "Events that could not be read (skipped and logged), by topic.", ["topic"]
+    "magqb_bad_events", "Events that could not be read or handled (dead-lettered), by topic.", ["topic"]
 )
 COMMANDS = Counter("magqb_qbo_commands", "QBO commands finished by the dispatcher, by type and result.",
                    ["command", "result"])

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAGQB_MAX_BODY_BYTES")
     # The largest Kafka record a producer sends (faust's and aiokafka's max_request_size): an order
     # the ingress accepts must fit in one, with room for the dead letter that may one day carry it.
+    ingress_read_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="MAGQB_INGRESS_READ_TIMEOUT")
+    ingress_max_connections: int = Field(512, ge=1, validation_alias="MAGQB_INGRESS_MAX_CONNECTIONS")
     max_event_bytes: int = Field(1_000_000, ge=65536, le=16 * 1024 * 1024, validation_alias="MAGQB_MAX_EVENT_BYTES")
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
     log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")

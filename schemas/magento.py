@@ -8,6 +8,7 @@ money as Decimal (see reference/magento.md §1 and §5.10).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -22,11 +23,21 @@ def _lines(v: Any) -> Any:
     return v
 
 
+# QBO holds at most 10 digits before the point in a line Amount (reference/qbo.md, "Line Amount max
+# 15 digits (10.5)"): an amount at or beyond 10^10 can never be booked, and bounding it keeps every
+# sum and rounding inside Decimal's 28 digits. NaN, infinities and huge exponents are refused here.
+MAX_AMOUNT = Decimal(10) ** 10
+MAX_QTY = Decimal(10) ** 9
+MAX_LINES = 1000  # QBO takes at most 750 lines on a taxable form; 1000 Magento items leave room for children
+MAX_ID = 2**63 - 1  # Kafka keys and JSON must hold it
+
 # Validation runs in pydantic-core (Rust): numbers arrive as JSON numbers or numeric strings,
 # floats become Decimal through their shortest repr (53.6 → Decimal('53.6')), never binary noise.
-Money = Annotated[Decimal, Field(allow_inf_nan=False)]
+Money = Annotated[Decimal, Field(allow_inf_nan=False, gt=-MAX_AMOUNT, lt=MAX_AMOUNT)]
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 Text = str  # numbers sent where Magento declares strings ("increment_id": 1000017) become text
 Flag = bool  # 0/1, "0"/"1", true/false
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Lenient(BaseModel):
@@ -63,19 +74,29 @@ class MagentoPayment(_Lenient):
 
 
 class MagentoOrderItem(_Lenient):
-    item_id: int | None = None
-    parent_item_id: int | None = None
-    sku: Text = Field(min_length=1)
+    item_id: Id | None = None
+    parent_item_id: Id | None = None
+    sku: Text = Field(min_length=1, max_length=255)
     name: Text | None = None
     product_type: Text | None = None
-    qty_ordered: Money
+    qty_ordered: Annotated[Decimal, Field(allow_inf_nan=False, le=MAX_QTY)]
     price: Money = Decimal("0")
     base_price: Money = Decimal("0")
     row_total: Money = Decimal("0")
     tax_amount: Money = Decimal("0")
     tax_percent: Money = Decimal("0")
     discount_amount: Money = Decimal("0")
-    order_id: int | None = None
+    order_id: Id | None = None
+
+    @field_validator("sku")
+    @classmethod
+    def _usable_sku(cls, v: str) -> str:
+        from app.domain.naming import item_name
+
+        if not item_name(v):
+            raise ValueError("has no character QuickBooks accepts in an item name (colons, tabs and control "
+                             "characters are dropped)")
+        return v
 
     @field_validator("qty_ordered")
     @classmethod
@@ -108,22 +129,22 @@ def _parse_magento_time(v: Any) -> Any:
 class MagentoOrder(_Lenient):
     """The fields of a Magento order the product reads. Amounts are in the order currency."""
 
-    entity_id: int = Field(ge=1)
-    increment_id: Text | None = None
+    entity_id: int = Field(ge=1, le=MAX_ID)
+    increment_id: Text | None = Field(None, max_length=32)  # Magento: varchar(32)
     state: Text | None = None
     status: Text | None = None
-    store_id: int | None = None
+    store_id: Id | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
 
     customer_email: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$",
                                                       max_length=254)]
-    customer_id: int | None = None
+    customer_id: Id | None = None
     customer_is_guest: Flag = False
     customer_firstname: Text | None = None
     customer_lastname: Text | None = None
 
-    order_currency_code: Text = "USD"
-    base_currency_code: Text | None = None
+    order_currency_code: Text = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    base_currency_code: Text | None = Field(None, pattern=r"^[A-Za-z]{3}$")
     base_to_order_rate: Money = Decimal("1")
 
     grand_total: Money
@@ -139,9 +160,25 @@ class MagentoOrder(_Lenient):
     relation_parent_id: Text | None = None
     relation_parent_real_id: Text | None = None
 
-    items: list[MagentoOrderItem] = Field(min_length=1)
+    items: list[MagentoOrderItem] = Field(min_length=1, max_length=MAX_LINES)
     billing_address: MagentoAddress | None = None
     payment: MagentoPayment | None = None
+
+    @field_validator("increment_id")
+    @classmethod
+    def _printable_ref(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip() or _CONTROL.search(v):
+            raise ValueError("must be printable text (it names the order in QuickBooks)")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _plausible_date(cls, v: datetime | None) -> datetime | None:
+        if v is not None and not 1970 <= v.year <= 2200:
+            raise ValueError(f"year {v.year} is not a Magento order's")
+        return v
 
     @model_validator(mode="before")
     @classmethod

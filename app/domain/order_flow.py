@@ -92,6 +92,11 @@ def _advance(
     missing_items = [n for n in needs if known[n.name] is None]
 
     if customer is None or missing_items:
+        # An order that will not reconcile is parked before it costs QBO calls for its references:
+        # the totals do not depend on the ids, so a draft with the names in their place tells.
+        draft = _draft(order, cust.key, cust.display_name, [n.name for n in needs], base, cfg, realm_id)
+        if isinstance(draft, Decision):
+            return draft
         if base.outstanding:  # the answers are on their way
             return Decision(state=base.model_copy(update={"status": "resolving"}), outcome="waiting")
         common = {"order_id": order.key, "order_ref": order.order_ref, "realm_id": realm_id, "fresh": fresh}
@@ -116,6 +121,35 @@ def _advance(
         customer_name=customer.display_name,
         item_ids={name: entry.item_id for name, entry in known.items() if entry is not None},
     )
+    mapped_or_parked = _map(order, refs, base, cfg, realm_id)
+    if isinstance(mapped_or_parked, Decision):
+        return mapped_or_parked
+    mapped, command = mapped_or_parked
+    state = base.model_copy(
+        update={
+            "status": "requested",
+            "doc_type": mapped.doc_type,
+            "doc_number": mapped.document.DocNumber,
+            "mismatch": None,
+            "outstanding": [command.request_id],
+            "error": None,
+        }
+    )
+    return Decision(state=state, commands=[command], outcome="requested", mapped=mapped)
+
+
+def _draft(order: MagentoOrder, customer_key: str, customer_name: str, item_names: list[str], base: OrderState,
+           cfg: MappingConfig, realm_id: str) -> Decision | None:
+    """The parking decision if the order cannot be booked whatever its ids turn out to be, else None."""
+    refs = ResolvedRefs(customer_id=customer_key, customer_name=customer_name,
+                        item_ids={name: name for name in item_names})
+    result = _map(order, refs, base, cfg, realm_id)
+    return result if isinstance(result, Decision) else None
+
+
+def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: MappingConfig,
+         realm_id: str) -> Decision | tuple[MappedDocument, CreateDocument]:
+    """The document and its command — or the decision to park the order (mapping error, totals)."""
     try:
         mapped = map_order(order, refs, cfg)
     except MappingError as exc:
@@ -146,17 +180,7 @@ def _advance(
                      f"document total {m.document_total} vs Magento grand_total {m.magento_grand_total} "
                      f"(difference {m.difference}, beyond the adjustment tolerance {cfg.adjustment_tolerance})",
                      command, mapped, mismatch)
-    state = base.model_copy(
-        update={
-            "status": "requested",
-            "doc_type": mapped.doc_type,
-            "doc_number": mapped.document.DocNumber,
-            "mismatch": mismatch,
-            "outstanding": [command.request_id],
-            "error": None,
-        }
-    )
-    return Decision(state=state, commands=[command], outcome="requested", mapped=mapped)
+    return mapped, command
 
 
 def _park(base: OrderState, reason: str, message: str, command: CreateDocument | None = None,

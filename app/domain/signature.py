@@ -16,7 +16,7 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def verify(body: bytes, signature: str | None, secret: str) -> bool:
-    if not signature:
+    if not signature or not signature.isascii():  # compare_digest refuses non-ASCII text: not a hex digest anyway
         return False
     # Senders differ in hex case; the digest itself is what must match.
     return hmac.compare_digest(sign(body, secret), signature.strip().lower())

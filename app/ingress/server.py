@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from app import jsonutil, metrics, topics
 from app.domain.signature import SIGNATURE_HEADER, verify
+from app.ingress.guard import ConnectionGuard
 from app.settings import Settings
 from schemas.envelope import envelope_bytes
 from schemas.magento import MagentoOrder, extract_order
@@ -28,6 +29,9 @@ log = logging.getLogger("magqb.ingress")
 INGRESS_KEY: web.AppKey["Ingress"] = web.AppKey("ingress")
 WEBHOOK_PATH = "/webhooks/magento/new-order"
 SOURCE = "magento-webhook"
+# An accepted order may one day travel inside a dead letter (its attempts, the fault, the command
+# left out if need be): the event must leave this much room under MAGQB_MAX_EVENT_BYTES.
+DEAD_LETTER_RESERVE = 32 * 1024
 
 
 def _problem(status: int, error: str, **extra: Any) -> web.Response:
@@ -59,11 +63,19 @@ class Ingress:
         if request.content_length is not None and request.content_length > limit:
             metrics.WEBHOOKS.labels(result="too_large").inc()
             return _problem(413, f"body is larger than {limit} bytes")
+        deadline = self.settings.ingress_read_timeout_seconds
         try:
-            body = await request.read()
+            async with asyncio.timeout(deadline):  # a client trickling its body cannot hold a handler
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             metrics.WEBHOOKS.labels(result="too_large").inc()
             return _problem(413, f"body is larger than {limit} bytes")
+        except TimeoutError:
+            metrics.WEBHOOKS.labels(result="slow_body").inc()
+            log.warning("closed a request from %s: body not received within %.0fs", request.remote, deadline)
+            resp = _problem(408, f"body not received within {deadline:.0f} seconds")
+            resp.force_close()
+            return resp
 
         if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret):
             metrics.WEBHOOKS.labels(result="bad_signature").inc()
@@ -89,6 +101,14 @@ class Ingress:
             return _problem(422, "order does not match the Magento order schema", errors=errors)
 
         event_id, value = envelope_bytes(raw_order, SOURCE)
+        room = self.settings.max_event_bytes - DEAD_LETTER_RESERVE
+        if len(value) > room:
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            log.warning("order_id=%s order=%s rejected: %d bytes, more than the %d an order may have", order.key,
+                        order.order_ref, len(value), room)
+            return _problem(422, "order too large to keep", errors=[{
+                "field": "(body)", "message": f"the order is {len(value)} bytes as an event; at most {room} fit "
+                f"(MAGQB_MAX_EVENT_BYTES minus room for its dead letter)"}])
         try:
             # The idempotent producer never gives up on a batch by itself, so the answer is
             # bounded here. A 503'd event may still land once Kafka is back; Magento re-sends
@@ -126,6 +146,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=1,
+        max_request_size=settings.max_event_bytes,
         request_timeout_ms=int(settings.kafka_produce_timeout_seconds * 1000),
         client_id="magqb-ingress",
     )
@@ -139,9 +160,12 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> No
         log.warning("Kafka unreachable at shutdown: buffered events were answered 503 and Magento will re-send them")
 
 
-def build_app(settings: Settings, producer: AIOKafkaProducer) -> web.Application:
+def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionGuard | None = None) -> web.Application:
     # A chunked body past the limit makes request.read() raise; _new_order answers 413 either way.
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[guard.middleware] if guard is not None else [])
+    if guard is not None:
+        app.cleanup_ctx.append(guard.sweeper)
     ingress = Ingress(settings, producer)
     app[INGRESS_KEY] = ingress
     app.router.add_post(WEBHOOK_PATH, ingress.new_order)
@@ -149,3 +173,18 @@ def build_app(settings: Settings, producer: AIOKafkaProducer) -> web.Application
     app.router.add_get("/readyz", ingress.readyz)
     app.router.add_get("/metrics", ingress.metrics_page)
     return app
+
+
+async def serve(settings: Settings, producer: AIOKafkaProducer, host: str, port: int) -> web.AppRunner:
+    """The ingress listening on host:port, its connections guarded; `await runner.cleanup()` stops it."""
+    guard = ConnectionGuard(settings.ingress_max_connections, settings.ingress_read_timeout_seconds)
+    runner = web.AppRunner(build_app(settings, producer, guard), access_log=None)
+    await runner.setup()
+    assert runner.server is not None
+    guard.install(runner.server)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner

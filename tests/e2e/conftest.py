@@ -25,6 +25,9 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "QUICKBOOKS_TOKEN_URL": f"http://127.0.0.1:{sandbox_port}/oauth2/v1/tokens/bearer",
         "MAGQB_DATA_DIR": str(logs / "data"),
         "MAGQB_APP_ID": f"magqb-e2e-{uuid.uuid4().hex[:8]}",
+        # The sandbox's quotas are off here, so the worker's pacer is too (the chaos suite tests both).
+        "MAGQB_QBO_REQUESTS_PER_MINUTE": "0",
+        "MAGQB_QBO_REQUESTS_PER_SECOND": "0",
     }
     s = Stack(env, f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{sandbox_port}",
               f"http://127.0.0.1:{web_port}", logs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -19,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app import topics
 from app.adapters.kafka_admin import ensure_topics
 from app.domain.signature import sign
-from app.ingress.server import WEBHOOK_PATH, build_app, make_producer, stop_producer
+from app.ingress.server import WEBHOOK_PATH, make_producer, serve, stop_producer
 from app.settings import Settings, load_settings
 from schemas.envelope import decode_envelope
 from tests.conftest import blueprint_order, free_port, magento_fixture
@@ -31,10 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 async def start_ingress(settings: Settings) -> tuple[str, web.AppRunner, Any]:
     producer = make_producer(settings)
     await producer.start()
-    runner = web.AppRunner(build_app(settings, producer))
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await serve(settings, producer, "127.0.0.1", port)
     return f"http://127.0.0.1:{port}", runner, producer
 
 
@@ -42,7 +41,10 @@ async def start_ingress(settings: Settings) -> tuple[str, web.AppRunner, Any]:
 async def ingress(settings_env: dict[str, str], kafka_bootstrap: str,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Settings]]:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("MAGQB_MAX_BODY_BYTES", "65536")
+    monkeypatch.setenv("MAGQB_MAX_BODY_BYTES", "200000")
+    monkeypatch.setenv("MAGQB_MAX_EVENT_BYTES", "131072")  # an event may hold 128 KiB − 32 KiB: 96 KiB
+    monkeypatch.setenv("MAGQB_INGRESS_READ_TIMEOUT", "2")
+    monkeypatch.setenv("MAGQB_INGRESS_MAX_CONNECTIONS", "8")
     settings = load_settings()
     await ensure_topics(kafka_bootstrap, topics.app_topics(settings.kafka_partitions, 1))
     url, runner, producer = await start_ingress(settings)
@@ -125,7 +127,8 @@ BAD_CASES = {
     "wrong signature": (lambda b, s: (b, sign(b, "wrong-secret")), 401),
     "body altered after signing": (lambda b, s: (b.replace(b"53.6", b"5.36"), s), 401),
     "not json": (lambda b, s: (b"{not json", sign(b"{not json", "test-webhook-secret")), 400),
-    "too large": (lambda b, s: ((big := b" " * 70000 + b), sign(big, "test-webhook-secret")), 413),
+    "too large": (lambda b, s: ((big := b" " * 210000 + b), sign(big, "test-webhook-secret")), 413),
+    "non-ASCII signature": (lambda b, s: (b, "é" + s[1:]), 401),
 }
 
 
@@ -190,3 +193,123 @@ async def test_broker_down_gives_503_and_readyz_503(settings_env, monkeypatch, t
             await stop_producer(producer, timeout=2)
     finally:
         subprocess.run([str(REPO / "ops/kafka/stop")], env=env, capture_output=True, timeout=60)
+
+
+def _order(**changes: Any) -> dict[str, Any]:
+    order = blueprint_order()
+    for path, value in changes.items():
+        target: Any = order
+        *parents, leaf = path.split("__")
+        for p in parents:
+            target = target[int(p)] if p.isdigit() else target[p]
+        target[int(leaf) if leaf.isdigit() else leaf] = value
+    return order
+
+
+HOSTILE = {
+    "amount beyond QBO's 10 digits": (_order(grand_total="1e12"), "grand_total"),
+    "NaN amount": (_order(items__0__row_total="NaN"), "items.0.row_total"),
+    "infinite amount": (_order(tax_amount="-Infinity"), "tax_amount"),
+    "exponent amount": (_order(shipping_amount="9E+999"), "shipping_amount"),
+    "huge quantity": (_order(items__1__qty_ordered=1e15), "items.1.qty_ordered"),
+    "SKU that cleans to nothing": (_order(items__0__sku=":"), "items.0.sku"),
+    "SKU of control characters": (_order(items__0__sku="\t\n\u0001"), "items.0.sku"),
+    "thousands of lines": (_order(items=[{"sku": f"S{n}", "qty_ordered": 1} for n in range(1500)]), "items"),
+    "increment id with a NUL": (_order(increment_id="1000\u00000001"), "increment_id"),
+    "increment id too long": (_order(increment_id="9" * 40), "increment_id"),
+    "currency that is not a code": (_order(order_currency_code="US Dollars"), "order_currency_code"),
+    "year 1": (_order(created_at="0001-01-01 00:00:00"), "created_at"),
+    "entity id past 64 bits": (_order(entity_id=2**64), "entity_id"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_hostile_orders_are_refused_with_the_field_path(ingress, kafka_bootstrap, case: str) -> None:
+    url, _ = ingress
+    order, field = HOSTILE[case]
+    before = len(await topic_records(kafka_bootstrap))
+    status, answer = await post(url, *signed(order))
+    assert status == 422, answer
+    assert field in [e["field"] for e in answer["errors"]]
+    assert len(await topic_records(kafka_bootstrap)) == before
+
+
+async def test_an_order_whose_dead_letter_could_not_be_written_is_refused(ingress, kafka_bootstrap) -> None:
+    """Within the body limit, but past what one Kafka record can carry with a dead letter's fields."""
+    url, settings = ingress
+    order = {**blueprint_order(), "customer_note": "x" * 100_000}
+    body, sig = signed(order)
+    assert len(body) < settings.max_body_bytes
+    before = len(await topic_records(kafka_bootstrap))
+    status, answer = await post(url, body, sig)
+    assert status == 422 and answer["errors"][0]["field"] == "(body)"
+    assert "MAGQB_MAX_EVENT_BYTES" in answer["errors"][0]["message"]
+    assert len(await topic_records(kafka_bootstrap)) == before
+    small = {**blueprint_order(), "entity_id": random.randint(10**6, 10**9), "customer_note": "x" * 60_000}
+    assert (await post(url, *signed(small)))[0] == 202  # under the line: accepted
+
+
+async def _raw(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the server sent before closing; fails if it keeps the connection open longer."""
+    data = b""
+    async with asyncio.timeout(seconds):
+        while chunk := await reader.read(65536):
+            data += chunk
+    return data
+
+
+async def test_a_client_trickling_its_headers_is_cut_off(ingress) -> None:
+    url, settings = ingress
+    reader, writer = await _raw(url)
+    writer.write(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    cut_off = False
+    for _ in range(30):  # one byte a second would keep plain aiohttp waiting forever
+        try:
+            writer.write(b"X")
+            await writer.drain()
+            await asyncio.sleep(1)
+            if reader.at_eof() or await _closed_within(reader, 0.01) == b"":
+                cut_off = True
+                break
+        except TimeoutError:
+            continue  # still open
+        except ConnectionError:
+            cut_off = True
+            break
+    assert cut_off
+    assert loop.time() - started < settings.ingress_read_timeout_seconds + 3
+    writer.close()
+
+
+async def test_a_client_trickling_its_body_gets_408(ingress, kafka_bootstrap) -> None:
+    url, settings = ingress
+    body, sig = signed({**blueprint_order(), "entity_id": random.randint(10**6, 10**9)})
+    reader, writer = await _raw(url)
+    writer.write((f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"X-Magento-Signature: {sig}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[:10])
+    await writer.drain()
+    answer = await _closed_within(reader, settings.ingress_read_timeout_seconds + 3)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    writer.close()
+
+
+async def test_connections_past_the_cap_are_closed_and_the_ingress_still_serves(ingress) -> None:
+    url, settings = ingress
+    held = [await _raw(url) for _ in range(settings.ingress_max_connections)]
+    await asyncio.sleep(0.2)
+    reader, writer = await _raw(url)
+    assert await _closed_within(reader, 2) == b""  # over the cap: closed at once, the others unharmed
+    writer.close()
+    # The idle ones are swept after the read timeout; then new clients are served again.
+    await asyncio.sleep(settings.ingress_read_timeout_seconds + 1.5)
+    status, _ = await post(url, *signed({**blueprint_order(), "entity_id": random.randint(10**6, 10**9)}))
+    assert status == 202
+    for _, w in held:
+        w.close()

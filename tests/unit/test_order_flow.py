@@ -219,3 +219,13 @@ def test_a_refused_cached_reference_is_resolved_again_once_then_parked() -> None
     assert final.state is not None and final.state.status == "failed" and final.forget_customers == ()
     assert final.parked is not None and final.parked.reason == "stale_reference"
     del tables
+
+
+def test_an_order_that_cannot_reconcile_is_parked_before_it_costs_qbo_calls() -> None:
+    raw = {**RAW, "grand_total": 48.60}
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers({}), items({}), CFG, REALM)
+    assert (d.outcome, d.commands) == ("parked", [])  # no EnsureCustomer/EnsureItem for an order we will not book
+    assert d.parked is not None and d.parked.reason == "reconciliation"
+    line_refs = [ln["SalesItemLineDetail"]["ItemRef"] for ln in d.parked.command["document"]["Line"]
+                 if ln.get("SalesItemLineDetail")]
+    assert [r["value"] for r in line_refs] == ["PROD001", "PROD002", "Shipping"]  # names where ids would be
