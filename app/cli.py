@@ -110,12 +110,17 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-def ingress(host: str, port: int) -> None:
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface of the --metrics-port listener.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve /metrics on this port (on --metrics-host) instead of the webhook port: use it when "
+                   "the webhook port is public.")
+def ingress(host: str, port: int, metrics_host: str, metrics_port: int | None) -> None:
     """Receive signed Magento webhooks and publish them to Kafka.
 
     POST /webhooks/magento/new-order answers 202 only after Kafka acknowledged
-    the order (acks=all); 401 bad signature, 400 not JSON, 413 too large,
-    422 not an order (with field paths), 503 Kafka unavailable.
+    the order (acks=all); 401 bad signature, 400 not JSON, 408 body too slow,
+    413 too large, 422 not an order (with field paths), 503 Kafka unavailable.
     Also GET /healthz, /readyz and /metrics.
     """
     settings = _settings()
@@ -123,12 +128,15 @@ def ingress(host: str, port: int) -> None:
 
     setup_logging(settings.log_level)
     _check_port(host, port, "the ingress")
-    asyncio.run(_run_ingress(settings, host, port))
+    if metrics_port is not None:
+        _check_port(metrics_host, metrics_port, "the ingress's metrics listener")
+    asyncio.run(_run_ingress(settings, host, port, metrics_host, metrics_port))
 
 
-async def _run_ingress(settings: Any, host: str, port: int) -> None:
+async def _run_ingress(settings: Any, host: str, port: int, metrics_host: str = "127.0.0.1",
+                       metrics_port: int | None = None) -> None:
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
-    from app.ingress.server import WEBHOOK_PATH, make_producer, serve, stop_producer
+    from app.ingress.server import WEBHOOK_PATH, make_producer, serve, serve_metrics, stop_producer
 
     try:
         await ensure_topics(
@@ -140,16 +148,22 @@ async def _run_ingress(settings: Any, host: str, port: int) -> None:
         _fail(f"cannot start the ingress: {exc}")
     producer = make_producer(settings)
     await producer.start()
+    metrics_runner = None
     try:
-        runner = await serve(settings, producer, host, port)
+        runner = await serve(settings, producer, host, port, with_metrics=metrics_port is None)
+        if metrics_port is not None:
+            metrics_runner = await serve_metrics(metrics_host, metrics_port)
     except OSError as exc:
         await stop_producer(producer)
-        _fail(f"cannot start the ingress on {host}:{port}: {exc.strerror}")
-    log.info("ingress ready: POST http://%s:%d%s (Kafka %s)", host, port, WEBHOOK_PATH,
-             settings.kafka_bootstrap_servers)
+        _fail(f"cannot start the ingress: {exc.strerror}")
+    log.info("ingress ready: POST http://%s:%d%s (Kafka %s), metrics on http://%s:%d/metrics", host, port,
+             WEBHOOK_PATH, settings.kafka_bootstrap_servers, metrics_host if metrics_port else host,
+             metrics_port or port)
     try:
         await _serve_until_signal(runner)
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await stop_producer(producer)
         log.info("ingress stopped")
 
@@ -168,13 +182,16 @@ def worker(web_port: int) -> None:
     """
     settings = _settings()
     from app.logs import setup_logging
+    from app.private_files import private_dir, private_umask
 
     setup_logging(settings.log_level)
+    private_umask()
+    private_dir(settings.data_dir)
     _check_port("127.0.0.1", web_port, "the worker's web server")
     mapping = _mapping(settings.mapping_file)  # a bad file stops the worker before it touches Kafka
 
     from app import topics
-    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+    from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, ensure_topics
 
     try:
         asyncio.run(
@@ -185,7 +202,7 @@ def worker(web_port: int) -> None:
                 timeout=settings.kafka_connect_timeout_seconds,
             )
         )
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, TopicLayoutError) as exc:
         _fail(f"cannot start the worker: {exc}")
 
     import faust
@@ -300,14 +317,13 @@ def mapping(file: Path | None) -> None:
 def create_topics() -> None:
     """Create the application's Kafka topics (ingress and worker also do it on start)."""
     settings = _settings()
-    from app import topics
-    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+    from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, ensure_topics
 
     specs = _app_topics(settings)
     try:
         created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs,
                                             timeout=settings.kafka_connect_timeout_seconds))
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, TopicLayoutError) as exc:
         _fail(str(exc))
     for spec in specs:
         click.echo(f"{spec.name}: {'created' if spec.name in created else 'exists'} ({spec.partitions} partitions)")
@@ -352,7 +368,7 @@ def dlq() -> None:
 
 
 def _dlq_log() -> Any:
-    from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
+    from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, ensure_topics
     from app.dead_letters import read_log
 
     settings = _settings()
@@ -360,7 +376,7 @@ def _dlq_log() -> Any:
         asyncio.run(ensure_topics(settings.kafka_bootstrap_servers,
                                   [s for s in _app_topics(settings) if s.name == "qbo.dead-letter"],
                                   timeout=settings.kafka_connect_timeout_seconds))
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, TopicLayoutError) as exc:
         _fail(str(exc))
     return settings, asyncio.run(read_log(settings.kafka_bootstrap_servers))
 

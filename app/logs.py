@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from app.redact import RedactingFilter
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -16,6 +18,8 @@ def setup_logging(level: str = "INFO") -> None:
         format=LOG_FORMAT,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # aiokafka is chatty at INFO (every join, every metadata refresh).
     logging.getLogger("aiokafka").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
 
@@ -30,7 +34,9 @@ def worker_logging_config(level: str = "INFO") -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "filters": {"redact": {"()": RedactingFilter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr",
+                                "filters": ["redact"]}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         # faust services log as their class's module: our subclasses of its App and Consumer too.
         "loggers": {name: {"level": quiet} for name in ("faust", "mode", "aiokafka", "app.worker_app",

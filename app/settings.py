@@ -143,9 +143,15 @@ def describe_error(exc: ValidationError) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
+    from app import redact
+
+    redact.register(*(s.get_secret_value() for s in (
+        settings.magento_webhook_secret, settings.magento_access_token, settings.quickbooks_client_secret,
+        settings.quickbooks_refresh_token)))
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -22,11 +22,18 @@ class TopicSpec:
     config: dict[str, str]
 
 
+def durability(replication_factor: int) -> dict[str, str]:
+    """acks=all means "every in-sync replica": with two of them required, an acknowledged event is on
+    two brokers before the webhook gets its 202 (one on a single-broker cluster)."""
+    return {"min.insync.replicas": str(min(2, replication_factor))}
+
+
 def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str, ...] = ()) -> list[TopicSpec]:
-    keep_forever = {"retention.ms": "-1"}  # the order log is the source of truth: replays need all of it
-    two_weeks = {"retention.ms": str(14 * 24 * 3600 * 1000)}
+    base = durability(replication_factor)
+    keep_forever = {**base, "retention.ms": "-1"}  # the order log is the source of truth: replays need all of it
+    two_weeks = {**base, "retention.ms": str(14 * 24 * 3600 * 1000)}
     return [
-        TopicSpec(ORDERS, partitions, replication_factor, {**keep_forever, "min.insync.replicas": "1"}),
+        TopicSpec(ORDERS, partitions, replication_factor, keep_forever),
         TopicSpec(COMMANDS, partitions, replication_factor, two_weeks),
         TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
         *(TopicSpec(t, partitions, replication_factor, two_weeks) for t in retry_topics),
@@ -46,7 +53,7 @@ def worker_topics(
     leaders ignores it ("Ignoring missing topic") and a table then never finishes recovering.
     Creating them before the worker joins, and waiting for their leaders, closes that race.
     """
-    compacted = {"cleanup.policy": "compact"}
+    compacted = {**durability(replication_factor), "cleanup.policy": "compact"}
     return [
         *app_topics(partitions, replication_factor, retry_topics),
         *(TopicSpec(f"{app_id}-{t}-changelog", partitions, replication_factor, compacted) for t in TABLES),

@@ -11,6 +11,7 @@ from mode.utils.objects import cached_property
 from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.domain.mapping import MappingConfig
+from app.private_files import private_dir
 from app.settings import Settings
 
 
@@ -41,7 +42,7 @@ class WorkerApp(faust.App):
 
 def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
     n = settings.kafka_partitions
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     app = WorkerApp(
         settings.app_id,
         broker=settings.kafka_broker_url,

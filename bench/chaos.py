@@ -5,6 +5,8 @@
     .venv/bin/python bench/chaos.py --scenario kill     # the worker SIGKILLed three times and restarted
     .venv/bin/python bench/chaos.py --scenario takeover # two workers, one SIGKILLed: the other takes over
     .venv/bin/python bench/chaos.py --scenario broker   # the broker stopped for 20 s a third of the way in
+    .venv/bin/python bench/chaos.py --scenario term     # a deploy: SIGTERM three times mid-run, restarted each time
+    .venv/bin/python bench/chaos.py --scenario rolling  # two workers restarted one after the other (SIGTERM)
 
 Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
 the figures are printed (and written as JSON with --json PATH).
@@ -29,7 +31,8 @@ QUOTA_PER_MINUTE = 500
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker"), default="faults")
+    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker", "term", "rolling"),
+                    default="faults")
     ap.add_argument("--orders", type=int, default=500)
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--skus", type=int, default=40)
@@ -38,7 +41,12 @@ def main() -> None:
     args = ap.parse_args()
 
     plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8,
-                     workers=2 if args.scenario == "takeover" else 1)
+                     workers=2 if args.scenario in ("takeover", "rolling") else 1)
+    if args.scenario in ("term", "rolling"):
+        # The reproduction: QBO answering in 250 ms (batches in flight at every stop), 8 % failures
+        # and a short ladder (rungs holding records), no spurious 429s.
+        plan.latency_ms, plan.fail_rate, plan.throttle_rate, plan.commit_then_fail_rate = 250, 0.08, 0.0, 0.02
+        plan.token_ttl, plan.retry_delays = 3600, "2s,4s,8s,16s,32s"
     if args.scenario == "quota":
         plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
         plan.token_ttl = 3600
@@ -51,7 +59,10 @@ def main() -> None:
         refused = 0
         rng = random.Random(1)
         kills = {"kill": sorted(rng.sample(range(len(orders)), 3)),
+                 "term": sorted(rng.sample(range(len(orders)), 3)),
+                 "rolling": [len(orders) // 4, len(orders) // 2],
                  "takeover": [rng.randrange(len(orders) // 4, len(orders) // 2)]}.get(args.scenario, [])
+        stops: list[float] = []
         outage = len(orders) // 3 if args.scenario == "broker" else -1
         for n, order in enumerate(orders):
             if n == outage:
@@ -68,6 +79,14 @@ def main() -> None:
                 time.sleep(rng.uniform(0.2, 1.5))  # into the middle of something
                 run.kill_worker("worker0")
                 run.start_worker("worker0")
+            elif n in kills and args.scenario == "term":
+                time.sleep(rng.uniform(0.2, 1.5))
+                stops.append(run.term_worker("worker0"))
+                run.start_worker("worker0")
+            elif n in kills and args.scenario == "rolling":
+                name = "worker0" if n == kills[0] else "worker1"
+                stops.append(run.term_worker(name))
+                run.start_worker(name)
             elif n in kills:
                 run.kill_worker("worker1")
         run.wait_booked(args.timeout)
@@ -83,6 +102,8 @@ def main() -> None:
         print("  " + line)
     if refused:
         print(f"  webhooks answered 503         : {refused} (re-sent until accepted)")
+    if stops:
+        print(f"  SIGTERM → exit                : {', '.join(f'{s:.1f}s' for s in stops)}")
     if args.scenario == "quota":
         per_min = report.qbo_requests / minutes
         per_order = report.qbo_requests / report.orders

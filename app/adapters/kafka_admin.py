@@ -20,6 +20,10 @@ class BrokerUnavailable(Exception):
     """No broker answered within the bounded wait."""
 
 
+class TopicLayoutError(Exception):
+    """A topic exists with another partition count than the app needs (MAGQB_PARTITIONS)."""
+
+
 async def connect_admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -51,6 +55,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
     admin = await connect_admin(bootstrap, timeout)
     try:
         existing = set(await admin.list_topics())
+        await _check_partitions(admin, [s for s in specs if s.name in existing])
         missing = [s for s in specs if s.name not in existing]
         if not missing:
             return []
@@ -69,6 +74,22 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
         return created
     finally:
         await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Orders, results and the order-state table are co-partitioned: an order's events and its state
+    must live in the same partition number. A topic with another count silently breaks that."""
+    if not specs:
+        return
+    described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([s.name for s in specs])
+                 if t["error_code"] == 0}
+    wrong = [f"{s.name} has {described[s.name]} (needs {s.partitions})" for s in specs
+             if s.name in described and described[s.name] != s.partitions]
+    if wrong:
+        raise TopicLayoutError(
+            f"topics exist with other partition counts than MAGQB_PARTITIONS: {'; '.join(wrong)}. Set "
+            f"MAGQB_PARTITIONS to the count they were created with (orders, results and the state table must "
+            f"be co-partitioned); changing it means new topics and a replay")
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float) -> None:

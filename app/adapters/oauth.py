@@ -10,6 +10,7 @@ import time
 import aiohttp
 from pydantic import SecretStr
 
+from app import redact
 from app.adapters.token_store import TokenStore
 from app.domain.faults import parse_fault
 
@@ -42,6 +43,7 @@ class TokenManager:
         self._session = session
         self._token_url = token_url
         self._auth = aiohttp.BasicAuth(client_id, client_secret.get_secret_value())
+        redact.register(client_secret.get_secret_value(), initial_refresh_token.get_secret_value())
         self._realm_id = realm_id
         self._store = store
         self._initial = initial_refresh_token
@@ -68,6 +70,7 @@ class TokenManager:
             refresh_token = await self._store.get(self._realm_id)
             if refresh_token is None:
                 refresh_token = self._initial.get_secret_value()
+            redact.register(refresh_token)
             if self._refused is not None:
                 token, until, error = self._refused
                 if token == refresh_token and time.monotonic() < until:
@@ -96,6 +99,7 @@ class TokenManager:
                 raise error
             self._refused = None
             data = json.loads(body)
+            redact.register(str(data.get("access_token") or ""), str(data.get("refresh_token") or ""))
             new_rt = data.get("refresh_token")
             if new_rt and new_rt != refresh_token:
                 await self._store.put(self._realm_id, new_rt)

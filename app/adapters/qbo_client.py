@@ -17,6 +17,7 @@ from app import jsonutil, metrics
 from app.adapters.oauth import TokenManager
 from app.adapters.realm_gate import RealmGate
 from app.domain.faults import ErrorClass, QboFault, classify, parse_fault
+from app.redact import scrub
 
 log = logging.getLogger("magqb.qbo")
 
@@ -100,7 +101,7 @@ class QboClient:
                 metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error").inc()
                 if self.gate is not None:
                     self.gate.after_call(0, None)
-                fault = QboFault(0, None, exc.__class__.__name__, str(exc)[:200], None, "")
+                fault = QboFault(0, None, exc.__class__.__name__, scrub(str(exc))[:200], None, "")
                 raise QboError(fault, ErrorClass.RETRIABLE) from None
             finally:
                 metrics.QBO_REQUEST_SECONDS.labels(entity=entity.lower()).observe(time.perf_counter() - started)

@@ -6,10 +6,13 @@ written (and committed) before the access token that came with it is used.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
+
+from app.private_files import private_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refresh_tokens (
@@ -25,7 +28,11 @@ class TokenStore:
         self.path = path
 
     async def _connect(self) -> aiosqlite.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        if not self.path.exists():
+            # Created 0600 before SQLite writes a byte (its -wal and -shm files take the same mode).
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
         db = await aiosqlite.connect(self.path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(_SCHEMA)

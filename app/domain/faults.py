@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from app.redact import scrub
+
 
 class ErrorClass(StrEnum):
     AUTH = "auth"  # 401: refresh the access token once, then retry the same request
@@ -40,6 +42,13 @@ _XML_DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.I | re.S)
 
 
 def parse_fault(status: int, body: bytes | str) -> QboFault:
+    """The fault in an error answer, its text scrubbed of secrets (a 401 echoes the token it refused)."""
+    fault = _parse_fault(status, body)
+    return QboFault(fault.status, fault.code, scrub(fault.message), scrub(fault.detail), fault.element,
+                    scrub(fault.body))
+
+
+def _parse_fault(status: int, body: bytes | str) -> QboFault:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     short = text[:2000]
     data: Any = None

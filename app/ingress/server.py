@@ -160,7 +160,8 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> No
         log.warning("Kafka unreachable at shutdown: buffered events were answered 503 and Magento will re-send them")
 
 
-def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionGuard | None = None) -> web.Application:
+def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionGuard | None = None,
+              with_metrics: bool = True) -> web.Application:
     # A chunked body past the limit makes request.read() raise; _new_order answers 413 either way.
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[guard.middleware] if guard is not None else [])
@@ -171,14 +172,34 @@ def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionG
     app.router.add_post(WEBHOOK_PATH, ingress.new_order)
     app.router.add_get("/healthz", ingress.healthz)
     app.router.add_get("/readyz", ingress.readyz)
-    app.router.add_get("/metrics", ingress.metrics_page)
+    if with_metrics:
+        app.router.add_get("/metrics", ingress.metrics_page)
     return app
 
 
-async def serve(settings: Settings, producer: AIOKafkaProducer, host: str, port: int) -> web.AppRunner:
+async def serve_metrics(host: str, port: int) -> web.AppRunner:
+    """/metrics on a listener of its own (loopback by default), off the public webhook port."""
+    app = web.Application()
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def serve(settings: Settings, producer: AIOKafkaProducer, host: str, port: int,
+                with_metrics: bool = True) -> web.AppRunner:
     """The ingress listening on host:port, its connections guarded; `await runner.cleanup()` stops it."""
     guard = ConnectionGuard(settings.ingress_max_connections, settings.ingress_read_timeout_seconds)
-    runner = web.AppRunner(build_app(settings, producer, guard), access_log=None)
+    runner = web.AppRunner(build_app(settings, producer, guard, with_metrics), access_log=None)
     await runner.setup()
     assert runner.server is not None
     guard.install(runner.server)

@@ -467,6 +467,20 @@ async def stats_endpoint(request: web.Request) -> web.Response:
     }, content_type="application/json")
 
 
+async def tokens_endpoint(request: web.Request) -> web.Response:
+    """Every token this sandbox issued (a test rig's endpoint: tests search outputs for them)."""
+    tokens = request.app[SANDBOX_KEY].tokens
+    return _json({"refresh_tokens": sorted(tokens.refresh_tokens), "access_tokens": sorted(tokens.access_tokens)},
+                 content_type="application/json")
+
+
+async def expire_tokens_endpoint(request: web.Request) -> web.Response:
+    """Every access token issued so far is expired now: the next call with one gets QBO's 401."""
+    tokens = request.app[SANDBOX_KEY].tokens
+    tokens.expire_access_tokens()
+    return _json({"expired": len(tokens.access_tokens)}, content_type="application/json")
+
+
 async def reset_endpoint(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX_KEY]
     sandbox.reset()
@@ -533,6 +547,8 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_post("/v3/company/{realm}/{entity}", create_endpoint)
     app.router.add_get("/_sandbox/stats", stats_endpoint)
     app.router.add_post("/_sandbox/reset", reset_endpoint)
+    app.router.add_get("/_sandbox/tokens", tokens_endpoint)
+    app.router.add_post("/_sandbox/expire-tokens", expire_tokens_endpoint)
     app.router.add_get("/_sandbox/faults", faults_get)
     app.router.add_put("/_sandbox/faults", faults_put)
     app.router.add_route("*", "/v3/{tail:.*}", unsupported)

@@ -208,3 +208,54 @@ def test_rolling_restart_of_two_workers_under_load(chaos) -> None:
             run.start_worker("worker1")
 
     exact(book_all(run, timeout=300, after_post=roll))
+
+
+def test_no_secret_reaches_logs_records_or_metrics(chaos) -> None:
+    """Under faults, with every access token expired mid-run (QBO's 401 echoes the token it refused) and a
+    parked order: no webhook secret, client secret, refresh or access token in any log line, in any record
+    (key, value or header) of the command, result, retry and dead-letter topics, or on /metrics. Local
+    state holding the refresh token is private."""
+    import os
+    import stat
+
+    from tests.e2e.chaos import topic_bytes
+
+    run = chaos(orders=16, customers=5, skus=5, seed=71, fail_rate=0.15, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, retry_delays="1s,2s,4s,8s,16s")
+    stack = run.stack
+    orders = run.make_orders()
+    for order in orders[:8]:
+        run.post(order)
+    poll(lambda: run.created("SalesReceipt") >= 4, 120, "the first bookings (the worker holds a token now)")
+    assert http("POST", f"{stack.sandbox_url}/_sandbox/expire-tokens")[0] == 200
+    for order in orders[8:]:
+        run.post(order)
+    parked = {**orders[0], "entity_id": orders[0]["entity_id"] + 10**6, "increment_id": "P" + orders[0]["increment_id"],
+              "grand_total": "1.00"}
+    run.post(parked)
+    run.wait_booked(timeout=240)
+    poll(lambda: asyncio.run(read_log(stack.env["KAFKA_BOOTSTRAP_SERVERS"])).letters, 60, "the parked order's letter")
+    issued = json.loads(http("GET", f"{stack.sandbox_url}/_sandbox/tokens")[1])
+    secrets = {stack.env["MAGENTO_WEBHOOK_SECRET"], stack.env["QUICKBOOKS_CLIENT_SECRET"],
+               stack.env["QUICKBOOKS_REFRESH_TOKEN"], *issued["refresh_tokens"], *issued["access_tokens"]}
+    assert len(issued["access_tokens"]) >= 2  # the expiry forced a refresh: two access tokens to look for
+    worker_log = (stack.logs / "worker0.log").read_text()
+    assert "QBO answered 401" in worker_log  # the 401 whose text echoes the token happened
+
+    haystacks = {f"log {p.name}": p.read_bytes() for p in stack.logs.glob("*.log")}
+    topic_names = ["qbo.commands", "qbo.results", "qbo.dead-letter",
+                   *(f"qbo.retry.{d}" for d in run.plan.retry_delays.split(","))]
+    for n, record in enumerate(topic_bytes(stack.env["KAFKA_BOOTSTRAP_SERVERS"], topic_names)):
+        haystacks[f"record {n}"] = record
+    haystacks["worker /metrics"] = http("GET", f"{stack.worker_url}/metrics")[1]
+    haystacks["ingress /metrics"] = http("GET", f"{stack.ingress_url}/metrics")[1]
+    assert len(haystacks) > 40
+    leaks = [(where, secret[:12]) for where, data in haystacks.items() for secret in secrets
+             if secret.encode() in data or secret[:40].encode() in data]
+    assert leaks == []
+
+    data_dir = run.workdir / "worker0"
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+    for path in data_dir.rglob("*"):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode & 0o077 == 0, f"{path} is mode {mode:o}"

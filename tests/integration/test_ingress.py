@@ -313,3 +313,22 @@ async def test_connections_past_the_cap_are_closed_and_the_ingress_still_serves(
     assert status == 202
     for _, w in held:
         w.close()
+
+
+def test_metrics_can_live_off_the_public_webhook_port(kafka_bootstrap, tmp_path) -> None:
+    from tests.conftest import TEST_ENV
+    from tests.e2e.harness import MAGQB, http, poll
+
+    port, metrics_port = free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_"))},
+           **TEST_ENV, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    proc = subprocess.Popen([MAGQB, "ingress", "--port", str(port), "--metrics-port", str(metrics_port)], env=env,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        poll(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "the ingress")
+        assert http("GET", f"http://127.0.0.1:{port}/metrics")[0] == 404
+        status, body = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200 and b"magqb_webhooks_total" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -40,7 +40,7 @@ def test_services_use_only_known_settings_and_reach_each_other() -> None:
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env["QUICKBOOKS_API_BASE_URL"] == "http://sandbox:8090"
     sandbox_port = SERVICES["sandbox"]["command"][SERVICES["sandbox"]["command"].index("--port") + 1]
-    assert SERVICES["sandbox"]["ports"] == [f"{sandbox_port}:{sandbox_port}"]
+    assert SERVICES["sandbox"]["ports"] == [f"127.0.0.1:{sandbox_port}:{sandbox_port}"]
     advertised = SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert advertised == "PLAINTEXT://kafka:9092"
 
@@ -50,3 +50,25 @@ def test_env_example_documents_every_required_setting() -> None:
                   if line and not line.startswith("#")}
     required = {f.validation_alias for f in Settings.model_fields.values() if f.is_required()}
     assert required <= documented
+
+
+def test_no_default_webhook_secret_and_nothing_but_webhooks_public() -> None:
+    secret = COMPOSE["x-magqb-env"]["MAGENTO_WEBHOOK_SECRET"]
+    assert re.fullmatch(r"\$\{MAGENTO_WEBHOOK_SECRET:\?.+\}", secret), secret  # compose refuses to start without
+    published = {name: [str(p) for p in svc.get("ports", [])] for name, svc in SERVICES.items()}
+    for name, ports in published.items():
+        for port in ports:
+            assert name == "ingress" and port == "8080:8080" or port.startswith("127.0.0.1:"), (name, port)
+    ingress = SERVICES["ingress"]["command"]
+    assert "--metrics-port" in ingress and "--metrics-host" not in ingress  # metrics: loopback, its own port
+
+
+def test_state_lives_on_named_volumes() -> None:
+    assert SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert "kafka-data:/var/lib/kafka/data" in SERVICES["kafka"]["volumes"]
+    sandbox = SERVICES["sandbox"]
+    db = sandbox["command"][sandbox["command"].index("--db") + 1]
+    assert any(db.startswith(v.split(":")[1] + "/") for v in sandbox["volumes"])
+    worker_env = SERVICES["worker"]["environment"]
+    assert any(v.endswith(":" + worker_env["MAGQB_DATA_DIR"]) for v in SERVICES["worker"]["volumes"])
+    assert set(COMPOSE["volumes"]) == {"kafka-data", "sandbox-data", "worker-data"}

@@ -1,0 +1,49 @@
+"""Topics on the real broker: durable settings, and a partition layout that cannot silently drift."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from app import topics
+from app.adapters.kafka_admin import ensure_topics
+from tests.conftest import TEST_ENV
+
+pytestmark = pytest.mark.kafka
+MAGQB = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "magqb")
+
+
+async def test_topics_require_min_2_in_sync_replicas_where_there_are_2(kafka_bootstrap: str) -> None:
+    assert topics.durability(1) == {"min.insync.replicas": "1"}
+    assert topics.durability(3) == {"min.insync.replicas": "2"}
+    specs = topics.app_topics(8, 1)
+    await ensure_topics(kafka_bootstrap, specs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
+    finally:
+        await admin.close()
+    values = {r[3]: {c[0]: c[1] for c in r[4]} for resp in described for r in resp.resources}
+    assert {name: cfg["min.insync.replicas"] for name, cfg in values.items()} == {s.name: "1" for s in specs}
+    assert values[topics.ORDERS]["retention.ms"] == "-1"
+
+
+def test_a_topic_with_another_partition_count_stops_start_up_with_one_clear_line(kafka_bootstrap: str,
+                                                                                 tmp_path: Path) -> None:
+    import asyncio
+
+    asyncio.run(ensure_topics(kafka_bootstrap, topics.app_topics(8, 1)))  # as the suite's other tests made them
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_"))},
+           **TEST_ENV, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MAGQB_PARTITIONS": "3",
+           "MAGQB_DATA_DIR": str(tmp_path / "data")}
+    for command in (["create-topics"], ["worker", "--web-port", "0"]):
+        done = subprocess.run([MAGQB, *command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("magqb:")]
+        assert "magento.orders has 8 (needs 3)" in line and "MAGQB_PARTITIONS" in line
