@@ -23,8 +23,8 @@ import aiohttp
 import faust
 from pydantic import ValidationError
 
-from app import metrics, topics
-from app.adapters.acks import AckFrontier, Slot
+from app import jsonutil, metrics
+from app.adapters.acks import AckFrontier, Slot, acknowledge
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
@@ -45,7 +45,7 @@ log = logging.getLogger("magqb.dispatcher")
 
 MAX_PENDING = 256  # commands taken from Kafka and not yet acknowledged
 BLOCKED_RECHECK_SECONDS = 30.0
-OWN_REASONS = ("internal", "docnumber_taken", "stale_reference")  # else a QBO refusal is "permanent"
+OWN_REASONS = ("internal", "docnumber_taken", "stale_reference", "document_differs")  # else "permanent"
 # At a stop, commands already talking to QBO get this long to settle; the rest are left
 # unacknowledged (the next owner repeats them, idempotently).
 STOP_GRACE_SECONDS = 5.0
@@ -73,6 +73,25 @@ def unreadable_letter(event: Any, realm_id: str, error: str) -> DeadLetter:
         source=EventSource(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=_key(event)),
         raw_value=DeadLetter.encode_raw(event.value),
     )
+
+
+def failure_for_its_order(raw: bytes | None, realm_id: str, error: str) -> CommandFailed | None:
+    """A command that does not validate, said as its order's CommandFailed — when it still names the order
+    (an older or newer version's command, a field out of range); None when it does not."""
+    try:
+        data = jsonutil.loads(raw or b"")
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    order_id, request_id = data.get("order_id"), data.get("request_id")
+    if not isinstance(order_id, str) or not order_id or not isinstance(request_id, str) or not request_id:
+        return None
+    return CommandFailed(order_id=order_id, order_ref=str(data.get("order_ref") or order_id), realm_id=realm_id,
+                         request_id=request_id, command_type=str(data.get("type") or "unreadable"),
+                         error_class="unreadable", message=f"unreadable command: {error}"[:1000], reason="unreadable",
+                         attempts=[Attempt(at=datetime.now(UTC), error_class="unreadable",
+                                           message=error[:1000]).model_dump(mode="json")])
 
 
 async def wind_down(tasks: set[asyncio.Task[None]], grace: float) -> None:
@@ -109,7 +128,11 @@ def register_dispatcher(ctx: WorkerContext) -> None:
     letters = DeadLetterWriter(ctx.dead_letter, settings.max_event_bytes)
 
     async def publish_result(cmd: Command, result: Any) -> None:
-        fut = await ctx.results.send(key=cmd.order_id.encode(), value=encode_result(result))
+        value = encode_result(result)
+        if isinstance(result, CommandFailed) and len(value) > settings.max_event_bytes:
+            # The order agent has the order; the command and the older attempts can go.
+            value = encode_result(result.model_copy(update={"command": None, "attempts": result.attempts[-1:]}))
+        fut = await ctx.results.send(key=cmd.order_id.encode(), value=value)
         await fut
 
     async def give_up(cmd: Command, reason: str, failure: RetryLater | GiveUp,
@@ -178,15 +201,32 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             room = asyncio.Semaphore(MAX_PENDING)
             frontier: AckFrontier[Any, Any] = AckFrontier()
             tasks: set[asyncio.Task[None]] = set()
+            tasks_by_tp: dict[Any, set[asyncio.Task[None]]] = {}
             last_blocked_log = 0.0
 
-            async def dispatch(cmd: Command) -> Outcome:
+            async def revoked(tps: set[Any]) -> None:
+                """The new owner starts on these partitions from the committed offset: stop working on
+                them here, now (their commands were not acknowledged and will be dispatched there)."""
+                cancelled = [t for tp in tps for t in tasks_by_tp.pop(tp, set()) if not t.done()]
+                for task in cancelled:
+                    task.cancel()
+                for tp in tps:
+                    frontier.drop(tp)
+                if cancelled:
+                    await asyncio.gather(*cancelled, return_exceptions=True)
+                    log.info("partitions revoked: %d command(s) left to the next owner", len(cancelled))
+
+            ctx.ownership.on_revoke(revoked)
+
+            async def dispatch(cmd: Command, tp: Any) -> Outcome:
                 """QBO's answer to the command. While the realm is blocked (refresh token refused) the
                 command waits here, unacknowledged, and is tried again every BLOCKED_RECHECK_SECONDS;
                 each command is retried only by its own task, so never twice at once."""
                 nonlocal last_blocked_log
                 while True:
                     async with in_flight:
+                        if not ctx.ownership.owns(tp):
+                            raise Abandoned  # revoked while it waited: the new owner dispatches it
                         metrics.COMMANDS_IN_FLIGHT.inc()
                         try:
                             outcome = await dispatcher.handle(cmd)
@@ -214,13 +254,23 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     cmd = decode_command(event.value or b"")
                 except ValidationError as exc:
                     metrics.BAD_EVENTS.labels(topic=event.message.topic).inc()
+                    failed = failure_for_its_order(event.value, realm, str(exc))
+                    if failed is not None:
+                        # The order waits for this command: tell it, and it parks with its order event.
+                        await retry_transient(lambda: ctx.results.send(key=failed.order_id.encode(),
+                                                                      value=encode_result(failed)),
+                                              stopping, log, "reporting an unreadable command", every_error=True)
+                        log.error("order_id=%s unreadable command at %s[%s]@%s: %s", failed.order_id,
+                                  event.message.topic, event.message.partition, event.message.offset,
+                                  str(exc).splitlines()[0])
+                        return
                     letter = unreadable_letter(event, realm, str(exc))
                     await retry_transient(lambda: letters.write(letter), stopping, log, "dead-lettering a command",
                                           every_error=True)
                     log.error("unreadable command at %s[%s]@%s dead-lettered as %s: %s", event.message.topic,
                               event.message.partition, event.message.offset, letter.id, str(exc).splitlines()[0])
                     return
-                outcome = await dispatch(cmd)
+                outcome = await dispatch(cmd, event.message.tp)
                 await retry_transient(lambda: record(cmd, event, outcome), stopping, log,
                                       f"order_id={cmd.order_id} recording {cmd.type}", every_error=True)
 
@@ -228,21 +278,28 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                 try:
                     await settle(event)
                 except Abandoned:
-                    return  # the worker is stopping: never acknowledged, the next owner repeats it
+                    return  # stopping or revoked: never acknowledged, the next owner repeats it
+                except Exception:  # noqa: BLE001 - cannot happen by construction; if it does, say so loudly
+                    log.exception("command at %s[%d]@%d could not be settled; left unacknowledged",
+                                  event.message.topic, event.message.partition, event.message.offset)
+                    return
                 finally:
                     room.release()
                 for done in frontier.finish(event.message.tp, slot):
-                    await stream.ack(done)
+                    await acknowledge(stream, done)
 
             try:
                 async for event in stream.events():
                     while not await _acquire(room, 0.25):
                         if stopping():
                             return
-                    slot = frontier.track(event.message.tp, event)
+                    tp = event.message.tp
+                    slot = frontier.track(tp, event)
                     task = asyncio.create_task(work(event, slot))
                     tasks.add(task)
+                    tasks_by_tp.setdefault(tp, set()).add(task)
                     task.add_done_callback(tasks.discard)
+                    task.add_done_callback(lambda t, tp=tp: tasks_by_tp.get(tp, set()).discard(t))
             finally:
                 await wind_down(tasks, STOP_GRACE_SECONDS)
 
@@ -275,12 +332,19 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
 
         async for event in stream.events():
             headers = _headers(event)
+            tp = event.message.tp
+
+            def gone(tp: Any = tp) -> bool:
+                return stopping() or not ctx.ownership.owns(tp)
+
             try:
-                await pause(max(0.0, due_of(headers) - time.time()), stopping)
-                await retry_transient(lambda: forward(event, headers), stopping, log, f"returning from {rung.topic}",
-                                      every_error=True)
+                await pause(max(0.0, due_of(headers) - time.time()), gone)
+                await retry_transient(lambda event=event, headers=headers: forward(event, headers), gone, log,
+                                      f"returning from {rung.topic}", every_error=True)
             except Abandoned:
-                return
-            await stream.ack(event)
+                if stopping():
+                    return
+                continue  # revoked: the new owner holds it until due
+            await acknowledge(stream, event)
             log.info("command back from %s to dispatch (attempt %s)", rung.topic,
                      headers.get(ladder_mod.H_ATTEMPTS, b"?").decode(errors="replace"))

@@ -13,6 +13,7 @@ on. A stop leaves the current event unacknowledged for the next owner.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,11 @@ import faust
 from pydantic import ValidationError
 
 from app import metrics, topics
+from app.adapters.acks import acknowledge
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.transient import Abandoned, retry_transient
 from app.domain.order_flow import Decision, on_order, on_result
+from app.redact import scrub
 from app.worker_app import WorkerContext
 from schemas.commands import encode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
@@ -33,6 +36,7 @@ from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState
 
 log = logging.getLogger("magqb.orders")
+REVOKE_WAIT_SECONDS = 5.0
 
 
 class UnreadableEvent(Exception):
@@ -105,8 +109,17 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd))
             await fut
         if decision.state is not None:
-            ctx.order_state[order_id] = decision.state.model_dump(mode="json")
+            await save_state(order_id, decision.state)
         metrics.ORDERS.labels(outcome=decision.outcome).inc()
+
+    async def save_state(order_id: str, state: OrderState) -> None:
+        """The order's row, acknowledged by Kafka before the event is: faust's own table writes are
+        buffered, and its commit can pass them (its flush gives up after 0.1 s)."""
+        table = ctx.order_state
+        value = state.model_dump(mode="json")
+        fut = table.send_changelog(table.partition_for_key(order_id), order_id, value)
+        table.data[order_id] = value
+        await fut
 
     def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder]:
         try:
@@ -153,6 +166,11 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif decision.outcome == "failed":
             log.error("order_id=%s order=%s failed: %s", result.order_id, result.order_ref,
                       getattr(result, "message", ""))
+        elif decision.outcome == "conflict" and isinstance(result, DocumentCreated):
+            log.error("order_id=%s order=%s a SECOND QuickBooks document for a booked order: %s Id=%s DocNumber=%s "
+                      "TotalAmt=%s (the order is booked as Id=%s); check and void one", result.order_id,
+                      result.order_ref, result.doc_type, result.qbo_id, result.doc_number, result.total_amt,
+                      (load_state(result.order_id) or OrderState(status="synced", order_ref="?", event_id="")).qbo_id)
         _log_requested(result.order_id, result.order_ref, decision)
 
     async def handle(event: Any) -> None:
@@ -162,36 +180,58 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             await handle_result(event.value, _source(event))
 
     async def bury(event: Any, exc: Exception) -> None:
-        """The event cannot be handled: keep it, exactly, in the dead-letter topic; mark its order failed."""
+        """The event cannot be handled: keep it, exactly, in the dead-letter topic; mark its order failed.
+        The letter carries the order itself when there is one to carry (from the event, else from the
+        state), so `dlq retry` maps the order again; its raw bytes always go with it."""
         source, key = _source(event), _key(event)
         unreadable = isinstance(exc, UnreadableEvent)
         reason = "unreadable" if unreadable else "internal"
-        message = str(exc) if unreadable else f"{exc.__class__.__name__}: {exc}"
+        message = scrub(str(exc) if unreadable else f"{exc.__class__.__name__}: {exc}")
         order_event = None
         order_ref = "?"
         if not unreadable and source.topic == topics.ORDERS:
             envelope, order = read_order(event.value)
             order_event, order_ref = envelope.model_dump(mode="json"), order.order_ref
-        state = load_state(key) if key else None
+        try:
+            state = load_state(key) if key else None
+        except ValidationError:
+            state = None  # a row this worker cannot read: the letter still tells
         if state is not None:
             order_ref = state.order_ref
+            if order_event is None and state.order is not None:
+                order_event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order).model_dump(
+                    mode="json")
         letter = await letters.write(DeadLetter(
             id=letter_id(reason, source.topic, source.partition, source.offset),
             order_id=key or "?", order_ref=order_ref, realm_id=realm_id, command_type=reason, command={},
             reason=reason, attempts=[Attempt(at=datetime.now(UTC), error_class=reason, message=message[:1000])],
             order_event=order_event, source=source, raw_value=DeadLetter.encode_raw(event.value),
         ))
+        error = f"{reason}: dead-lettered as {letter.id}: {message}"[:1000]
         if state is not None and state.status != "synced":
-            ctx.order_state[key] = state.model_copy(update={
-                "status": "failed", "error": f"{reason}: dead-lettered as {letter.id}: {message}"[:1000],
-                "updated_at": datetime.now(UTC)}).model_dump(mode="json")
+            await save_state(key, state.model_copy(update={"status": "failed", "error": error,
+                                                           "updated_at": datetime.now(UTC)}))
         elif state is None and order_event is not None:
-            ctx.order_state[key] = OrderState(status="failed", order_ref=order_ref, event_id=str(
-                order_event.get("event_id", "")), order=order_event.get("order"),
-                error=f"{reason}: dead-lettered as {letter.id}: {message}"[:1000]).model_dump(mode="json")
+            await save_state(key, OrderState(status="failed", order_ref=order_ref,
+                                             event_id=str(order_event.get("event_id", "")),
+                                             order=order_event.get("order"), error=error))
         metrics.BAD_EVENTS.labels(topic=source.topic).inc()
         log.error("order_id=%s order=%s %s event at %s[%d]@%d dead-lettered as %s: %s", key or "?", order_ref,
                   reason, source.topic, source.partition, source.offset, letter.id, message[:300])
+
+    idle = asyncio.Event()
+    idle.set()
+
+    async def revoked(tps: set[Any]) -> None:
+        # The event in hand either finishes or gives up (its partition is no longer owned) before
+        # the new owner starts: no row of ours lands after theirs.
+        try:
+            await asyncio.wait_for(idle.wait(), REVOKE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("partitions revoked while an order event was still in hand after %.0fs",
+                        REVOKE_WAIT_SECONDS)
+
+    ctx.ownership.on_revoke(revoked)
 
     @ctx.app.agent(ctx.orders_and_results, name="orders")
     async def orders(stream: faust.StreamT[Any]) -> None:
@@ -202,18 +242,40 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
         async for event in stream.events():
             what = f"order_id={_key(event) or '?'} {event.message.topic}@{event.message.offset}"
+            tp = event.message.tp
+
+            def gone(tp: Any = tp) -> bool:
+                return stopping() or not ctx.ownership.owns(tp)
+
+            idle.clear()
             try:
                 try:
-                    await retry_transient(lambda: handle(event), stopping, log, what)
+                    if gone():
+                        raise Abandoned
+                    await retry_transient(lambda event=event: handle(event), gone, log, what)
                 except Abandoned:
                     raise
                 except Exception as exc:  # noqa: BLE001 - this event's problem: it must not stop the others
                     if not isinstance(exc, UnreadableEvent):
                         log.exception("%s: unexpected error", what)
-                    await retry_transient(lambda: bury(event, exc), stopping, log, f"{what} dead-lettering")
+                    failure = exc
+                    try:
+                        await retry_transient(lambda event=event, failure=failure: bury(event, failure), gone, log,
+                                              f"{what} dead-lettering")
+                    except Abandoned:
+                        raise
+                    except Exception:  # noqa: BLE001 - never acknowledge what is not recorded anywhere
+                        log.critical("%s: could not be dead-lettered either; left unacknowledged (it comes back "
+                                     "after a restart, and its partition commits no further meanwhile)", what,
+                                     exc_info=True)
+                        continue
             except Abandoned:
-                return  # stopping: this event stays unacknowledged for the next owner
-            await stream.ack(event)
+                if stopping():
+                    return  # stopping: this event stays unacknowledged for the next owner
+                continue  # revoked: the new owner gets it from the committed offset
+            finally:
+                idle.set()
+            await acknowledge(stream, event)
 
 
 def _log_requested(order_id: str, order_ref: str, decision: Decision) -> None:

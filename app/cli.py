@@ -419,7 +419,7 @@ def dlq_retry(letter_ids: tuple[str, ...], retry_all: bool) -> None:
     from app.dead_letters import retry
 
     settings, log_ = _dlq_log()
-    letters = _pick(log_, letter_ids, retry_all)
+    letters = _retriable(_pick(log_, letter_ids, retry_all))
     asyncio.run(retry(settings.kafka_bootstrap_servers, letters))
     for d in letters:
         click.echo(f"retried {d.id}: order {d.order_ref} {d.command_type}")
@@ -458,6 +458,14 @@ def _pick(log_: Any, ids: tuple[str, ...], everything: bool) -> list[Any]:
             _fail(f"dead letter {letter.id} was already {log_.status(letter)}")
         picked.append(letter)
     return picked
+
+
+def _retriable(letters: list[Any]) -> list[Any]:
+    for letter in letters:
+        why = letter.why_not_retriable()
+        if why is not None:
+            _fail(f"dead letter {letter.id} cannot be retried: {why}; `magqb dlq purge` it once handled")
+    return letters
 
 
 if __name__ == "__main__":  # pragma: no cover

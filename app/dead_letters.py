@@ -94,6 +94,8 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
     await producer.start()
     try:
         for letter in letters:
+            if letter.why_not_retriable() is not None:
+                continue  # `magqb dlq retry` refuses these before it gets here
             if letter.order_event is not None:
                 # Parked before dispatch: the order goes through mapping again (after the fix).
                 await producer.send_and_wait(

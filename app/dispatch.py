@@ -13,6 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from app import metrics
@@ -60,11 +61,13 @@ class RealmBlocked(Exception):
 
 
 class DocNumberTaken(Exception):
-    """The DocNumber is held by a document that is provably not this order's."""
+    """The DocNumber is held by a document that is provably not this order's — or is this order's but
+    books another total (reason document_differs)."""
 
-    def __init__(self, message: str, fault: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, fault: dict[str, Any] | None = None, reason: str = "docnumber_taken") -> None:
         super().__init__(message)
         self.fault = fault
+        self.reason = reason
 
 
 # QBO's answers when a document refers to a customer or item that was made inactive or deleted
@@ -108,9 +111,9 @@ class Dispatcher:
                     return GiveUp("stale_reference", str(exc)[:1000], exc.fault.as_dict())
                 return GiveUp(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
             except DocNumberTaken as exc:
-                metrics.COMMANDS.labels(command=cmd.type, result="docnumber_taken").inc()
+                metrics.COMMANDS.labels(command=cmd.type, result=exc.reason).inc()
                 log.error("order_id=%s order=%s not booked: %s", cmd.order_id, cmd.order_ref, exc)
-                return GiveUp("docnumber_taken", str(exc)[:1000], exc.fault)
+                return GiveUp(exc.reason, str(exc)[:1000], exc.fault)
             except TokenRefreshError as exc:
                 if exc.permanent:
                     raise RealmBlocked(str(exc)) from None
@@ -269,6 +272,15 @@ class Dispatcher:
                         f"DocNumber {cmd.document.DocNumber} is held by another transaction ({exc.fault.detail}), "
                         f"not by order {cmd.order_ref}: give that document another number (or void it), "
                         f"then `magqb dlq retry`", exc.fault.as_dict()) from None
+        if not created:
+            expected, booked = cmd.document.computed_total(), Decimal(str(found.get("TotalAmt", "0")))
+            if booked != expected:
+                # Ours (its note names the order) but booked from another version of the order or the
+                # mapping: marking the order booked would hide the difference from the books.
+                raise DocNumberTaken(
+                    f"{cmd.doc_type} Id={found.get('Id')} DocNumber {cmd.document.DocNumber} was booked for order "
+                    f"{cmd.order_ref} earlier with TotalAmt {booked}; this order's document totals {expected}. "
+                    f"Void or correct it in QuickBooks, then `magqb dlq retry`", reason="document_differs")
         how = "created" if created else "found"
         metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how=how).inc()
         result = DocumentCreated(

@@ -10,6 +10,7 @@ from mode.utils.objects import cached_property
 
 from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
+from app.adapters.ownership import Ownership
 from app.domain.mapping import MappingConfig
 from app.private_files import private_dir
 from app.settings import Settings
@@ -27,6 +28,7 @@ class WorkerContext:
     customers: faust.GlobalTable
     items: faust.GlobalTable
     mapping: MappingConfig
+    ownership: Ownership
 
 
 class WorkerApp(faust.App):
@@ -87,6 +89,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
         mapping=mapping,
+        ownership=Ownership(app),
     )
     from agents.dispatcher import register_dispatcher
     from agents.orders import register_orders_agent

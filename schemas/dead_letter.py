@@ -12,7 +12,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.redact import scrub
 
 
 class Attempt(BaseModel):
@@ -21,6 +23,11 @@ class Attempt(BaseModel):
     error_class: str
     message: str
     fault: dict[str, Any] | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _no_secrets(cls, v: str) -> str:
+        return scrub(v)
 
 
 class EventSource(BaseModel):
@@ -71,6 +78,14 @@ class DeadLetter(BaseModel):
     def raw_bytes(self) -> bytes | None:
         return base64.b64decode(self.raw_value) if self.raw_value is not None else None
 
+    def why_not_retriable(self) -> str | None:
+        """None when `dlq retry` can put this letter back (its order, its event or its command)."""
+        if self.order_event is not None or (self.raw_value is not None and self.source is not None):
+            return None
+        if self.command and self.command.get("type"):
+            return None
+        return "it carries neither its order, nor its event, nor a command (see `magqb dlq show`)"
+
     def shrunk(self, max_bytes: int) -> DeadLetter:
         """The letter within `max_bytes`: the command (which mapping the order event again rebuilds),
         then the raw copy of a readable event, then all but the last attempt are left out, each
@@ -80,11 +95,13 @@ class DeadLetter(BaseModel):
             ("command", {"command": {}}),
             ("raw_value", {"raw_value": None} if self.order_event is not None else {}),
             ("attempts", {"attempts": self.attempts[-1:]}),
+            # Last resort: an unreadable event too large to keep (nothing magqb wrote is that large).
+            ("raw_value (too large to keep)", {"raw_value": None} if self.raw_value is not None else {}),
         ]
         for name, update in steps:
             if len(letter.model_dump_json()) <= max_bytes:
                 break
-            if update:
+            if update and any(getattr(letter, k) != v for k, v in update.items()):
                 letter = letter.model_copy(update={**update, "omitted": [*letter.omitted, name]})
         return letter
 

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from app.redact import scrub
 
 from schemas.qbo import DocType
 
@@ -67,6 +69,11 @@ class CommandFailed(_Result):
     reason: str | None = None
     attempts: list[dict[str, Any]] = Field(default_factory=list)  # schemas.dead_letter.Attempt, newest last
     command: dict[str, Any] | None = None  # the command as dispatched
+
+    @field_validator("message")
+    @classmethod
+    def _no_secrets(cls, v: str) -> str:
+        return scrub(v)
 
 
 ResultEvent = Annotated[

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -58,6 +58,21 @@ class AckFrontier(Generic[K, T]):
             del self._queues[key]
         return released
 
+    def drop(self, key: K) -> None:
+        """Forget a key's items (its partition was revoked: they will be delivered again)."""
+        queue = self._queues.pop(key, None)
+        if queue:
+            self._size -= len(queue)
+
     def __len__(self) -> int:
         """Tracked items not yet released (finished ones behind an unfinished one included)."""
         return self._size
+
+
+async def acknowledge(stream: Any, event: Any) -> None:
+    """The one way an agent acknowledges: the consumer is told the event is finished (it refuses
+    every other ack — see app.adapters.faust_consumer), then the stream acks it."""
+    finished = getattr(stream.app.consumer, "finished", None)
+    if finished is not None:
+        finished(event.message)
+    await stream.ack(event)

@@ -25,6 +25,14 @@ records and idled on orders it had accepted (issue #4, chaos scenarios 2 and 3):
    them. Here a resume empties the queues only when flow was actually suspended (at a
    rebalance, where faust empties them anyway); a record delivered twice is handled
    twice, idempotently.
+4. faust acknowledges on its own: a record it skips (fetched under an old generation,
+   or while flow was suspended) is acked even on a `noack()` stream, and a closed
+   iterator acks the event it was on. Here only what an agent declared finished
+   (`finished()`, through app.adapters.acks.acknowledge) is acknowledged.
+5. faust commits past a hole: `_new_offset` accepts a one-offset hole after the
+   committed offset, and any hole in a never-committed partition. Here the acked
+   offsets must start exactly at the committed offset (or at the first record
+   delivered, for a partition never committed), or nothing is committed yet.
 """
 
 from __future__ import annotations
@@ -42,8 +50,36 @@ from app import metrics
 class RewindingConsumer(faust_aiokafka.Consumer):
     _seek_epoch: int = 0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._finished: set[tuple[TP, int]] = set()
+        self._first_delivered: dict[TP, int] = {}
+
+    def finished(self, message: Any) -> None:
+        """An agent is done with this record: its ack may count."""
+        self._finished.add((message.tp, message.offset))
+
+    def ack(self, message: Any) -> bool:
+        key = (message.tp, message.offset)
+        if key not in self._finished:
+            return False  # faust acking on its own (a skipped record, a closed iterator): not finished work
+        self._finished.discard(key)
+        return bool(super().ack(message))
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked.get(tp)
+        if acked and not self._gap.get(tp):
+            base = self._committed_offset.get(tp)
+            if base is None:
+                base = self._first_delivered.get(tp)
+            if base is None or min(acked) > base:
+                return None  # the record at `base` is not finished: nothing past it may be committed
+        result: int | None = super()._new_offset(tp)
+        return result
+
     async def perform_seek(self) -> None:
         self._seek_epoch += 1
+        self._first_delivered.clear()
         try:
             await super().perform_seek()
         finally:
@@ -86,6 +122,8 @@ class RewindingConsumer(faust_aiokafka.Consumer):
                     undelivered[tp] = record.offset
                     continue
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                if self._committed_offset.get(tp) is None:
+                    self._first_delivered.setdefault(tp, record.offset)
                 yield tp, to_message(tp, record)
         finally:
             if undelivered:

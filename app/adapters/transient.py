@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from faust.exceptions import ProducerSendError
 
 T = TypeVar("T")
@@ -29,7 +29,13 @@ class Abandoned(Exception):
     """The worker is stopping: the event is left unacknowledged for the next owner."""
 
 
+# A record the broker will never take: retrying it would stall everything behind it.
+PERMANENT_KAFKA_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PERMANENT_KAFKA_ERRORS):
+        return False
     return isinstance(exc, KafkaError | ProducerSendError | TimeoutError | OSError)
 
 
@@ -64,7 +70,7 @@ async def retry_transient(
         except Exception as exc:
             if stopping():
                 raise Abandoned from exc
-            if not (every_error or is_transient(exc)):
+            if isinstance(exc, PERMANENT_KAFKA_ERRORS) or not (every_error or is_transient(exc)):
                 raise
             log.warning("%s: %s (%s); retrying in %.1fs, nothing acknowledged", what, exc.__class__.__name__,
                         str(exc)[:200], delay)

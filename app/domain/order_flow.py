@@ -239,6 +239,9 @@ def on_result(
 ) -> Decision:
     """A QBO result for this order arrived; the caller has already fed it into the tables."""
     if isinstance(result, DocumentCreated):
+        if state is not None and state.status == "synced" and state.qbo_id and result.qbo_id != state.qbo_id:
+            # A second document for a booked order: it must not pass as a duplicate (the agent logs it loudly).
+            return Decision(state=None, outcome="conflict")
         if state is None or state.status == "synced":
             return Decision(state=None, outcome="duplicate")
         return Decision(

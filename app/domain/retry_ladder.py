@@ -104,12 +104,16 @@ def retry_headers(
     """Headers of a command parked on a rung: the first delivery's origin is kept across rungs."""
     import json
 
+    from app.redact import scrub
+
     topic, partition, offset, timestamp = origin
+    kept = [{**h, "message": scrub(str(h.get("message", "")))[:1000]} if isinstance(h, dict) else h
+            for h in history[-HISTORY_KEEP:]]
     headers = {
         H_ATTEMPTS: str(attempts).encode(),
         H_DUE: str(int(due_epoch * 1000)).encode(),
-        H_ERROR: error[:1000].encode(),
-        H_HISTORY: json.dumps(history[-HISTORY_KEEP:], default=str).encode(),
+        H_ERROR: scrub(error)[:1000].encode(),
+        H_HISTORY: json.dumps(kept, default=str).encode(),
         H_ORIGINAL_TOPIC: previous.get(H_ORIGINAL_TOPIC) or topic.encode(),
         H_ORIGINAL_PARTITION: previous.get(H_ORIGINAL_PARTITION) or str(partition).encode(),
         H_ORIGINAL_OFFSET: previous.get(H_ORIGINAL_OFFSET) or str(offset).encode(),

@@ -172,3 +172,90 @@ def test_a_customer_made_inactive_in_quickbooks_is_resolved_again_and_the_order_
     assert stack.count("Customer", f"PrimaryEmailAddr = '{email}'") == 1  # the active one
     letters = asyncio.run(read_log(stack.env["KAFKA_BOOTSTRAP_SERVERS"])).letters
     assert not [d for d in letters if d.order_id in (str(base), str(base + 1))]
+
+
+def test_finished_work_is_committed(stack: Stack) -> None:
+    """The other half of acknowledging only finished work: what is finished is committed — the worker's
+    group catches up with the end of magento.orders, qbo.results and qbo.commands once it is idle."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    bootstrap, group = stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.env["MAGQB_APP_ID"]
+    base = random.randint(3 * 10**8, 4 * 10**8)
+    for n in range(5):
+        assert stack.post_order(make_order(base + n, f"commit{n}@example.com", [("COMMIT-1", 1, "9.99")]))[0] == 202
+    poll(lambda: all(receipts(stack, f"MAG-{base + n:09d}") for n in range(5)), 90, "the five orders")
+
+    async def lag() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            tps = [tp for tp in committed if tp.topic in ("magento.orders", "qbo.results", "qbo.commands")]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return sum(ends[tp] - committed[tp].offset for tp in tps) if tps else -1
+
+    poll(lambda: asyncio.run(lag()) == 0, 60, lambda: f"the group's commits to catch up (lag {asyncio.run(lag())})")
+
+
+def test_unreadable_and_unhandleable_events_become_dead_letters_not_log_lines(stack: Stack) -> None:
+    """Garbage on magento.orders and qbo.commands, and a result the worker cannot handle (an attempt record
+    it cannot read): each becomes a dead letter with its reason and exact bytes, visible in `magqb dlq list`;
+    the orders behind them flow on; `dlq retry` puts the bytes back where they were."""
+    from aiokafka import AIOKafkaProducer
+
+    bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
+    base = random.randint(5 * 10**8, 6 * 10**8)
+    garbage_order, garbage_command = b"\xff\xfenot an event", b'{"type": "create_document", "oops": 1}'
+    bad_result = json.dumps({
+        "type": "command_failed", "order_id": str(base), "order_ref": f"{base:09d}", "realm_id": "x",
+        "request_id": "r1", "command_type": "ensure_item", "error_class": "permanent", "message": "m",
+        "attempts": [{"at": "not a time"}]}).encode()
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait("magento.orders", garbage_order, key=str(base + 1).encode())
+            await producer.send_and_wait("qbo.commands", garbage_command, key=b"realm")
+            await producer.send_and_wait("qbo.results", bad_result, key=str(base).encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    behind = make_order(base + 2, f"behind.{base}@example.com", [("BEHIND-1", 1, "4.00")])
+    assert stack.post_order(behind)[0] == 202
+
+    def letters() -> dict[str, object]:
+        found = {}
+        for d in asyncio.run(read_log(bootstrap)).letters:
+            raw = d.raw_bytes()
+            if raw in (garbage_order, garbage_command, bad_result):
+                found[raw] = d
+        return found if len(found) == 3 else {}
+
+    found = poll(letters, 60, lambda: "three dead letters (worker log:\n" + stack.log_tail("worker") + ")")
+    assert (found[garbage_order].reason, found[garbage_order].source.topic) == ("unreadable", "magento.orders")
+    assert (found[garbage_command].reason, found[garbage_command].source.topic) == ("unreadable", "qbo.commands")
+    internal = found[bad_result]
+    assert (internal.reason, internal.source.topic, internal.order_id) == ("internal", "qbo.results", str(base))
+    assert "ValidationError" in internal.attempts[0].message
+    poll(lambda: receipts(stack, f"MAG-{base + 2:09d}"), 60, "the order behind them")
+
+    listed = subprocess.run([MAGQB, "dlq", "list"], env=stack.env, capture_output=True, text=True, timeout=60)
+    assert all(found[raw].id in listed.stdout for raw in found), listed.stdout
+    retried = subprocess.run([MAGQB, "dlq", "retry", found[garbage_order].id], env=stack.env, capture_output=True,
+                             text=True, timeout=60)
+    assert retried.returncode == 0, retried.stderr
+
+    def again() -> bool:  # back on the topic byte for byte: unreadable again, a letter of its own
+        return sum(1 for d in asyncio.run(read_log(bootstrap)).letters if d.raw_bytes() == garbage_order) == 2
+
+    poll(again, 60, "the retried bytes read again")

@@ -328,3 +328,16 @@ async def test_a_foreign_currency_buyer_gets_a_customer_in_that_currency(qbo_san
     rows = {r["Id"]: r for r in qbo_sandbox.sandbox.company.rows("Customer")}
     assert (rows[resolved["EUR"]]["DisplayName"], rows[resolved["EUR"]]["CurrencyRef"]["value"]) == ("Jane Doe (EUR)", "EUR")
     assert (rows[resolved["USD"]]["DisplayName"], rows[resolved["USD"]]["CurrencyRef"]["value"]) == ("Jane Doe", "USD")
+
+
+async def test_our_document_with_another_total_is_not_taken_as_this_booking(qbo_sandbox, session,
+                                                                            tmp_path) -> None:
+    """An earlier version of the order (or of the mapping) was booked under the number: adopting it would mark
+    the order booked at a total Magento no longer has."""
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    body = cmd.document.to_qbo()
+    older = qbo_sandbox.sandbox.company.create("SalesReceipt", {**body, "Line": body["Line"][:1]})
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, GiveUp) and result.error_class == "document_differs"
+    assert f"Id={older['Id']}" in result.message and "53.60" in result.message

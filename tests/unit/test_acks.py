@@ -50,3 +50,14 @@ def test_acks_are_in_offset_order_and_never_pass_an_unfinished_event(events, rnd
                 break
             expected.append(offset)
         assert acked.get(key, []) == expected
+
+
+def test_a_revoked_partition_is_dropped_and_its_redelivery_starts_a_fresh_queue() -> None:
+    f: AckFrontier[str, int] = AckFrontier()
+    stuck = f.track("p", 5)  # its task was cancelled at the revocation: it will never finish
+    f.track("p", 6)
+    f.drop("p")
+    assert len(f) == 0
+    again = [f.track("p", o) for o in (5, 6)]  # delivered again, from the committed offset
+    assert f.finish("p", stuck) == []  # a late finish of the dropped copy changes nothing
+    assert f.finish("p", again[0]) == [5] and f.finish("p", again[1]) == [6]

@@ -229,3 +229,14 @@ def test_an_order_that_cannot_reconcile_is_parked_before_it_costs_qbo_calls() ->
     line_refs = [ln["SalesItemLineDetail"]["ItemRef"] for ln in d.parked.command["document"]["Line"]
                  if ln.get("SalesItemLineDetail")]
     assert [r["value"] for r in line_refs] == ["PROD001", "PROD002", "Shipping"]  # names where ids would be
+
+
+def test_a_second_document_for_a_booked_order_is_a_conflict_not_a_duplicate() -> None:
+    booked = OrderState(status="synced", order_ref="100000001", event_id="ev1", qbo_id="77")
+    same = DocumentCreated(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="r",
+                           doc_type="SalesReceipt", doc_number="MAG-100000001", qbo_id="77",
+                           total_amt=Decimal("53.60"), created=False)
+    assert on_result(booked, same, customers({}), items({}), CFG, REALM).outcome == "duplicate"
+    other = same.model_copy(update={"qbo_id": "78", "created": True})
+    d = on_result(booked, other, customers({}), items({}), CFG, REALM)
+    assert (d.outcome, d.state) == ("conflict", None)
