@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit kafka-jars kafka-start kafka-stop bench clean
+.PHONY: help install run test test-unit lint kafka-jars kafka-start kafka-stop bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-11s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ kafka-jars:  ## Fetch the Apache Kafka jars from Maven Central (done by kafka-st
 run: install  ## Start Kafka, the QBO sandbox, the ingress and a worker in the foreground (Ctrl-C stops all)
 	@ops/run-local
 
-test: install  ## Run the whole test suite (starts its own Kafka broker on port 19092)
+test: install  ## Lint and type-check, then run the whole test suite (starts its own Kafka broker on port 19092)
 	@ops/test-run
+
+lint: install  ## ruff and mypy only
+	@ops/lint
 
 test-unit: install  ## Run only the unit tests (no broker)
 	$(BIN)/pytest -q tests/unit

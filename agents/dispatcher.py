@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,7 @@ import faust
 from pydantic import ValidationError
 
 from app import jsonutil, metrics
-from app.adapters.acks import AckFrontier, Slot, acknowledge
+from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
@@ -36,7 +37,7 @@ from app.domain import retry_ladder as ladder_mod
 from app.domain.circuit import CircuitBreaker
 from app.domain.pacing import Pacer
 from app.domain.retry_ladder import Rung, attempts_of, due_of, history_of, next_rung, retry_headers
-from app.worker_app import WorkerContext
+from app.worker_app import WorkerContext, raw_topic
 from schemas.commands import decode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
 from schemas.events import CommandFailed, encode_result
@@ -122,9 +123,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
     settings = ctx.settings
     realm = settings.quickbooks_realm_id
     ladder = settings.retry_ladder
-    rung_topics = {r.label: ctx.app.topic(r.topic, partitions=settings.kafka_partitions, key_type=bytes,
-                                          value_type=bytes, key_serializer="raw", value_serializer="raw")
-                   for r in ladder}
+    rung_topics = {r.label: raw_topic(ctx.app, r.topic, partitions=settings.kafka_partitions) for r in ladder}
     letters = DeadLetterWriter(ctx.dead_letter, settings.max_event_bytes)
 
     async def publish_result(cmd: Command, result: Any) -> None:
@@ -156,8 +155,9 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             return
         headers = _headers(event)
         attempts = attempts_of(headers)
-        history = [*history_of(headers), {"at": datetime.now(UTC).isoformat(), "error_class": outcome.error_class,
-                                          "message": outcome.message, "fault": outcome.fault}]
+        history: list[dict[str, object]] = [
+            *history_of(headers), {"at": datetime.now(UTC).isoformat(), "error_class": outcome.error_class,
+                                   "message": outcome.message, "fault": outcome.fault}]
         rung = next_rung(ladder, attempts) if isinstance(outcome, RetryLater) else None
         msg = event.message
         if rung is None:
@@ -176,7 +176,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
 
     @ctx.app.agent(ctx.commands, name="dispatcher")
     async def dispatcher_agent(stream: faust.StreamT[Any]) -> None:
-        stream = stream.noack()  # acknowledged below, only once settled
+        stream = manual_acks(stream)  # acknowledged below, only once settled
 
         def stopping() -> bool:
             return bool(stream.should_stop or ctx.app.should_stop)
@@ -234,7 +234,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                             return outcome
                         except RealmBlocked as exc:
                             blocked = exc
-                        except Exception as exc:  # noqa: BLE001 - a bug becomes a visible dead letter
+                        except Exception as exc:
                             if stopping():
                                 raise Abandoned from exc  # the stop closed the session under it
                             log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
@@ -279,7 +279,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     await settle(event)
                 except Abandoned:
                     return  # stopping or revoked: never acknowledged, the next owner repeats it
-                except Exception:  # noqa: BLE001 - cannot happen by construction; if it does, say so loudly
+                except Exception:
                     log.exception("command at %s[%d]@%d could not be settled; left unacknowledged",
                                   event.message.topic, event.message.partition, event.message.offset)
                     return
@@ -299,12 +299,16 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     tasks.add(task)
                     tasks_by_tp.setdefault(tp, set()).add(task)
                     task.add_done_callback(tasks.discard)
-                    task.add_done_callback(lambda t, tp=tp: tasks_by_tp.get(tp, set()).discard(t))
+                    task.add_done_callback(partial(_forget_task, tasks_by_tp, tp))
             finally:
                 await wind_down(tasks, STOP_GRACE_SECONDS)
 
     for rung in ladder:
         register_rung(ctx, rung, rung_topics[rung.label])
+
+
+def _forget_task(tasks_by_tp: dict[Any, set[asyncio.Task[None]]], tp: Any, task: asyncio.Task[None]) -> None:
+    tasks_by_tp.get(tp, set()).discard(task)
 
 
 async def _acquire(sem: asyncio.Semaphore, timeout: float) -> bool:
@@ -321,7 +325,7 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
 
     @ctx.app.agent(topic, name=f"retry-{rung.label}")
     async def rung_agent(stream: faust.StreamT[Any]) -> None:
-        stream = stream.noack()
+        stream = manual_acks(stream)
 
         def stopping() -> bool:
             return bool(stream.should_stop or ctx.app.should_stop)
@@ -339,8 +343,8 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
 
             try:
                 await pause(max(0.0, due_of(headers) - time.time()), gone)
-                await retry_transient(lambda event=event, headers=headers: forward(event, headers), gone, log,
-                                      f"returning from {rung.topic}", every_error=True)
+                await retry_transient(partial(forward, event, headers), gone, log, f"returning from {rung.topic}",
+                                      every_error=True)
             except Abandoned:
                 if stopping():
                     return

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
 from pydantic import ValidationError
 
 from app import metrics, topics
-from app.adapters.acks import acknowledge
+from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.transient import Abandoned, retry_transient
 from app.domain.order_flow import Decision, on_order, on_result
@@ -235,7 +236,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
     @ctx.app.agent(ctx.orders_and_results, name="orders")
     async def orders(stream: faust.StreamT[Any]) -> None:
-        stream = stream.noack()  # acknowledged below, once what the event caused is durable
+        stream = manual_acks(stream)  # acknowledged below, once what the event caused is durable
 
         def stopping() -> bool:
             return bool(stream.should_stop or ctx.app.should_stop)
@@ -252,19 +253,17 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                 try:
                     if gone():
                         raise Abandoned
-                    await retry_transient(lambda event=event: handle(event), gone, log, what)
+                    await retry_transient(partial(handle, event), gone, log, what)
                 except Abandoned:
                     raise
-                except Exception as exc:  # noqa: BLE001 - this event's problem: it must not stop the others
+                except Exception as exc:
                     if not isinstance(exc, UnreadableEvent):
                         log.exception("%s: unexpected error", what)
-                    failure = exc
                     try:
-                        await retry_transient(lambda event=event, failure=failure: bury(event, failure), gone, log,
-                                              f"{what} dead-lettering")
+                        await retry_transient(partial(bury, event, exc), gone, log, f"{what} dead-lettering")
                     except Abandoned:
                         raise
-                    except Exception:  # noqa: BLE001 - never acknowledge what is not recorded anywhere
+                    except Exception:
                         log.critical("%s: could not be dead-lettered either; left unacknowledged (it comes back "
                                      "after a restart, and its partition commits no further meanwhile)", what,
                                      exc_info=True)

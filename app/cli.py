@@ -10,8 +10,8 @@ import shlex
 import signal
 import socket
 import sys
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -88,7 +88,8 @@ class _Commands(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attr = self.lazy[name]
-            return getattr(__import__(module, fromlist=[attr]), attr)  # type: ignore[no-any-return]
+            command: click.Command = getattr(__import__(module, fromlist=[attr]), attr)
+            return command
         return super().get_command(ctx, name)
 
 
@@ -226,7 +227,8 @@ def worker(web_port: int) -> None:
             tasks = asyncio.all_tasks()
             lines = []
             for task in tasks:
-                chain, coro = [], task.get_coro()
+                chain: list[str] = []
+                coro: Any = task.get_coro()
                 while coro is not None and len(chain) < 30:
                     frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
                     if frame is not None:
@@ -239,12 +241,13 @@ def worker(web_port: int) -> None:
 
         asyncio.get_running_loop().add_signal_handler(_signal.SIGUSR1, dump)
 
-    @ctx.app.on_rebalance_complete.connect
     async def _ready(sender: Any, **kwargs: Any) -> None:
         assigned = ctx.app.consumer.assignment() if ctx.app.consumer else set()
         orders = sorted(tp.partition for tp in assigned if tp.topic == topics.ORDERS)
         log.info("worker ready: %s partition(s) %s assigned, web on http://127.0.0.1:%d", topics.ORDERS,
                  ",".join(map(str, orders)) or "none", web_port)
+
+    ctx.app.on_rebalance_complete.connect(_ready)  # type: ignore[arg-type]  # mode's Signal types lag
 
     from app.logs import worker_logging_config
 
@@ -284,7 +287,7 @@ def _consumer_state(app: Any) -> str:
         for channel in app.topics._topics:
             queue = getattr(channel, "queue", None)
             out.append(f"channel {channel}: queued={queue.qsize() if queue is not None else '?'}")
-    except Exception as exc:  # a diagnostic must never take the worker down
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must never take the worker down
         out.append(f"(consumer state unavailable: {exc!r})")
     return "consumer state:\n" + "\n".join(out)
 

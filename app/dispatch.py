@@ -17,10 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from app import metrics
-from app.adapters.qbo_client import QboClient, QboError
 from app.adapters.oauth import TokenRefreshError
-from app.domain.faults import ErrorClass
+from app.adapters.qbo_client import QboClient, QboError
 from app.domain import request_ids
+from app.domain.faults import ErrorClass
 from app.domain.mapping import note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem

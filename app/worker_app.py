@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TableT
+from faust.types.tables import GlobalTableT
 from mode.utils.objects import cached_property
 
 from app import topics
@@ -24,9 +26,9 @@ class WorkerContext:
     commands: faust.TopicT
     results: faust.TopicT
     dead_letter: faust.TopicT
-    order_state: faust.Table
-    customers: faust.GlobalTable
-    items: faust.GlobalTable
+    order_state: TableT[Any, Any]
+    customers: GlobalTableT
+    items: GlobalTableT
     mapping: MappingConfig
     ownership: Ownership
 
@@ -40,6 +42,12 @@ class WorkerApp(faust.App):
     @cached_property
     def flow_control(self) -> KeepingFlowControl:
         return KeepingFlowControl(loop=self.loop)
+
+
+def raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:
+    """Bytes in, bytes out: every payload is decoded by its pydantic model in the agent."""
+    return app.topic(*names, partitions=partitions, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw")
 
 
 def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
@@ -70,10 +78,9 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         web_bind="127.0.0.1",
         autodiscover=False,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    orders_and_results = app.topic(topics.ORDERS, topics.RESULTS, partitions=n, **raw)
-    commands = app.topic(topics.COMMANDS, partitions=n, **raw)
-    results = app.topic(topics.RESULTS, partitions=n, **raw)
+    orders_and_results = raw_topic(app, topics.ORDERS, topics.RESULTS, partitions=n)
+    commands = raw_topic(app, topics.COMMANDS, partitions=n)
+    results = raw_topic(app, topics.RESULTS, partitions=n)
     table: dict[str, Any] = {"partitions": n}  # keys and values are JSON (faust's default for tables)
     # Every worker needs every customer and item id, whichever partitions it owns.
     global_table = {**table, "synchronize_all_active_partitions": True}
@@ -83,7 +90,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         orders_and_results=orders_and_results,
         commands=commands,
         results=results,
-        dead_letter=app.topic(topics.DEAD_LETTER, partitions=1, **raw),
+        dead_letter=raw_topic(app, topics.DEAD_LETTER, partitions=1),
         # Names as in topics.TABLES: their changelog topics are created before the worker joins.
         order_state=app.Table("order_state", default=None, **table),
         customers=app.GlobalTable("customers", default=None, **global_table),

@@ -53,7 +53,7 @@ def main() -> None:
         plan.quota_per_minute, plan.quota_per_second, plan.throttle_backoff = QUOTA_PER_MINUTE, 10, 60.0
     run = ChaosRun(plan, Path(tempfile.mkdtemp(prefix="magqb-chaos-")))
     try:
-        run.start()
+        stack = run.start()
         orders = run.make_orders()
         started = time.monotonic()
         refused = 0
@@ -69,7 +69,7 @@ def main() -> None:
                 run.stop_broker()
                 down = time.monotonic()
                 while time.monotonic() - down < 20:  # Magento keeps re-sending; every answer must be 503
-                    status, _ = run.stack.post_order(order)
+                    status, _ = stack.post_order(order)
                     assert status == 503, f"got {status} while the broker was down"
                     refused += 1
                     time.sleep(0.5)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.qbo import DocType, SalesDocument
 
-COMMAND_VERSION = 1
+COMMAND_VERSION: Literal[1] = 1
 
 
 class _Command(BaseModel):

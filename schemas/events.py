@@ -13,10 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from app.redact import scrub
-
 from schemas.qbo import DocType
 
-EVENT_VERSION = 1
+EVENT_VERSION: Literal[1] = 1
 
 
 class _Result(BaseModel):

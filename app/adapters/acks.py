@@ -69,6 +69,11 @@ class AckFrontier(Generic[K, T]):
         return self._size
 
 
+def manual_acks(stream: Any) -> Any:
+    """The stream with faust's own acknowledgements off (faust's StreamT type does not declare noack)."""
+    return stream.noack()
+
+
 async def acknowledge(stream: Any, event: Any) -> None:
     """The one way an agent acknowledges: the consumer is told the event is finished (it refuses
     every other ack — see app.adapters.faust_consumer), then the stream acks it."""

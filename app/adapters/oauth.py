@@ -84,7 +84,7 @@ class TokenManager:
                 ) as resp:
                     body = await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise TokenRefreshError(f"token endpoint unreachable: {exc.__class__.__name__}", False) from None
             if status != 200:
                 fault = parse_fault(status, body)

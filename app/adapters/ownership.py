@@ -37,7 +37,7 @@ class Ownership:
         for callback in self._callbacks:
             try:
                 await callback(set(revoked))
-            except Exception:  # noqa: BLE001 - a revocation must complete
+            except Exception:
                 log.exception("a revocation callback failed")
 
     async def _assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:

@@ -6,7 +6,6 @@ access token once and repeats the *same* request (same requestid).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -97,7 +96,7 @@ class QboClient:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
                     raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error").inc()
                 if self.gate is not None:
                     self.gate.after_call(0, None)

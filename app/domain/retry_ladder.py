@@ -90,7 +90,8 @@ def history_of(headers: dict[str, bytes]) -> list[dict[str, object]]:
         value = json.loads(_text(headers, H_HISTORY) or "[]")
     except ValueError:
         return []
-    return value if isinstance(value, list) else []
+    # Entries that are not objects (a hand-edited header) are dropped rather than trusted.
+    return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
 
 
 def retry_headers(

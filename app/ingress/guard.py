@@ -57,8 +57,9 @@ class ConnectionGuard:
             self._busy.discard(handler)
             lost(handler, exc)
 
+        # aiohttp's Server has no hook for these: the instance's own methods are wrapped.
         server.connection_made = connection_made  # type: ignore[method-assign]
-        server.connection_lost = connection_lost  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
 
     @property
     def open_connections(self) -> int:

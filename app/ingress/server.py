@@ -26,7 +26,7 @@ from schemas.magento import MagentoOrder, extract_order
 
 log = logging.getLogger("magqb.ingress")
 
-INGRESS_KEY: web.AppKey["Ingress"] = web.AppKey("ingress")
+INGRESS_KEY: web.AppKey[Ingress] = web.AppKey("ingress")
 WEBHOOK_PATH = "/webhooks/magento/new-order"
 SOURCE = "magento-webhook"
 # An accepted order may one day travel inside a dead letter (its attempts, the fault, the command
@@ -132,7 +132,7 @@ class Ingress:
     async def readyz(self, request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=3)
-        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             return web.json_response({"status": "unavailable", "kafka": exc.__class__.__name__}, status=503)
         return web.json_response({"status": "ready"})
 
@@ -156,7 +156,7 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> No
     """Flush and close; bounded, because with Kafka down an idempotent producer waits forever."""
     try:
         await asyncio.wait_for(producer.stop(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("Kafka unreachable at shutdown: buffered events were answered 503 and Magento will re-send them")
 
 

@@ -25,7 +25,7 @@ def _fault_options(fn: Any) -> Any:
         if f.annotation is bool:
             fn = click.option(flag, name, is_flag=True, default=None, help=_sentence(f.description))(fn)
         else:
-            kind = {int: int, float: float}.get(f.annotation, int)  # type: ignore[call-overload]
+            kind = float if f.annotation is float else int
             default = "" if f.default is None else f" [default: {f.default}]"
             fn = click.option(flag, name, type=kind, default=None, help=f"{_sentence(f.description)}{default}")(fn)
     return fn
@@ -93,7 +93,9 @@ def sandbox(host: str, port: int, realm_id: str | None, client_id: str | None, c
         if not sep or not code.strip() or not name.strip():
             _fail(f"--tax-code {spec!r}: expected ID=NAME, e.g. '5=23% VAT'")
         extra[code.strip()] = name.strip()
-    config = SandboxConfig(*values.values(), faults=fault_settings, db=Path(db) if db else None, tax_codes=extra)
+    realm, client, secret, token = values.values()
+    config = SandboxConfig(realm, client, secret, token, faults=fault_settings, db=Path(db) if db else None,
+                           tax_codes=extra)
     asyncio.run(_run_sandbox(config, host, port))
 
 

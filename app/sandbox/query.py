@@ -242,7 +242,7 @@ def _matches(entity: dict[str, Any], cond: Condition) -> bool:
         return any(_comparable(value, v)[0] == _comparable(value, v)[1] for v in cond.values)
     a, b = _comparable(value, cond.values[0])
     return bool(
-        {"=": a == b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[cond.op]  # type: ignore[operator]
+        {"=": a == b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[cond.op]
     )
 
 

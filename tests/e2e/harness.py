@@ -4,7 +4,6 @@ ingress and workers as `magqb` subprocesses, driven and observed over HTTP only.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -12,8 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -127,7 +125,7 @@ class Stack:
 
 
 def start(stack: Stack, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(stack.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+    out = open(stack.logs / f"{name}.log", "ab")
     proc = subprocess.Popen([MAGQB, *args], env={**stack.env, **(env or {})}, cwd=stack.logs, stdout=out,
                             stderr=subprocess.STDOUT)
     stack.procs[name] = proc

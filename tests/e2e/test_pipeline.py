@@ -177,7 +177,7 @@ def test_a_customer_made_inactive_in_quickbooks_is_resolved_again_and_the_order_
 def test_finished_work_is_committed(stack: Stack) -> None:
     """The other half of acknowledging only finished work: what is finished is committed — the worker's
     group catches up with the end of magento.orders, qbo.results and qbo.commands once it is idle."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
     bootstrap, group = stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.env["MAGQB_APP_ID"]

@@ -8,20 +8,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
-
-from app import jsonutil
 import pytest
 from pydantic import SecretStr
 
+from app import jsonutil
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
-from app.adapters.token_store import TokenStore
 from app.adapters.realm_gate import RealmGate
+from app.adapters.token_store import TokenStore
 from app.dispatch import Dispatcher, GiveUp, RealmBlocked, RetryLater
-from app.domain.circuit import CircuitBreaker
-from app.domain.pacing import Pacer
 from app.domain import request_ids
+from app.domain.circuit import CircuitBreaker
 from app.domain.mapping import MappingConfig, ResolvedRefs, customer_need, map_order
+from app.domain.pacing import Pacer
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-from app import jsonutil
 import pytest
 
+from app import jsonutil
 from app.domain import request_ids
+from app.domain.mapping import MappingConfig, ResolvedRefs, customer_need, item_needs, map_order
 from app.domain.money import to_cents
 from app.jsonutil import loads_decimal
-from app.domain.mapping import MappingConfig, ResolvedRefs, customer_need, item_needs, map_order
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
 from schemas.magento import MagentoOrder

@@ -1,7 +1,7 @@
 from app.dead_letters import retried_command
 from app.domain import request_ids
-from schemas.dead_letter import DeadLetter
 from schemas.commands import EnsureItem
+from schemas.dead_letter import DeadLetter
 
 
 def test_a_retried_dead_letter_gets_its_own_stable_requestid() -> None:

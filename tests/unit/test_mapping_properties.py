@@ -24,8 +24,11 @@ QTY = st.one_of(st.integers(1, 25).map(Decimal), st.decimals(min_value=Decimal("
                                                             places=1))
 
 
+NO_NOISE = st.just(ZERO)
+
+
 @st.composite
-def orders(draw: Any, noise: st.SearchStrategy[Decimal] = st.just(ZERO)) -> dict[str, Any]:
+def orders(draw: Any, noise: st.SearchStrategy[Decimal] = NO_NOISE) -> dict[str, Any]:
     n = draw(st.integers(1, 6))
     discount_pct = draw(st.sampled_from([ZERO, Decimal(10), Decimal(15), Decimal(20), Decimal(100)]))
     rate = draw(st.sampled_from(RATES))

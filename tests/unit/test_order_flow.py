@@ -17,11 +17,11 @@ ORDER = MagentoOrder.model_validate(RAW)
 ALL_ITEMS = {"prod001": ItemEntry(item_id="1"), "prod002": ItemEntry(item_id="2"), "shipping": ItemEntry(item_id="3")}
 
 
-def customers(known: dict[str, CustomerEntry]):  # noqa: ANN201
+def customers(known: dict[str, CustomerEntry]):
     return lambda email: known.get(email)
 
 
-def items(known: dict[str, ItemEntry]):  # noqa: ANN201
+def items(known: dict[str, ItemEntry]):
     return lambda name: known.get(name.lower())
 
 
@@ -142,7 +142,7 @@ def test_request_ids_are_stable_short_and_distinct() -> None:
 KNOWN_CUSTOMER = {"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}
 
 
-def _result_for(cmd, ok: bool = True, reason: str = "permanent"):  # noqa: ANN001, ANN202
+def _result_for(cmd, ok: bool = True, reason: str = "permanent"):
     common = {"order_id": cmd.order_id, "order_ref": cmd.order_ref, "realm_id": REALM, "request_id": cmd.request_id}
     if not ok:
         return CommandFailed(**common, command_type=cmd.type, error_class=reason, message=f"{reason} fault",
