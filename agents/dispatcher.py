@@ -234,7 +234,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                             return outcome
                         except RealmBlocked as exc:
                             blocked = exc
-                        except Exception as exc:
+                        except Exception as exc:  # a bug becomes a visible dead letter
                             if stopping():
                                 raise Abandoned from exc  # the stop closed the session under it
                             log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
@@ -279,7 +279,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     await settle(event)
                 except Abandoned:
                     return  # stopping or revoked: never acknowledged, the next owner repeats it
-                except Exception:
+                except Exception:  # cannot happen by construction; if it does, say so loudly
                     log.exception("command at %s[%d]@%d could not be settled; left unacknowledged",
                                   event.message.topic, event.message.partition, event.message.offset)
                     return

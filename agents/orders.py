@@ -256,14 +256,14 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                     await retry_transient(partial(handle, event), gone, log, what)
                 except Abandoned:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # this event's problem: it must not stop the others
                     if not isinstance(exc, UnreadableEvent):
                         log.exception("%s: unexpected error", what)
                     try:
                         await retry_transient(partial(bury, event, exc), gone, log, f"{what} dead-lettering")
                     except Abandoned:
                         raise
-                    except Exception:
+                    except Exception:  # never acknowledge what is not recorded anywhere
                         log.critical("%s: could not be dead-lettered either; left unacknowledged (it comes back "
                                      "after a restart, and its partition commits no further meanwhile)", what,
                                      exc_info=True)

@@ -84,3 +84,40 @@ def kafka_bootstrap() -> str:
     except OSError as exc:
         pytest.fail(f"no Kafka broker at {bootstrap} ({exc}): run the suite with `make test`")
     return bootstrap
+
+
+def read_topics(bootstrap: str, names: list[str]) -> list[Any]:
+    """Every record of these topics right now (aiokafka ConsumerRecords), read from the beginning, bounded."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def read() -> list[Any]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            consumer.assign(parts)
+            end = await consumer.end_offsets(parts)
+            await consumer.seek_to_beginning(*parts)
+            for _ in range(10_000):  # bounded: each round reads up to the end offsets taken above
+                if all([await consumer.position(tp) >= end[tp] for tp in parts]):
+                    break
+                batch = await consumer.getmany(*parts, timeout_ms=2000)
+                if not batch:
+                    break
+                for recs in batch.values():
+                    records.extend(recs)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())

@@ -187,6 +187,10 @@ async def serve_metrics(host: str, port: int) -> web.AppRunner:
     app.router.add_get("/metrics", page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    return await _listen(runner, host, port)
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> web.AppRunner:
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError:
@@ -203,9 +207,4 @@ async def serve(settings: Settings, producer: AIOKafkaProducer, host: str, port:
     await runner.setup()
     assert runner.server is not None
     guard.install(runner.server)
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+    return await _listen(runner, host, port)

@@ -91,7 +91,7 @@ class SandboxStore:
     async def wipe(self) -> None:
         assert self._db is not None
         for table in ("entities", "idempotency", "meta"):
-            await self._db.execute(f"DELETE FROM {table}")
+            await self._db.execute(f"DELETE FROM {table}")  # fixed table names
         await self._db.commit()
 
 
@@ -100,5 +100,5 @@ async def flush_forever(flush: Any, interval: float = 0.25) -> None:
         await asyncio.sleep(interval)
         try:
             await flush()
-        except Exception:
+        except Exception:  # a failed flush is retried at the next tick
             log.exception("sandbox: persisting the company failed; retrying")

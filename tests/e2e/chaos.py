@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.dead_letters import read_log
-from tests.conftest import TEST_ENV, blueprint_order, free_port
+from tests.conftest import TEST_ENV, blueprint_order, free_port, read_topics
 from tests.e2e.harness import Stack, http, poll, start, stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,38 +265,8 @@ class ChaosRun:
 
 def topic_bytes(bootstrap: str, names: list[str]) -> list[bytes]:
     """Every record of these topics as bytes — key, value and each header — for searching."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def read() -> list[bytes]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(names)
-        finally:
-            await admin.close()
-        parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
-        out: list[bytes] = []
-        try:
-            consumer.assign(parts)
-            end = await consumer.end_offsets(parts)
-            await consumer.seek_to_beginning(*parts)
-            while any([await consumer.position(tp) < end[tp] for tp in parts]):
-                batch = await consumer.getmany(*parts, timeout_ms=2000)
-                if not batch:
-                    break
-                for records in batch.values():
-                    for r in records:
-                        out.append(b"\x00".join([r.key or b"", r.value or b"",
-                                                 *(k.encode() + b"=" + (v or b"") for k, v in r.headers)]))
-        finally:
-            await consumer.stop()
-        return out
-
-    return asyncio.run(read())
+    return [b"\x00".join([r.key or b"", r.value or b"", *(k.encode() + b"=" + (v or b"") for k, v in r.headers)])
+            for r in read_topics(bootstrap, names)]
 
 
 def exact(report: Report) -> None:

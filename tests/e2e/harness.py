@@ -125,7 +125,7 @@ class Stack:
 
 
 def start(stack: Stack, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(stack.logs / f"{name}.log", "ab")
+    out = open(stack.logs / f"{name}.log", "ab")  # closed with the process
     proc = subprocess.Popen([MAGQB, *args], env={**stack.env, **(env or {})}, cwd=stack.logs, stdout=out,
                             stderr=subprocess.STDOUT)
     stack.procs[name] = proc

@@ -92,7 +92,7 @@ def test_broker_down_for_20_seconds(chaos) -> None:
     assert status == 503
     while time.monotonic() - started < 20:  # keep Magento's retries coming while the broker is down
         assert run.stack.post_order(orders[10])[0] == 503
-        time.sleep(1.0)
+        time.sleep(1.0)  # pacing the outage, not waiting for a result
     run.start_broker()
     for order in orders[10:]:
         run.post(order, timeout=180)
@@ -259,3 +259,37 @@ def test_no_secret_reaches_logs_records_or_metrics(chaos) -> None:
     for path in data_dir.rglob("*"):
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode & 0o077 == 0, f"{path} is mode {mode:o}"
+
+
+def test_a_blocked_realm_holds_every_order_until_a_good_token_arrives(chaos) -> None:
+    """QBO refuses the worker's refresh token (revoked, expired): dispatch stops for the realm, nothing is
+    acknowledged, the refused token is offered once per 30 s — and once an operator stores a good token,
+    every order held meanwhile is booked exactly once."""
+    import sqlite3
+
+    run = chaos(orders=6, customers=3, skus=3, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, seed=81)
+    stack = run.stack
+    store = run.workdir / "worker0" / "tokens.sqlite3"
+    run.term_worker("worker0")
+    with sqlite3.connect(store) as db:  # the stored token is revoked (as if the company disconnected the app)
+        db.execute("CREATE TABLE IF NOT EXISTS refresh_tokens (realm_id TEXT PRIMARY KEY, refresh_token TEXT NOT NULL, "
+                   "updated_at TEXT NOT NULL)")
+        db.execute("INSERT INTO refresh_tokens VALUES (?, 'revoked-by-intuit', '2026-01-01') ON CONFLICT(realm_id) "
+                   "DO UPDATE SET refresh_token = excluded.refresh_token", (stack.env["QUICKBOOKS_REALM_ID"],))
+    run.start_worker("worker0")
+    poll(lambda: "worker ready" in stack.log_tail("worker0", 400), 120, "the restarted worker")
+    for order in run.make_orders():
+        run.post(order)
+    realm = stack.env["QUICKBOOKS_REALM_ID"]
+    poll(lambda: stack.metric("magqb_qbo_realm_blocked", realm=realm) == 1, 60, "the realm to be blocked")
+    time.sleep(3)  # not a wait for something: a quiet period in which nothing may be booked
+    assert run.created("SalesReceipt") == 0
+    refused = stack.sandbox_stats()["requests"].get("POST /oauth2/v1/tokens/bearer 400", 0)
+    assert 1 <= refused <= 2  # one probe per 30 s however many commands wait
+    good = json.loads(http("GET", f"{stack.sandbox_url}/_sandbox/tokens")[1])["refresh_tokens"][0]
+    with sqlite3.connect(store) as db:  # the operator stores a new token (magqb connect, when it exists)
+        db.execute("UPDATE refresh_tokens SET refresh_token = ?", (good,))
+    run.wait_booked(timeout=120)
+    exact(run.report(1.0))
+    assert stack.metric("magqb_qbo_realm_blocked", realm=realm) == 0

@@ -17,15 +17,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import topics
 from app.dead_letters import read_log
 from app.domain.signature import sign
-from tests.conftest import blueprint_order
+from tests.conftest import blueprint_order, read_topics
 from tests.e2e.harness import Stack, poll
 
 pytestmark = pytest.mark.kafka
@@ -111,36 +109,8 @@ def _finalize(body: Any, ids: itertools.count[int]) -> Any:
 
 def _results(bootstrap: str, wanted: set[str]) -> tuple[set[str], set[str]]:
     """Order ids with a DocumentCreated on qbo.results, and order ids with a dead letter."""
-
-    async def read() -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            [described] = await admin.describe_topics([topics.RESULTS])
-        finally:
-            await admin.close()
-        parts = [TopicPartition(topics.RESULTS, p["partition"]) for p in described["partitions"]]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
-        booked: set[str] = set()
-        try:
-            consumer.assign(parts)
-            end = await consumer.end_offsets(parts)
-            await consumer.seek_to_beginning(*parts)
-            while any([await consumer.position(tp) < end[tp] for tp in parts]):
-                batch = await consumer.getmany(*parts, timeout_ms=2000)
-                if not batch:
-                    break
-                for records in batch.values():
-                    for r in records:
-                        if r.key and r.key.decode() in wanted and b'"document_created"' in (r.value or b""):
-                            booked.add(r.key.decode())
-        finally:
-            await consumer.stop()
-        return booked
-
-    booked = asyncio.run(read())
+    booked = {r.key.decode() for r in read_topics(bootstrap, [topics.RESULTS])
+              if r.key and r.key.decode() in wanted and b'"document_created"' in (r.value or b"")}
     dead = {d.order_id for d in asyncio.run(read_log(bootstrap)).letters if d.order_id in wanted}
     return booked, dead
 

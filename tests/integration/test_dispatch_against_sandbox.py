@@ -109,22 +109,10 @@ async def test_guests_share_one_customer_under_the_single_guest_policy(qbo_sandb
 
 async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qbo_sandbox, session, tmp_path) -> None:
     dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
-    cust = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
-    ids = {}
-    for name in ("PROD001", "PROD002", "Shipping"):
-        res = await dispatcher.handle(EnsureItem(**COMMON, request_id=request_ids.item_request_id(REALM, name),
-                                                 name=name, sku=name, income_account_id="79"))
-        assert isinstance(res, ItemResolved)
-        ids[name] = res.item_id
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
     assert qbo_sandbox.sandbox.created["Item"] == 2  # Shipping exists in a new company
-    assert isinstance(cust, CustomerResolved)
-    order = MagentoOrder.model_validate(blueprint_order())
-    mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), MappingConfig())
-    body = jsonutil.dumps(mapped.document.to_qbo())
-    cmd = CreateDocument(**COMMON, request_id=request_ids.document_request_id(REALM, "SalesReceipt", "MAG-100000001", body),
-                         doc_type="SalesReceipt", document=mapped.document, magento_grand_total=order.grand_total)
     # An earlier attempt committed but its answer was lost: the document already exists.
-    qbo_sandbox.sandbox.company.create("SalesReceipt", mapped.document.to_qbo())
+    qbo_sandbox.sandbox.company.create("SalesReceipt", cmd.document.to_qbo())
     fresh, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
     result = await fresh.handle(cmd)
     assert isinstance(result, DocumentCreated)
@@ -133,6 +121,7 @@ async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qb
 
 
 async def _booked_order_command(sb: RunningSandbox, dispatcher: Dispatcher, increment_id: str) -> CreateDocument:
+    """The blueprint order's CreateDocument, its customer and items resolved through `dispatcher`."""
     cust = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
     assert isinstance(cust, CustomerResolved)
     ids = {}

@@ -14,8 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app import topics
 from app.adapters.kafka_admin import ensure_topics
@@ -23,7 +21,7 @@ from app.domain.signature import sign
 from app.ingress.server import WEBHOOK_PATH, make_producer, serve, stop_producer
 from app.settings import Settings, load_settings
 from schemas.envelope import decode_envelope
-from tests.conftest import blueprint_order, free_port, magento_fixture
+from tests.conftest import blueprint_order, free_port, magento_fixture, read_topics
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]
@@ -57,31 +55,7 @@ async def ingress(settings_env: dict[str, str], kafka_bootstrap: str,
 
 async def topic_records(bootstrap: str) -> list[Any]:
     """Every record on magento.orders right now (read from the beginning, bounded)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topics.ORDERS])
-    finally:
-        await admin.close()
-    parts = [TopicPartition(topics.ORDERS, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        end = await consumer.end_offsets(parts)
-        await consumer.seek_to_beginning(*parts)
-        records: list[Any] = []
-        for _ in range(100):  # bounded: each round reads up to the end offsets taken above
-            if all([await consumer.position(tp) >= end[tp] for tp in parts]):
-                break
-            batch = await consumer.getmany(*parts, timeout_ms=2000)
-            if not batch:
-                break
-            for recs in batch.values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
+    return await asyncio.to_thread(read_topics, bootstrap, [topics.ORDERS])
 
 
 async def post(url: str, body: bytes, signature: str | None, **headers: str) -> tuple[int, Any]:
