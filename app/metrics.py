@@ -27,8 +27,20 @@ BAD_EVENTS = Counter(
 )
 COMMANDS = Counter("magqb_qbo_commands", "QBO commands finished by the dispatcher, by type and result.",
                    ["command", "result"])
-QBO_REQUESTS = Counter("magqb_qbo_requests", "HTTP requests to QuickBooks, by entity, method and status.",
-                       ["entity", "method", "status"])
+QBO_REQUESTS = Counter(
+    "magqb_qbo_requests",
+    "HTTP requests to QuickBooks, by entity, method, status and kind (read: queries and GETs, which Intuit meters "
+    "per month; write: creates and updates).",
+    ["entity", "method", "status", "kind"],
+)
+QBO_MONTH_READS = Gauge("magqb_qbo_month_reads", "QBO reads this calendar month (UTC) by this worker.", ["realm"])
+QBO_MONTH_READS_PROJECTED = Gauge(
+    "magqb_qbo_month_reads_projected", "This month's QBO reads projected to the month's end at the pace so far.",
+    ["realm"],
+)
+QBO_MONTHLY_READ_BUDGET = Gauge(
+    "magqb_qbo_monthly_read_budget", "The monthly read allowance configured (MAGQB_QBO_MONTHLY_READ_BUDGET).", ["realm"]
+)
 QBO_REQUEST_SECONDS = Histogram(
     "magqb_qbo_request_duration_seconds", "QuickBooks request latency.", ["entity"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     throttle_backoff_seconds: float = Field(60.0, ge=0, validation_alias="MAGQB_THROTTLE_BACKOFF")
     retry_delays: str = Field("30s,5m,30m,2h", validation_alias="MAGQB_RETRY_DELAYS")
     circuit_cooldown_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_CIRCUIT_COOLDOWN")
+    # Intuit's monthly allowance of reads (queries, GETs) for the app's tier; 0 = no projection warning.
+    qbo_monthly_read_budget: int = Field(500_000, ge=0, validation_alias="MAGQB_QBO_MONTHLY_READ_BUDGET")
 
     # This service
     data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")

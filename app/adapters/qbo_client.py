@@ -6,6 +6,7 @@ access token once and repeats the *same* request (same requestid).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -14,6 +15,7 @@ import aiohttp
 
 from app import jsonutil, metrics
 from app.adapters.oauth import TokenManager
+from app.adapters.read_budget import ReadBudget
 from app.adapters.realm_gate import RealmGate
 from app.domain.faults import ErrorClass, QboFault, classify, parse_fault
 from app.redact import scrub
@@ -38,6 +40,8 @@ class QboClient:
         minor_version: int = 75,
         timeout_seconds: float = 30.0,
         gate: RealmGate | None = None,
+        usage: ReadBudget | None = None,
+        max_concurrent: int = 10,
     ) -> None:
         self._session = session
         self._base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
@@ -46,10 +50,22 @@ class QboClient:
         self._minor = str(minor_version)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self.gate = gate
+        self.usage = usage
+        self._open = asyncio.Semaphore(max_concurrent)  # QBO: at most 10 concurrent requests per realm
+        self.reads = self.writes = 0
+
+    def _count(self, kind: str) -> None:
+        if kind == "read":
+            self.reads += 1
+            if self.usage is not None:
+                self.usage.read()
+        else:
+            self.writes += 1
 
     async def query(self, sql: str) -> dict[str, Any]:
-        """The `QueryResponse` object (`{}` when nothing matched)."""
-        data = await self._request("GET", "query", "query", params={"query": sql})
+        """The `QueryResponse` object (`{}` when nothing matched). Sent as a POST with the SELECT as the body
+        (as python-quickbooks does): an `IN (...)` of a hundred DocNumbers does not fit in a URL."""
+        data = await self._request("POST", "query", "query", params={}, text=sql)
         return dict(data.get("QueryResponse") or {})
 
     async def query_one(self, entity: str, sql: str) -> dict[str, Any] | None:
@@ -70,9 +86,12 @@ class QboClient:
         entity: str,
         params: dict[str, str],
         body: dict[str, Any] | None = None,
+        text: str | None = None,
     ) -> dict[str, Any]:
         params = {**params, "minorversion": self._minor}
-        payload = jsonutil.dumps(body) if body is not None else None
+        payload = jsonutil.dumps(body) if body is not None else text.encode() if text is not None else None
+        content_type = "application/text" if text is not None else "application/json"
+        kind = "read" if method == "GET" or path == "query" else "write"
         token = await self._tokens.access_token()
         for attempt in (1, 2):
             if self.gate is not None:
@@ -81,7 +100,7 @@ class QboClient:
             status = 0
             retry_after: str | None = None
             try:
-                async with self._session.request(
+                async with self._open, self._session.request(
                     method,
                     f"{self._base}/{path}",
                     params=params,
@@ -89,7 +108,7 @@ class QboClient:
                     headers={
                         "Authorization": f"Bearer {token}",
                         "Accept": "application/json",
-                        "Content-Type": "application/json",
+                        "Content-Type": content_type,
                     },
                     timeout=self._timeout,
                 ) as resp:
@@ -97,14 +116,16 @@ class QboClient:
                     retry_after = resp.headers.get("Retry-After")
                     raw = await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error").inc()
+                metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error", kind=kind).inc()
+                self._count(kind)
                 if self.gate is not None:
                     self.gate.after_call(0, None)
                 fault = QboFault(0, None, exc.__class__.__name__, scrub(str(exc))[:200], None, "")
                 raise QboError(fault, ErrorClass.RETRIABLE) from None
             finally:
                 metrics.QBO_REQUEST_SECONDS.labels(entity=entity.lower()).observe(time.perf_counter() - started)
-            metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status=str(status)).inc()
+            metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status=str(status), kind=kind).inc()
+            self._count(kind)
             if self.gate is not None:
                 self.gate.after_call(status, retry_after)
 
