@@ -2,8 +2,9 @@
 
 `qbo.commands` is keyed by realm, so one worker at a time owns a realm's quota.
 One actor per worker: it takes commands as they come and runs each in a task of its
-own (at most MAGQB_QBO_MAX_IN_FLIGHT calling QBO at once, at most MAX_PENDING taken
-and not yet acknowledged), so a slow command never holds the ones behind it. A
+own (at most MAX_PENDING taken and not yet acknowledged; the QBO client keeps at most
+MAGQB_QBO_MAX_IN_FLIGHT requests open, and the realm gate paces them), so a slow command
+never holds the ones behind it, and commands waiting for a lookup share one query. A
 command is acknowledged only once it is settled — a result, a delay topic or the
 dead-letter topic, each acknowledged by Kafka — and in offset order (app.adapters.acks),
 so a stop, a crash or a rebalance leaves every unsettled command to the next owner.
@@ -29,6 +30,7 @@ from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
+from app.adapters.read_budget import ReadBudget
 from app.adapters.realm_gate import RealmGate
 from app.adapters.token_store import TokenStore
 from app.adapters.transient import Abandoned, pause, retry_transient
@@ -194,10 +196,13 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                                probe_timeout=settings.quickbooks_timeout_seconds + 5),
                 settings.throttle_backoff_seconds,
             )
+            usage = ReadBudget(settings.data_dir / "usage.sqlite3", realm, settings.qbo_monthly_read_budget)
+            await usage.load()
+            usage_task = asyncio.create_task(usage.run())
             client = QboClient(session, settings.qbo_api_base, realm, tokens, settings.quickbooks_minor_version,
-                               settings.quickbooks_timeout_seconds, gate=realm_gate)
+                               settings.quickbooks_timeout_seconds, gate=realm_gate, usage=usage,
+                               max_concurrent=settings.qbo_max_in_flight)
             dispatcher = Dispatcher(client)
-            in_flight = asyncio.Semaphore(settings.qbo_max_in_flight)
             room = asyncio.Semaphore(MAX_PENDING)
             frontier: AckFrontier[Any, Any] = AckFrontier()
             tasks: set[asyncio.Task[None]] = set()
@@ -218,29 +223,28 @@ def register_dispatcher(ctx: WorkerContext) -> None:
 
             ctx.ownership.on_revoke(revoked)
 
-            async def dispatch(cmd: Command, tp: Any) -> Outcome:
+            async def dispatch(cmd: Command, tp: Any, verify: bool) -> Outcome:
                 """QBO's answer to the command. While the realm is blocked (refresh token refused) the
                 command waits here, unacknowledged, and is tried again every BLOCKED_RECHECK_SECONDS;
                 each command is retried only by its own task, so never twice at once."""
                 nonlocal last_blocked_log
                 while True:
-                    async with in_flight:
-                        if not ctx.ownership.owns(tp):
-                            raise Abandoned  # revoked while it waited: the new owner dispatches it
-                        metrics.COMMANDS_IN_FLIGHT.inc()
-                        try:
-                            outcome = await dispatcher.handle(cmd)
-                            metrics.REALM_BLOCKED.labels(realm=realm).set(0)
-                            return outcome
-                        except RealmBlocked as exc:
-                            blocked = exc
-                        except Exception as exc:  # a bug becomes a visible dead letter
-                            if stopping():
-                                raise Abandoned from exc  # the stop closed the session under it
-                            log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
-                            return GiveUp("internal", f"{exc.__class__.__name__}: {exc}")
-                        finally:
-                            metrics.COMMANDS_IN_FLIGHT.dec()
+                    if not ctx.ownership.owns(tp):
+                        raise Abandoned  # revoked while it waited: the new owner dispatches it
+                    metrics.COMMANDS_IN_FLIGHT.inc()
+                    try:
+                        outcome = await dispatcher.handle(cmd, verify)
+                        metrics.REALM_BLOCKED.labels(realm=realm).set(0)
+                        return outcome
+                    except RealmBlocked as exc:
+                        blocked = exc
+                    except Exception as exc:  # a bug becomes a visible dead letter
+                        if stopping():
+                            raise Abandoned from exc  # the stop closed the session under it
+                        log.exception("order_id=%s %s crashed", cmd.order_id, cmd.type)
+                        return GiveUp("internal", f"{exc.__class__.__name__}: {exc}")
+                    finally:
+                        metrics.COMMANDS_IN_FLIGHT.dec()
                     metrics.REALM_BLOCKED.labels(realm=realm).set(1)
                     if time.monotonic() - last_blocked_log >= BLOCKED_RECHECK_SECONDS:
                         last_blocked_log = time.monotonic()
@@ -270,7 +274,11 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     log.error("unreadable command at %s[%s]@%s dead-lettered as %s: %s", event.message.topic,
                               event.message.partition, event.message.offset, letter.id, str(exc).splitlines()[0])
                     return
-                outcome = await dispatch(cmd, event.message.tp)
+                # A lookup before a create only pays when an earlier attempt may have reached QuickBooks: a
+                # retry from a rung, or a record written before this worker took the partition over.
+                msg = event.message
+                verify = attempts_of(_headers(event)) > 1 or ctx.ownership.maybe_handled_before(msg.tp, msg.timestamp)
+                outcome = await dispatch(cmd, msg.tp, verify)
                 await retry_transient(lambda: record(cmd, event, outcome), stopping, log,
                                       f"order_id={cmd.order_id} recording {cmd.type}", every_error=True)
 
@@ -301,7 +309,11 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     task.add_done_callback(tasks.discard)
                     task.add_done_callback(partial(_forget_task, tasks_by_tp, tp))
             finally:
-                await wind_down(tasks, STOP_GRACE_SECONDS)
+                try:
+                    await wind_down(tasks, STOP_GRACE_SECONDS)
+                finally:
+                    usage_task.cancel()
+                    await asyncio.gather(usage_task, return_exceptions=True)
 
     for rung in ladder:
         register_rung(ctx, rung, rung_topics[rung.label])

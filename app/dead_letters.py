@@ -83,7 +83,10 @@ def retried_command(letter: DeadLetter) -> Command:
     the letter's id, so re-running an interrupted `dlq retry` repeats it exactly. The DocNumber
     lookup before creating still guards against a second document."""
     cmd = command_adapter.validate_python(letter.command)
-    return cmd.model_copy(update={"request_id": f"{cmd.request_id[:37]}-{letter.id[:12]}"})
+    update: dict[str, object] = {"request_id": f"{cmd.request_id[:37]}-{letter.id[:12]}"}
+    if isinstance(cmd, CreateDocument):
+        update["verify"] = True  # an earlier attempt may have reached QuickBooks
+    return cmd.model_copy(update=update)
 
 
 async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:

@@ -1,8 +1,13 @@
 """Carry out one QBO command and say what happened, as a result event.
 
-Query before create (customers by e-mail, items by Name, documents by DocNumber),
-deterministic requestids, and "already exists" faults turned into lookups: a
-redelivered command, a crash mid-request or a replay never creates a second
+Every call must earn its place (Intuit meters reads; the realm's quota counts every
+request). A document is created in one call: a DocNumber lookup first only when an
+earlier attempt of the same command may have reached QuickBooks (`verify`: a retry after
+an ambiguous failure, a command a previous owner may have sent, a `dlq retry`); a fresh
+command relies on its deterministic requestid and QBO's duplicate-DocNumber fault. A new
+customer or item costs one lookup (to reuse what the company has) and one create, the
+lookups of many going out as one `IN (...)` query. "Already exists" faults become
+lookups: a redelivered command, a crash mid-request or a replay never creates a second
 customer, item or document.
 """
 
@@ -10,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from app import metrics
+from app.adapters.lookup_batcher import LookupBatcher
 from app.adapters.oauth import TokenRefreshError
 from app.adapters.qbo_client import QboClient, QboError
 from app.domain import request_ids
@@ -78,27 +84,38 @@ STALE_REFERENCE_CODES = ("610", "2500")
 Outcome = Result | RetryLater | GiveUp
 
 
+DOCUMENTS_REMEMBERED = 10_000  # answers to documents this process created, by requestid
+
+
 class Dispatcher:
-    def __init__(self, client: QboClient, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(self, client: QboClient, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 lookup_window: float = 0.02) -> None:
         self.client = client
         self._sleep = sleep
         # One in-flight resolution per customer/item/document, so concurrent orders share it.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._customers: dict[str, CustomerResolved] = {}
         self._items: dict[str, ItemResolved] = {}
+        self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._by_email: LookupBatcher[str, list[dict[str, Any]]] = LookupBatcher(self._fetch_customers, lookup_window)
+        self._by_name: LookupBatcher[str, dict[str, Any]] = LookupBatcher(self._fetch_items, lookup_window)
+        self._by_number: dict[str, LookupBatcher[str, list[dict[str, Any]]]] = {}
+        self._lookup_window = lookup_window
 
-    async def handle(self, cmd: Command) -> Outcome:
+    async def handle(self, cmd: Command, verify: bool = False) -> Outcome:
+        """`verify`: an earlier attempt of this command may have reached QuickBooks — look before creating."""
         throttles = quick = 0
         while True:
             try:
-                result = await self._dispatch(cmd)
+                result = await self._dispatch(cmd, verify)
             except QboError as exc:
                 if exc.error_class is ErrorClass.THROTTLED and throttles < MAX_THROTTLE_RETRIES:
-                    throttles += 1
+                    throttles += 1  # a 429 was not processed: nothing to verify
                     continue
                 if exc.error_class is ErrorClass.RETRIABLE and quick < len(QUICK_RETRY_DELAYS):
                     await self._sleep(QUICK_RETRY_DELAYS[quick])
                     quick += 1
+                    verify = True  # a 5xx, timeout or dropped connection may come after the create landed
                     continue
                 metrics.COMMANDS.labels(command=cmd.type, result=str(exc.error_class)).inc()
                 if exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH):
@@ -121,7 +138,7 @@ class Dispatcher:
             metrics.COMMANDS.labels(command=cmd.type, result="ok").inc()
             return result
 
-    async def _dispatch(self, cmd: Command) -> Result:
+    async def _dispatch(self, cmd: Command, verify: bool) -> Result:
         if isinstance(cmd, EnsureCustomer):
             async with self._locks[f"customer:{cmd.email}"]:
                 return await self._ensure_customer(cmd)
@@ -129,7 +146,41 @@ class Dispatcher:
             async with self._locks[f"item:{cmd.name.lower()}"]:
                 return await self._ensure_item(cmd)
         async with self._locks[f"doc:{cmd.document.DocNumber}"]:
-            return await self._create_document(cmd)
+            return await self._create_document(cmd, verify or cmd.verify)
+
+    # ------------------------------------------------------------ batched lookups
+
+    async def _fetch_customers(self, emails: list[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in await self._query_in("Customer", "PrimaryEmailAddr", emails):
+            email = str((row.get("PrimaryEmailAddr") or {}).get("Address") or "").strip().lower()
+            found.setdefault(email, []).append(row)
+        return found
+
+    async def _fetch_items(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for row in await self._query_in("Item", "Name", names):
+            found.setdefault(str(row.get("Name", "")).lower(), row)
+        return found
+
+    async def _fetch_documents(self, doc_type: str, numbers: list[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in await self._query_in(doc_type, "DocNumber", numbers):
+            found.setdefault(str(row.get("DocNumber", "")), []).append(row)
+        return found
+
+    async def _query_in(self, entity: str, field: str, values: list[str]) -> list[dict[str, Any]]:
+        listed = ", ".join(qbo_quote(v) for v in values)
+        rows = (await self.client.query(f"SELECT * FROM {entity} WHERE {field} IN ({listed}) MAXRESULTS 1000"))
+        return [dict(r) for r in rows.get(entity) or []]
+
+    def _documents_by_number(self, doc_type: str) -> LookupBatcher[str, list[dict[str, Any]]]:
+        if doc_type not in self._by_number:
+            async def fetch(numbers: list[str]) -> dict[str, list[dict[str, Any]]]:
+                return await self._fetch_documents(doc_type, numbers)
+
+            self._by_number[doc_type] = LookupBatcher(fetch, self._lookup_window)
+        return self._by_number[doc_type]
 
     # ------------------------------------------------------------ customers
 
@@ -141,8 +192,7 @@ class Dispatcher:
         if cached is not None:
             return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
         if cmd.email:
-            rows = (await self.client.query(
-                f"SELECT * FROM Customer WHERE PrimaryEmailAddr = {qbo_quote(cmd.email)}")).get("Customer") or []
+            rows = await self._by_email.get(cmd.email.strip().lower()) or []
             found = next((r for r in rows if _books_in(r, cmd)), None)
         else:  # the shared guest customer: known by its name alone
             found = await self.client.query_one(
@@ -203,7 +253,7 @@ class Dispatcher:
         if cached is not None:
             return self._item_result(cmd, cached.item_id, created=False)
         query = f"SELECT * FROM Item WHERE Name = {qbo_quote(cmd.name)}"
-        found = await self.client.query_one("Item", query)
+        found = await self._by_name.get(key)
         created = False
         if found is None:
             body: dict[str, Any] = {
@@ -243,8 +293,7 @@ class Dispatcher:
         names the order). One held by anything else raises DocNumberTaken: adopting it would mark this
         order booked with another order's — or a person's — document."""
         number = cmd.document.DocNumber
-        rows = (await self.client.query(
-            f"SELECT * FROM {cmd.doc_type} WHERE DocNumber = {qbo_quote(number)}")).get(cmd.doc_type) or []
+        rows = await self._documents_by_number(cmd.doc_type).get(number) or []
         for row in rows:
             if note_names_order(row.get("PrivateNote"), cmd.order_ref):
                 return dict(row)
@@ -256,8 +305,11 @@ class Dispatcher:
                 f"give that document another number (or void it), then `magqb dlq retry`")
         return None
 
-    async def _create_document(self, cmd: CreateDocument) -> DocumentCreated:
-        found = await self._find_document(cmd)
+    async def _create_document(self, cmd: CreateDocument, verify: bool) -> DocumentCreated:
+        remembered = self._documents.get(cmd.request_id)
+        if remembered is not None:  # this very command again (a duplicate record): this process booked it
+            return self._document_result(cmd, remembered, created=False)
+        found = await self._find_document(cmd) if verify else None
         created = False
         if found is None:
             try:
@@ -281,14 +333,18 @@ class Dispatcher:
                     f"{cmd.doc_type} Id={found.get('Id')} DocNumber {cmd.document.DocNumber} was booked for order "
                     f"{cmd.order_ref} earlier with TotalAmt {booked}; this order's document totals {expected}. "
                     f"Void or correct it in QuickBooks, then `magqb dlq retry`", reason="document_differs")
-        how = "created" if created else "found"
-        metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how=how).inc()
-        result = DocumentCreated(
+        self._documents[cmd.request_id] = found
+        while len(self._documents) > DOCUMENTS_REMEMBERED:
+            self._documents.popitem(last=False)
+        return self._document_result(cmd, found, created)
+
+    def _document_result(self, cmd: CreateDocument, found: dict[str, Any], created: bool) -> DocumentCreated:
+        metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how="created" if created else "found").inc()
+        return DocumentCreated(
             order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
             doc_type=cmd.doc_type, doc_number=str(found.get("DocNumber", cmd.document.DocNumber)),
             qbo_id=str(found["Id"]), total_amt=found.get("TotalAmt", 0), created=created,
         )
-        return result
 
 
 def _same_person(holder: dict[str, Any], cmd: EnsureCustomer) -> bool:

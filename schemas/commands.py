@@ -55,6 +55,9 @@ class CreateDocument(_Command):
     doc_type: DocType
     document: SalesDocument
     magento_grand_total: Decimal
+    # An earlier attempt for this order may have reached QuickBooks (a dlq retry, ids resolved again):
+    # the dispatcher looks the DocNumber up before creating. A fresh command goes straight to create.
+    verify: bool = False
 
 
 QboCommand = Annotated[EnsureCustomer | EnsureItem | CreateDocument, Field(discriminator="type")]

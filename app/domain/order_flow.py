@@ -173,6 +173,7 @@ def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: Mapping
         doc_type=mapped.doc_type,
         document=mapped.document,
         magento_grand_total=order.grand_total,
+        verify=bool(base.salt),  # a retry or a re-resolution: an earlier attempt may have reached QuickBooks
     )
     if mapped.mismatch is not None:
         m = mapped.mismatch

@@ -110,14 +110,16 @@ class Stack:
 
     # ---- the worker's own view
     def metric(self, name: str, **labels: str) -> float:
+        """The sum of `name`'s samples whose labels include `labels` (in any order); 0 when there are none."""
         status, raw = http("GET", f"{self.worker_url}/metrics")
         if status != 200:
             return 0.0
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        pattern = re.compile(rf"^{re.escape(name)}(?:\{{{re.escape(want)}\}})? ([0-9.e+-]+)$" if want
-                             else rf"^{re.escape(name)} ([0-9.e+-]+)$", re.M)
-        m = pattern.search(raw.decode())
-        return float(m.group(1)) if m else 0.0
+        total = 0.0
+        for m in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? ([0-9.e+-]+)$", raw.decode(), re.M):
+            have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(m.group(2))
+        return total
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.logs / f"{name}.log"

@@ -259,3 +259,25 @@ def test_unreadable_and_unhandleable_events_become_dead_letters_not_log_lines(st
         return sum(1 for d in asyncio.run(read_log(bootstrap)).letters if d.raw_bytes() == garbage_order) == 2
 
     poll(again, 60, "the retried bytes read again")
+
+
+def test_an_order_of_a_known_customer_and_items_costs_one_write_and_no_read(stack: Stack) -> None:
+    base = random.randint(7 * 10**8, 8 * 10**8)
+    email, sku = f"warm.{base}@example.com", f"WARM-{base}"
+    assert stack.post_order(make_order(base, email, [(sku, 1, "3.00")]))[0] == 202
+    poll(lambda: receipts(stack, f"MAG-{base:09d}"), 60, "the first order (customer and item resolved)")
+
+    def spent() -> tuple[int, int]:
+        """The worker's reads (it queries by POST; this test reads back by GET) and writes."""
+        requests = stack.sandbox_stats()["requests"]
+        reads = sum(n for k, n in requests.items() if k.startswith("POST /v3/query"))
+        writes = sum(n for k, n in requests.items() if k.startswith("POST /v3/") and not k.startswith("POST /v3/query"))
+        return reads, writes
+
+    before = spent()
+    assert stack.post_order(make_order(base + 1, email, [(sku, 2, "3.00")]))[0] == 202
+    poll(lambda: receipts(stack, f"MAG-{base + 1:09d}"), 60, "the second order")
+    after = spent()
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 1)
+    assert stack.metric("magqb_qbo_requests_total", entity="salesreceipt", kind="write", method="POST",
+                        status="200") >= 2

@@ -329,3 +329,52 @@ async def test_our_document_with_another_total_is_not_taken_as_this_booking(qbo_
     result = await dispatcher.handle(cmd)
     assert isinstance(result, GiveUp) and result.error_class == "document_differs"
     assert f"Id={older['Id']}" in result.message and "53.60" in result.message
+
+
+def _reads_and_writes(sb: RunningSandbox) -> tuple[int, int]:
+    requests = sb.sandbox.requests
+    reads = sum(n for k, n in requests.items() if k.startswith(("GET /v3/", "POST /v3/query")))
+    writes = sum(n for k, n in requests.items() if k.startswith("POST /v3/") and not k.startswith("POST /v3/query"))
+    return reads, writes
+
+
+async def test_a_fresh_document_costs_one_write_and_no_read(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    before = _reads_and_writes(qbo_sandbox)
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, DocumentCreated) and result.created
+    reads, writes = _reads_and_writes(qbo_sandbox)
+    assert (reads - before[0], writes - before[1]) == (0, 1)
+    again = await dispatcher.handle(cmd)  # the same command delivered twice to this process: no call at all
+    assert isinstance(again, DocumentCreated) and again.qbo_id == result.qbo_id
+    assert _reads_and_writes(qbo_sandbox) == (reads, writes)
+
+
+async def test_commit_then_fail_books_once_even_when_qbo_forgets_the_requestid(sandbox_factory, session,
+                                                                               tmp_path) -> None:
+    """Intuit's requestid de-duplication is not always honoured: with the sandbox forgetting every requestid,
+    the lookup that follows an ambiguous failure alone keeps the document single."""
+    sb = await sandbox_factory(quota_per_second=0, quota_per_minute=0, seed=3)
+    dispatcher, _ = make_dispatcher(sb, session, tmp_path)
+    cmd = await _booked_order_command(sb, dispatcher, "100000001")
+    sb.sandbox.faults.commit_then_fail_rate = 1.0
+    sb.sandbox.faults.requestid_forget_rate = 1.0
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, DocumentCreated) and result.created is False  # found by its DocNumber
+    assert len(sb.sandbox.company.rows("SalesReceipt")) == 1
+    # Without the lookup, the same command sent twice does make two documents here: the switch is real.
+    sb.sandbox.faults.commit_then_fail_rate = 0.0
+    other = await _booked_order_command(sb, dispatcher, "100000002")
+    status = []
+    async with aiohttp.ClientSession() as s:
+        token = (await (await s.post(sb.token_url, data={"grant_type": "refresh_token",
+                                                         "refresh_token": sb.config.refresh_token},
+                                     headers={"Authorization": sb.basic_auth()})).json())["access_token"]
+        for _ in range(2):
+            async with s.post(f"{sb.api}/salesreceipt", params={"requestid": other.request_id},
+                              data=jsonutil.dumps({**other.document.to_qbo(), "DocNumber": "FORGOT-1"}),
+                              headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}) as r:
+                status.append(r.status)
+    assert status == [200, 400]  # the second one is refused only by the duplicate-DocNumber check (6140)
+    assert sb.sandbox.injected["requestid_forgotten"] >= 1
