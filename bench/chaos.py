@@ -37,11 +37,14 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--skus", type=int, default=40)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every order to be booked")
+    ap.add_argument("--requestid-forget-rate", type=float, default=0.0,
+                    help="share of repeated requestids the sandbox answers as new (QBO not honouring them)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
     plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8,
-                     workers=2 if args.scenario in ("takeover", "rolling") else 1)
+                     workers=2 if args.scenario in ("takeover", "rolling") else 1,
+                     requestid_forget_rate=args.requestid_forget_rate)
     if args.scenario in ("term", "rolling"):
         # The reproduction: QBO answering in 250 ms (batches in flight at every stop), 8 % failures
         # and a short ladder (rungs holding records), no spurious 429s.

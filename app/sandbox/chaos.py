@@ -31,6 +31,10 @@ class FaultSettings(BaseModel):
     commit_then_fail_rate: float = Field(
         0.0, ge=0, le=1, description="share of creates that commit, then answer 500 or drop the connection"
     )
+    requestid_forget_rate: float = Field(
+        0.0, ge=0, le=1,
+        description="share of repeated requestids answered as if new (Intuit reports say requestid is not always honoured)",
+    )
     token_ttl: int = Field(3600, ge=1, description="access-token lifetime, seconds")
     refresh_token_grace: int = Field(24 * 3600, ge=0, description="seconds an older refresh token stays valid")
     quota_per_minute: int = Field(500, ge=0, description="requests per rolling minute per realm (0 = off)")

@@ -374,7 +374,9 @@ async def create_endpoint(request: web.Request) -> web.Response:
     key = f"{entity}\x1f{request_id}"
     # No await between the lookup and the store below: concurrent repeats cannot both create.
     if request_id and key in sandbox.idempotency:
-        return _raw(*sandbox.idempotency[key])
+        if not sandbox.dice.hit(sandbox.faults.requestid_forget_rate):
+            return _raw(*sandbox.idempotency[key])
+        sandbox.injected["requestid_forgotten"] += 1  # handled as a new request: a second document if nothing else stops it
     try:
         payload = jsonutil.loads_decimal(raw)
         include = {v.strip().lower() for v in request.query.get("include", "").split(",")}

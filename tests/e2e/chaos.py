@@ -40,6 +40,7 @@ class ChaosPlan:
     commit_then_fail_rate: float = 0.02
     latency_ms: int = 0  # > 0: QBO answers this late, so batches are in flight when a worker stops
     hang_rate: float = 0.0
+    requestid_forget_rate: float = 0.0  # > 0: QBO does not honour requestid (the lookups alone must hold)
     token_ttl: int = 20
     quota_per_minute: int = 0  # 0 = off; 500 is QBO's real quota
     quota_per_second: int = 0
@@ -123,7 +124,8 @@ class ChaosRun:
               "--fail-rate", str(p.fail_rate), "--throttle-rate", str(p.throttle_rate),
               "--commit-then-fail-rate", str(p.commit_then_fail_rate), "--token-ttl", str(p.token_ttl),
               "--quota-per-minute", str(p.quota_per_minute), "--quota-per-second", str(p.quota_per_second),
-              "--latency-ms", str(p.latency_ms), "--hang-rate", str(p.hang_rate))
+              "--latency-ms", str(p.latency_ms), "--hang-rate", str(p.hang_rate),
+              "--requestid-forget-rate", str(p.requestid_forget_rate))
         start(s, "ingress", "ingress", "--port", str(ingress_port))
         for n in range(p.workers):
             self.start_worker(f"worker{n}")

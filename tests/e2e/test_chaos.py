@@ -51,8 +51,9 @@ def book_all(run: ChaosRun, timeout: float, after_post: Callable[[int], None] = 
 
 
 def test_faults_and_expiring_tokens_book_every_order_exactly_once(chaos) -> None:
-    """10 % 5xx, 5 % spurious 429, 2 % commit-then-fail, access tokens living 20 s."""
-    report = book_all(chaos(orders=30, customers=10, skus=8), timeout=240)
+    """10 % 5xx, 5 % spurious 429, 2 % commit-then-fail, access tokens living 20 s — and QBO forgetting every
+    requestid, so the lookups after ambiguous failures alone keep each document single."""
+    report = book_all(chaos(orders=30, customers=10, skus=8, requestid_forget_rate=1.0), timeout=240)
     exact(report)
     assert sum(report.injected.values()) > 0  # the faults really happened
 
@@ -60,7 +61,7 @@ def test_faults_and_expiring_tokens_book_every_order_exactly_once(chaos) -> None
 def test_worker_killed_three_times_mid_run(chaos) -> None:
     """SIGKILL at random points, three times, under the same faults: each restart must pick up every record
     its predecessor fetched but never finished (see app/adapters/faust_consumer.py for how that once failed)."""
-    run = chaos(orders=30, customers=10, skus=8, seed=11)
+    run = chaos(orders=30, customers=10, skus=8, seed=11, requestid_forget_rate=1.0)
     rng = random.Random(3)
 
     def kill(n: int) -> None:
