@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from app.cli import _check_port, _fail, _serve_until_signal
+from app.cli.common import check_port as _check_port
+from app.cli.common import fail as _fail
+from app.cli.common import serve_until_signal as _serve_until_signal
 from app.sandbox.chaos import FaultSettings
 
 log = logging.getLogger("magqb")

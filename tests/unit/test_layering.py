@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ALLOWED: set[Path] = set()  # app/cli.py loads app.sandbox.cli lazily, by name
+ALLOWED: set[Path] = set()  # app/cli loads app.sandbox.cli lazily, by name
 
 
 def imports(path: Path) -> set[str]:
