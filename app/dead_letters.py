@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from app import jsonutil, topics
+from app.adapters import kafka_io
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, command_adapter
 from schemas.dead_letter import DeadLetter, DeadLetterAction
 
@@ -58,7 +59,7 @@ async def read_log(bootstrap: str, timeout_ms: int = 2000) -> DeadLetterLog:
             for record in batch.get(tp, []):
                 _take(log, record.value or b"")
     finally:
-        await consumer.stop()
+        await kafka_io.close(consumer)
     return log
 
 

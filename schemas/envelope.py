@@ -28,9 +28,17 @@ class OrderEnvelope(BaseModel):
     order: dict[str, Any]
     # Set by `magqb dlq retry`: the dead letter this delivery retries (it salts the request ids).
     retry_of: str | None = None
+    # Set by `magqb replay`, `reconcile --fix` and `magqb import`: the run that (re-)fed this event, and
+    # the event it copies (replays). A replayed event of a booked order changes nothing; a missing or parked one is booked
+    # under request ids of the run, with a DocNumber lookup first (an earlier attempt may have landed).
+    replay_id: str | None = None
+    replay_of: str | None = None
+    # `reconcile --fix`: the order is booked but QuickBooks lacks its document: look it up by DocNumber
+    # and create it only if it is really not there.
+    recheck: bool = False
 
 
-def envelope_bytes(order: dict[str, Any], source: str) -> tuple[str, bytes]:
+def envelope_bytes(order: dict[str, Any], source: str, **extra: Any) -> tuple[str, bytes]:
     """(event id, serialized OrderEnvelope) for a verified order, without a model round-trip:
     the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope."""
     event_id = uuid.uuid4().hex
@@ -40,6 +48,7 @@ def envelope_bytes(order: dict[str, Any], source: str) -> tuple[str, bytes]:
         "received_at": datetime.now(UTC).isoformat(),
         "source": source,
         "order": order,
+        **extra,
     }
     return event_id, jsonutil.dumps(body)
 

@@ -14,6 +14,7 @@ from app import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingress": ("app.cli.service", "ingress"),
     "worker": ("app.cli.service", "worker"),
+    "import": ("app.cli.history", "import_orders"),
     "dlq": ("app.cli.dlq", "dlq"),
     "mapping": ("app.cli.tools", "mapping"),
     "create-topics": ("app.cli.tools", "create_topics"),

@@ -1,0 +1,127 @@
+"""`magqb import`: Magento's order history into `magento.orders`, exactly as the ingress would write it.
+
+Each order becomes the ingress's envelope (`source: "import"`, keyed by `entity_id`) on the order's
+partition; the orders agent books it once however often it arrives, so importing a range twice, or
+a range whose orders came by webhook too, books nothing twice. A page's orders are acknowledged by
+Kafka before the checkpoint moves past the page: an interrupted import resumes after the last
+order of the last page wholly published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from app import topics
+from app.adapters.magento_api import MagentoClient
+from app.domain.order_search import OrderSearch, Pager
+from app.ingress.server import DEAD_LETTER_RESERVE
+from app.private_files import private_dir
+from schemas.envelope import envelope_bytes
+from schemas.magento import MagentoOrder
+
+log = logging.getLogger("magqb.import")
+SOURCE = "import"
+
+
+@dataclass
+class ImportProgress:
+    """What the checkpoint file holds, and what the summary says."""
+
+    search: str
+    after_id: int = 0  # the last entity_id taken: the next page starts after it
+    seen: int = 0
+    total: int | None = None
+    pages: int = 0
+    published: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)  # "entity_id increment_id: reason", the first 100
+    finished: bool = False
+
+
+class Checkpoint:
+    """One JSON file per search under MAGQB_DATA_DIR/imports, rewritten atomically after each page."""
+
+    def __init__(self, data_dir: Path, search: OrderSearch) -> None:
+        self.path = data_dir / "imports" / f"{search.fingerprint()}.json"
+        self.search = search
+
+    def load(self) -> ImportProgress | None:
+        """The interrupted run of this same search, if there is one."""
+        try:
+            data = json.loads(self.path.read_text())
+            progress = ImportProgress(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        return None if progress.finished else progress
+
+    def save(self, progress: ImportProgress) -> None:
+        private_dir(self.path.parent)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(progress)))
+        os.replace(tmp, self.path)
+
+
+def order_record(raw: dict[str, Any], max_event_bytes: int, run: str = "") -> tuple[str, bytes] | str:
+    """(key, envelope) for one order of a search page, or why it cannot be imported. `run` marks the
+    event as the import's (like a replay's): a parked order it brings again is booked under request
+    ids of its own, its DocNumber looked up first; a booked one costs the worker nothing."""
+    try:
+        order = MagentoOrder.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(order)"
+        return f"not a Magento order: {where}: {first['msg']} ({exc.error_count()} error(s))"
+    _, value = envelope_bytes(raw, SOURCE, **({"replay_id": run} if run else {}))
+    room = max_event_bytes - DEAD_LETTER_RESERVE
+    if len(value) > room:
+        return f"too large: {len(value)} bytes as an event, at most {room} fit"
+    return order.key, value
+
+
+async def run_import(client: MagentoClient, producer: AIOKafkaProducer | None, search: OrderSearch,
+                     checkpoint: Checkpoint, max_event_bytes: int,
+                     on_page: Callable[[ImportProgress], None] = lambda p: None,
+                     resume: bool = True) -> ImportProgress:
+    """Page through the search and publish every order; `producer=None` is a dry run (counts only)."""
+    progress = (checkpoint.load() if resume else None) or ImportProgress(search=search.describe())
+    pager = Pager(search.page_size, after_id=progress.after_id, seen=progress.seen, total=progress.total)
+    while not pager.done():
+        page = await client.orders_page(search, pager.after_id)
+        orders = pager.take(page)
+        progress.skipped += len(page.items) - len(orders)
+        futures = []
+        for raw in orders:
+            record = order_record(raw, max_event_bytes, f"import-{search.fingerprint()}")
+            if isinstance(record, str):
+                progress.failed += 1
+                ref = f"{raw.get('entity_id', '?')} {raw.get('increment_id', '?')}"
+                if len(progress.failures) < 100:
+                    progress.failures.append(f"{ref}: {record}")
+                log.warning("order_id=%s order=%s not imported: %s", raw.get("entity_id", "?"),
+                            raw.get("increment_id", "?"), record)
+                continue
+            key, value = record
+            if producer is not None:
+                futures.append(await producer.send(topics.ORDERS, value, key=key.encode()))
+            progress.published += 1
+        for fut in futures:
+            await fut  # the page is durable before the checkpoint passes it
+        progress.pages += 1
+        progress.after_id, progress.seen, progress.total = pager.after_id, pager.seen, pager.total
+        if producer is not None:
+            checkpoint.save(progress)
+        on_page(progress)
+    progress.finished = True
+    if producer is not None:
+        checkpoint.save(progress)
+    return progress
