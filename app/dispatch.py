@@ -305,11 +305,20 @@ class Dispatcher:
                 f"give that document another number (or void it), then `magqb dlq retry`")
         return None
 
+    async def _known_document(self, cmd: CreateDocument) -> dict[str, Any] | None:
+        """The document the order was booked as, if QuickBooks still has it (a deleted one is gone)."""
+        assert cmd.known_id is not None
+        row = await self.client.query_one(cmd.doc_type, f"SELECT * FROM {cmd.doc_type} WHERE Id = "
+                                                        f"{qbo_quote(cmd.known_id)}")
+        return dict(row) if row else None
+
     async def _create_document(self, cmd: CreateDocument, verify: bool) -> DocumentCreated:
         remembered = self._documents.get(cmd.request_id)
         if remembered is not None:  # this very command again (a duplicate record): this process booked it
             return self._document_result(cmd, remembered, created=False)
-        found = await self._find_document(cmd) if verify else None
+        found = await self._known_document(cmd) if verify and cmd.known_id else None
+        if found is None and verify:
+            found = await self._find_document(cmd)
         created = False
         if found is None:
             try:

@@ -58,6 +58,9 @@ class CreateDocument(_Command):
     # An earlier attempt for this order may have reached QuickBooks (a dlq retry, ids resolved again):
     # the dispatcher looks the DocNumber up before creating. A fresh command goes straight to create.
     verify: bool = False
+    # `reconcile --fix` on a booked order: the QBO Id it was booked as. If that document still exists
+    # (renumbered, its note edited) it is the order's document, and nothing is created.
+    known_id: str | None = None
 
 
 QboCommand = Annotated[EnsureCustomer | EnsureItem | CreateDocument, Field(discriminator="type")]

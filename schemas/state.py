@@ -18,6 +18,21 @@ class TotalMismatchRecord(BaseModel):
     difference: Decimal
 
 
+class HistoryEntry(BaseModel):
+    """One step of an order's story, for `magqb status`: an event received, a command sent, a result."""
+
+    model_config = ConfigDict(frozen=True)
+    at: datetime
+    what: str  # order event | command | result | parked
+    detail: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+HISTORY_MAX = 40
+
+
 class OrderState(BaseModel):
     """Where an order stands. `resolving`: waiting for its customer/items; `requested`: the
     create-document command is out; `synced`: the QBO document exists; `failed`: a command
@@ -47,6 +62,9 @@ class OrderState(BaseModel):
     mismatch: TotalMismatchRecord | None = None
     error: str | None = None
     duplicates_seen: int = 0
+    total_amt: Decimal | None = None
+    # The order's story, newest last, at most HISTORY_MAX steps (the first one always kept).
+    history: list[HistoryEntry] = Field(default_factory=list)
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -59,3 +77,11 @@ class CustomerEntry(BaseModel):
 class ItemEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
     item_id: str
+
+
+def with_history(state: OrderState, *entries: HistoryEntry) -> OrderState:
+    """`state` with `entries` appended to its story, capped (the first step, how it came, is kept)."""
+    history = [*state.history, *entries]
+    if len(history) > HISTORY_MAX:
+        history = [history[0], *history[-(HISTORY_MAX - 1):]]
+    return state.model_copy(update={"history": history, "updated_at": datetime.now(UTC)})

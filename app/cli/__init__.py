@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingress": ("app.cli.service", "ingress"),
     "worker": ("app.cli.service", "worker"),
     "import": ("app.cli.history", "import_orders"),
+    "replay": ("app.cli.replay", "replay"),
+    "status": ("app.cli.status", "status"),
     "dlq": ("app.cli.dlq", "dlq"),
     "mapping": ("app.cli.tools", "mapping"),
     "create-topics": ("app.cli.tools", "create_topics"),

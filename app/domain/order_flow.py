@@ -174,6 +174,7 @@ def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: Mapping
         document=mapped.document,
         magento_grand_total=order.grand_total,
         verify=bool(base.salt),  # a retry or a re-resolution: an earlier attempt may have reached QuickBooks
+        known_id=base.qbo_id,  # set only when a booked order is checked again (`reconcile --fix`)
     )
     if mapped.mismatch is not None:
         m = mapped.mismatch
@@ -204,19 +205,36 @@ def on_order(
     cfg: MappingConfig,
     realm_id: str,
     retry_of: str | None = None,
+    replay_id: str | None = None,
+    recheck: bool = False,
 ) -> Decision:
     """A Magento order event arrived (first delivery, duplicate webhook, replay or `dlq retry`)."""
+    # A replay (and a retry) books under request ids of its own, so QBO does not answer with what it
+    # answered an earlier attempt; and since that attempt may have created the document, the
+    # dispatcher looks its DocNumber up first (a non-empty salt asks for that).
+    salt = retry_of or (f"replay:{replay_id}" if replay_id else "")
+    cancelled = (order.state or "").lower() == "canceled"
+    if state is not None and state.status == "synced" and recheck and not cancelled:
+        # `reconcile --fix` found no document for a booked order: ask again — its known Id first, then its
+        # DocNumber — and create only if neither is there. What it was booked as stays until then.
+        base = state.model_copy(update={"status": "resolving", "event_id": event_id, "order": raw_order,
+                                        "salt": salt or f"recheck:{event_id}", "outstanding": [], "error": None})
+        return _advance(order, base, customers, items, cfg, realm_id)
     if state is not None and state.status not in ("failed", "skipped"):
-        # Already in progress or booked: a duplicate delivery or a replay books nothing.
+        # Already in progress or booked: a duplicate delivery or a replay books nothing. A replayed
+        # event does not even count (a replay of 100,000 booked orders writes nothing).
+        if replay_id:
+            return Decision(state=None, outcome="duplicate")
         return Decision(
             state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}), outcome="duplicate"
         )
-    if (order.state or "").lower() == "canceled":
+    if cancelled:
         # Never booked and already cancelled (e.g. the original of an edited order): nothing to book.
         return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
-                                         error="cancelled in Magento before it was booked"), outcome="skipped")
+                                         error="cancelled in Magento before it was booked",
+                                         history=state.history if state is not None else []), outcome="skipped")
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
-                      salt=retry_of or "")
+                      salt=salt, history=state.history if state is not None else [])
     return _advance(order, base, customers, items, cfg, realm_id)
 
 
@@ -248,7 +266,7 @@ def on_result(
         return Decision(
             state=state.model_copy(update={"status": "synced", "qbo_id": result.qbo_id, "order": None, "error": None,
                                            "outstanding": [], "doc_type": result.doc_type,
-                                           "doc_number": result.doc_number}),
+                                           "doc_number": result.doc_number, "total_amt": result.total_amt}),
             outcome="synced",
         )
     if isinstance(result, CommandFailed):

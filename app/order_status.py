@@ -1,0 +1,117 @@
+"""`magqb status`: one order's story from what Kafka holds — fast, without scanning the log.
+
+The order-state row (found by reading the changelog backwards) carries the order's story: each event
+received (topic, partition, offset), each command sent, each result. Commands still out are looked
+for on the retry rungs between the workers' committed offsets and the end (that is all that waits
+there), which gives their attempts and next retry time. Dead letters come from their topic.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from app import jsonutil, order_log, topics
+from app.adapters import kafka_io
+from app.dead_letters import read_log
+from app.domain.retry_ladder import attempts_of, due_of, history_of
+
+
+async def pending_retries(bootstrap: str, app_id: str, rung_topics: tuple[str, ...],
+                          request_ids: set[str]) -> list[dict[str, Any]]:
+    """Commands of these request ids waiting on a retry rung: rung, attempts, due time, last error."""
+    if not request_ids:
+        return []
+    out: list[dict[str, Any]] = []
+    c = kafka_io.consumer(bootstrap, "magqb-status")
+    await c.start()
+    try:
+        for rung in rung_topics:
+            tps = await kafka_io.partitions(c, rung)
+            if not tps:
+                continue
+            done = await kafka_io.committed(bootstrap, app_id, rung)
+            firsts = await c.beginning_offsets(tps)
+            ends = await c.end_offsets(tps)
+            spans = [kafka_io.Span(tp, max(firsts[tp], done.get(tp.partition, 0)), ends[tp]) for tp in tps]
+            async for batch in kafka_io.read_spans(c, spans):
+                for r in batch:
+                    try:
+                        rid = jsonutil.loads(r.value or b"{}").get("request_id")
+                    except (ValueError, AttributeError):
+                        continue
+                    if rid in request_ids:
+                        headers = {k: v for k, v in r.headers}
+                        history = history_of(headers)
+                        out.append({"request_id": rid, "rung": rung, "attempts": attempts_of(headers),
+                                    "next_retry_at": datetime.fromtimestamp(due_of(headers), UTC).isoformat(),
+                                    "next_retry_in_seconds": round(max(0.0, due_of(headers) - time.time())),
+                                    "last_error": str(history[-1].get("message", ""))[:300] if history else ""})
+    finally:
+        await kafka_io.close(c)
+    return out
+
+
+async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
+    bootstrap, app_id = settings.kafka_bootstrap_servers, settings.app_id
+    found = await order_log.find_state(bootstrap, app_id, wanted)
+    if found is None:
+        return await _not_handled(settings, wanted)
+    st = found.state
+    events = [h.model_dump(mode="json") for h in st.history if h.what == "order event"]
+    story = [h.model_dump(mode="json") for h in st.history]
+    retries = await pending_retries(bootstrap, app_id, tuple(r.topic for r in settings.retry_ladder),
+                                    set(st.outstanding))
+    letters = [
+        {"id": d.id, "status": status, "reason": d.reason, "command_type": d.command_type,
+         "dead_at": d.dead_at.isoformat(), "attempts": len(d.attempts),
+         "fault": (d.attempts[-1].fault if d.attempts else None),
+         "last_error": d.attempts[-1].message[:300] if d.attempts else ""}
+        for d, status in (await _letters(bootstrap, found.order_id))
+    ]
+    document = None
+    if st.qbo_id:
+        document = {"type": st.doc_type, "Id": st.qbo_id, "DocNumber": st.doc_number,
+                    "TotalAmt": str(st.total_amt) if st.total_amt is not None else None}
+    return {
+        "order_id": found.order_id, "order_ref": st.order_ref, "state": st.status,
+        "updated_at": st.updated_at.isoformat(), "error": st.error, "duplicates_seen": st.duplicates_seen,
+        "doc_type": st.doc_type, "doc_number": st.doc_number, "document": document,
+        "outstanding_commands": list(st.outstanding), "retries": retries, "events": events, "story": story,
+        "dead_letters": letters,
+    }
+
+
+async def _letters(bootstrap: str, order_id: str) -> list[tuple[Any, str]]:
+    log = await read_log(bootstrap)
+    return [(d, log.status(d)) for d in log.letters if d.order_id == order_id]
+
+
+async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
+    """No state: maybe received and not handled yet (a worker is behind or down)."""
+    if not wanted.isdigit():
+        return None
+    bootstrap = settings.kafka_bootstrap_servers
+    c = kafka_io.consumer(bootstrap, "magqb-status")
+    await c.start()
+    try:
+        tps = await kafka_io.partitions(c, topics.ORDERS)
+        part = order_log.order_partitions(len(tps), [wanted])[wanted] if tps else 0
+        records = await order_log.records_of(c, topics.ORDERS, wanted, None, partitions=[part])
+    finally:
+        await kafka_io.close(c)
+    if not records:
+        return None
+    events = []
+    for r in records:
+        try:
+            data = jsonutil.loads(r.value or b"{}")
+        except ValueError:
+            data = {}
+        events.append({"at": data.get("received_at"), "what": "order event",
+                       "detail": f"{data.get('source', '?')} event {data.get('event_id', '?')}: not handled yet",
+                       "topic": r.topic, "partition": r.partition, "offset": r.offset})
+    return {"order_id": wanted, "order_ref": "?", "state": "received", "events": events, "story": events,
+            "retries": [], "dead_letters": [], "document": None, "outstanding_commands": [],
+            "error": "received but no worker has handled it yet (is a worker running? `magqb replay` is not needed)"}
