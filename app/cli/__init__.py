@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("app.cli.history", "import_orders"),
     "replay": ("app.cli.replay", "replay"),
     "status": ("app.cli.status", "status"),
+    "reconcile": ("app.cli.reconcile", "reconcile"),
     "dlq": ("app.cli.dlq", "dlq"),
     "mapping": ("app.cli.tools", "mapping"),
     "create-topics": ("app.cli.tools", "create_topics"),

@@ -1,0 +1,195 @@
+"""`magqb reconcile`: the orders of the log against the documents in QuickBooks, for a date range.
+
+The log side is every order event of `magento.orders` (the latest event of each order) with the
+order-state table beside it; the QuickBooks side is every SalesReceipt and Invoice dated in the range
+(a day of slack each side: TxnDate is the store's calendar day, created_at is UTC), read in pages
+of 1,000 — a handful of reads for a month. `compare` is pure; the rest is IO.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import ValidationError
+
+from app import jsonutil, topics
+from app.adapters import kafka_io
+from app.adapters.qbo_client import QboClient
+from app.domain.mapping import MappingConfig, doc_number
+from app.domain.naming import qbo_quote
+from schemas.magento import MagentoOrder
+from schemas.state import OrderState
+
+DOC_TYPES = ("SalesReceipt", "Invoice")
+PAGE = 1000
+
+
+@dataclass
+class LogOrder:
+    order_id: str
+    order_ref: str
+    created_at: datetime | None
+    grand_total: Decimal | None
+    doc_number: str
+    cancelled: bool  # cancelled in Magento (nothing is booked for it unless it was booked before)
+    state: OrderState | None = None
+
+
+@dataclass(frozen=True)
+class QboDoc:
+    doc_type: str
+    qbo_id: str
+    doc_number: str
+    total: Decimal
+    txn_date: str | None = None
+
+
+@dataclass
+class Finding:
+    kind: str  # missing | booked_twice | total_differs | unknown
+    order_id: str = ""
+    order_ref: str = ""
+    doc_number: str = ""
+    magento_total: Decimal | None = None
+    qbo_total: Decimal | None = None
+    qbo_ids: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"kind": self.kind, "order_id": self.order_id, "order_ref": self.order_ref,
+                "doc_number": self.doc_number,
+                "magento_total": str(self.magento_total) if self.magento_total is not None else "",
+                "qbo_total": str(self.qbo_total) if self.qbo_total is not None else "",
+                "qbo_ids": ",".join(self.qbo_ids), "detail": self.detail}
+
+
+COLUMNS = ("kind", "order_id", "order_ref", "doc_number", "magento_total", "qbo_total", "qbo_ids", "detail")
+
+
+def _why_missing(o: LogOrder) -> str:
+    s = o.state
+    if s is None:
+        return "never handled by a worker (replay books it)"
+    if s.status == "synced":
+        return f"booked as {s.doc_type} Id={s.qbo_id}, but QuickBooks has no document with its DocNumber"
+    if s.status == "failed":
+        return f"parked: {(s.error or '?')[:200]} (see `magqb dlq list`)"
+    if s.status in ("resolving", "requested"):
+        return f"in progress ({s.status}): commands are out"
+    return s.status
+
+
+def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc], prefix: str) -> list[Finding]:
+    """The differences between the orders of the range and QuickBooks' documents. `known_numbers` is
+    every DocNumber of every order in the log (in the range or not): a document is unknown only when
+    no order anywhere in the log would have it."""
+    by_number: dict[str, list[QboDoc]] = defaultdict(list)
+    for d in docs:
+        by_number[d.doc_number].append(d)
+    out: list[Finding] = []
+    for o in in_range:
+        found = by_number.get(o.doc_number, [])
+        if not found:
+            if o.cancelled or (o.state is not None and o.state.status == "skipped"):
+                continue  # cancelled in Magento: nothing belongs in the books (a booked one's document removed)
+            out.append(Finding("missing", o.order_id, o.order_ref, o.doc_number, o.grand_total, None, [],
+                               _why_missing(o)))
+        elif len(found) > 1:
+            out.append(Finding("booked_twice", o.order_id, o.order_ref, o.doc_number, o.grand_total,
+                               sum((d.total for d in found), Decimal(0)), [f"{d.doc_type}:{d.qbo_id}" for d in found],
+                               f"{len(found)} documents carry its DocNumber"))
+        elif o.grand_total is not None and found[0].total != o.grand_total:
+            d = found[0]
+            out.append(Finding("total_differs", o.order_id, o.order_ref, o.doc_number, o.grand_total, d.total,
+                               [f"{d.doc_type}:{d.qbo_id}"], f"difference {d.total - o.grand_total}"))
+    for number, found in sorted(by_number.items()):
+        if prefix and number.startswith(prefix) and number not in known_numbers:  # no prefix: ours are not told
+            for d in found:
+                out.append(Finding("unknown", "", "", number, None, d.total, [f"{d.doc_type}:{d.qbo_id}"],
+                                   f"a {d.doc_type} dated {d.txn_date or '?'} with our prefix; no order in the log "
+                                   "has this DocNumber"))
+    return out
+
+
+def _money(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingConfig, since: datetime,
+                          until: datetime | None,
+                          on_batch: Callable[[int, int], None] = lambda d, t: None) -> tuple[list[LogOrder], set[str]]:
+    """(the orders created in [since, until), every DocNumber the log's orders have)."""
+    tps = await kafka_io.partitions(c, topics.ORDERS)
+    starts = await c.beginning_offsets(tps)
+    ends = await c.end_offsets(tps)
+    spans = [kafka_io.Span(tp, starts[tp], ends[tp]) for tp in tps]
+    total = sum(s.size for s in spans)
+    latest: dict[str, dict[str, Any]] = {}
+    done = 0
+    async for batch in kafka_io.read_spans(c, spans):
+        for r in batch:
+            try:
+                data = jsonutil.loads(r.value or b"")
+                order = data.get("order") if isinstance(data, dict) else None
+            except ValueError:
+                order = None
+            if isinstance(order, dict) and r.key:
+                latest[r.key.decode(errors="replace")] = order
+        done += len(batch)
+        on_batch(done, total)
+    known: set[str] = set()
+    in_range: list[LogOrder] = []
+    for key, raw in latest.items():
+        state = states.get(key)
+        ref = str(raw.get("increment_id") or key)
+        number = (state.doc_number if state is not None and state.doc_number else
+                  doc_number(SimpleNamespace(order_ref=ref), cfg.doc_number_prefix))  # type: ignore[arg-type]
+        known.add(number)
+        try:
+            order = MagentoOrder.model_validate(raw)
+        except ValidationError:
+            continue  # never bookable; its dead letter tells
+        created = order.created_at.replace(tzinfo=UTC) if order.created_at else None
+        if created is None or created < since or (until is not None and created >= until):
+            continue
+        in_range.append(LogOrder(key, order.order_ref, created, order.grand_total, number,
+                                 (order.state or "").lower() == "canceled", state))
+    return in_range, known
+
+
+async def read_documents(client: QboClient, since: date, until: date,
+                         on_page: Callable[[int], None] = lambda n: None) -> tuple[list[QboDoc], int]:
+    """Every SalesReceipt and Invoice with TxnDate in [since, until], 1,000 a page: (documents, reads)."""
+    docs: list[QboDoc] = []
+    reads = 0
+    for entity in DOC_TYPES:
+        start = 1
+        while True:
+            sql = (f"SELECT * FROM {entity} WHERE TxnDate >= {qbo_quote(since.isoformat())} AND TxnDate <= "
+                   f"{qbo_quote(until.isoformat())} ORDERBY Id STARTPOSITION {start} MAXRESULTS {PAGE}")
+            rows = (await client.query(sql)).get(entity) or []
+            reads += 1
+            for row in rows:
+                total = _money(row.get("TotalAmt"))
+                if row.get("DocNumber") and total is not None:
+                    docs.append(QboDoc(entity, str(row.get("Id")), str(row["DocNumber"]), total, row.get("TxnDate")))
+            on_page(len(docs))
+            if len(rows) < PAGE:
+                break
+            start += PAGE
+    return docs, reads
+
+
+def qbo_window(since: datetime, until: datetime | None) -> tuple[date, date]:
+    """TxnDate is the store's day: a day of slack each side of the UTC range."""
+    end = until or datetime.now(UTC)
+    return (since.astimezone(UTC) - timedelta(days=1)).date(), (end.astimezone(UTC) + timedelta(days=1)).date()

@@ -1,0 +1,47 @@
+"""The books against the log: every kind of difference `magqb reconcile` reports, and none when they match."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from app.reconcile import LogOrder, QboDoc, compare
+from schemas.state import OrderState
+
+D = Decimal
+
+
+def order(n: int, total: str = "10.00", state: str | None = "synced", cancelled: bool = False) -> LogOrder:
+    st = OrderState(status=state, order_ref=f"{n:09d}", event_id="e", qbo_id="1", doc_type="SalesReceipt",
+                    error="mapping: no tax code") if state else None  # type: ignore[arg-type]
+    return LogOrder(str(n), f"{n:09d}", datetime(2033, 2, 3, tzinfo=UTC), D(total), f"MAG-{n:09d}", cancelled, st)
+
+
+def doc(n: int | str, total: str = "10.00", qbo_id: str = "1", doc_type: str = "SalesReceipt") -> QboDoc:
+    number = n if isinstance(n, str) else f"MAG-{n:09d}"
+    return QboDoc(doc_type, qbo_id, number, D(total), "2033-02-03")
+
+
+def test_matching_books_have_no_findings() -> None:
+    orders = [order(1), order(2, "99.95")]
+    assert compare(orders, {o.doc_number for o in orders}, [doc(1), doc(2, "99.95")], "MAG-") == []
+
+
+def test_each_kind_of_difference_is_reported_with_its_figures() -> None:
+    orders = [order(1), order(2), order(3, "20.00"), order(4, state="failed"), order(5, state=None)]
+    known = {o.doc_number for o in orders} | {"MAG-000000777"}  # an order outside the range
+    docs = [doc(2, qbo_id="7"), doc(2, qbo_id="8", doc_type="Invoice"), doc(3, "19.99"), doc("MAG-X1", "5.00", "9"),
+            doc("MAG-000000777"), doc("OTHER-1")]
+    found = {(f.kind, f.order_id or f.doc_number): f for f in compare(orders, known, docs, "MAG-")}
+    assert set(found) == {("missing", "1"), ("booked_twice", "2"), ("total_differs", "3"), ("missing", "4"),
+                          ("missing", "5"), ("unknown", "MAG-X1")}
+    assert found[("booked_twice", "2")].qbo_ids == ["SalesReceipt:7", "Invoice:8"]
+    assert (found[("total_differs", "3")].magento_total, found[("total_differs", "3")].qbo_total) == (D("20.00"),
+                                                                                                    D("19.99"))
+    assert "QuickBooks has no document" in found[("missing", "1")].detail
+    assert found[("missing", "4")].detail.startswith("parked: mapping: no tax code")
+    assert "never handled" in found[("missing", "5")].detail
+
+
+def test_an_order_cancelled_before_booking_needs_no_document() -> None:
+    assert compare([order(1, state="skipped"), order(2, state=None, cancelled=True)], set(), [], "MAG-") == []
