@@ -248,8 +248,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     metrics.REALM_BLOCKED.labels(realm=realm).set(1)
                     if time.monotonic() - last_blocked_log >= BLOCKED_RECHECK_SECONDS:
                         last_blocked_log = time.monotonic()
-                        log.error("realm=%s dispatch stopped: %s. Put a new refresh token in the token store "
-                                  "(or QUICKBOOKS_REFRESH_TOKEN with an empty store); nothing is acknowledged, "
+                        log.error("realm=%s dispatch stopped: %s. Give the realm a new refresh token: `magqb connect` "
+                                  "(or `magqb token set`); nothing is acknowledged, "
                                   "retrying every %.0fs", realm, blocked, BLOCKED_RECHECK_SECONDS)
                     await pause(BLOCKED_RECHECK_SECONDS, stopping)
 

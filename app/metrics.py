@@ -58,6 +58,10 @@ CIRCUIT_OPEN = Gauge("magqb_qbo_circuit_open", "1 while the realm's circuit brea
 REALM_BLOCKED = Gauge(
     "magqb_qbo_realm_blocked", "1 while dispatch for the realm is stopped (refresh token refused).", ["realm"]
 )
+REFRESH_TOKEN_EXPIRY = Gauge(
+    "magqb_qbo_refresh_token_expiry_seconds",
+    "Seconds until the realm's refresh token expires (the earlier of its rolling and hard expiry).", ["realm"]
+)
 RETRIES = Counter("magqb_retries", "Commands sent to a delay topic, by rung.", ["rung"])
 DEAD_LETTERS = Counter("magqb_dead_letters", "Commands dead-lettered, by reason.", ["reason"])
 CONSUMER_REWINDS = Counter(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 QBO_PRODUCTION_API = "https://quickbooks.api.intuit.com"
 QBO_SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com"
 QBO_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+QBO_AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
 
 
 class SettingsError(Exception):
@@ -38,13 +39,18 @@ class Settings(BaseSettings):
     # QuickBooks Online
     quickbooks_client_id: str = Field(validation_alias="QUICKBOOKS_CLIENT_ID")
     quickbooks_client_secret: SecretStr = Field(validation_alias="QUICKBOOKS_CLIENT_SECRET")
-    quickbooks_refresh_token: SecretStr = Field(validation_alias="QUICKBOOKS_REFRESH_TOKEN")
+    # The first refresh token only (rotated ones live in the token store); `magqb connect` gets one instead.
+    quickbooks_refresh_token: SecretStr = Field(SecretStr(""), validation_alias="QUICKBOOKS_REFRESH_TOKEN")
     quickbooks_realm_id: str = Field(validation_alias="QUICKBOOKS_REALM_ID")
     quickbooks_sandbox: bool = Field(True, validation_alias="QUICKBOOKS_SANDBOX")
     quickbooks_api_base_url: str = Field("", validation_alias="QUICKBOOKS_API_BASE_URL")
     quickbooks_token_url: str = Field(QBO_TOKEN_URL, validation_alias="QUICKBOOKS_TOKEN_URL")
     quickbooks_minor_version: int = Field(75, validation_alias="QUICKBOOKS_MINOR_VERSION")
     quickbooks_timeout_seconds: float = Field(30.0, validation_alias="QUICKBOOKS_TIMEOUT_SECONDS")
+    # `magqb connect`: Intuit's consent page, and where it sends the browser back (registered in the app's
+    # settings at developer.intuit.com; a loopback URI, which `magqb connect` listens on).
+    quickbooks_authorize_url: str = Field(QBO_AUTHORIZE_URL, validation_alias="QUICKBOOKS_AUTHORIZE_URL")
+    quickbooks_redirect_uri: str = Field("http://127.0.0.1:8765/callback", validation_alias="QUICKBOOKS_REDIRECT_URI")
 
     # Kafka
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
@@ -78,7 +84,7 @@ class Settings(BaseSettings):
     # How orders map to QBO documents: a TOML file (docs/mapping.example.toml); none = the defaults.
     mapping_file: Path | None = Field(None, validation_alias="MAGQB_MAPPING_FILE")
 
-    @field_validator("magento_webhook_secret", "quickbooks_client_secret", "quickbooks_refresh_token")
+    @field_validator("magento_webhook_secret", "quickbooks_client_secret")
     @classmethod
     def _not_blank(cls, v: SecretStr) -> SecretStr:
         if not v.get_secret_value().strip():

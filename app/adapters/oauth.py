@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from pydantic import SecretStr
@@ -18,6 +19,21 @@ log = logging.getLogger("magqb.oauth")
 
 # Refresh a little before QBO's expiry, as Intuit's own client does (60 s latency allowance).
 EXPIRY_MARGIN_SECONDS = 60
+# Intuit asks customers to reconnect 30 days before the hard expiry; we warn from 14 days.
+EXPIRY_WARNING_DAYS = 14
+HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
+NO_TOKEN_HINT = "run `magqb connect` (or `magqb token set`) to give it one"
+
+
+def expiries(data: dict[str, object], now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(rolling expiry, hard expiry) of the refresh token in a token answer; None where not given."""
+    def at(key: str) -> datetime | None:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            return None
+        return now + timedelta(seconds=float(value))
+
+    return at("x_refresh_token_expires_in"), at("x_refresh_token_hard_expires_in")
 
 
 class TokenRefreshError(Exception):
@@ -70,6 +86,8 @@ class TokenManager:
             refresh_token = await self._store.get(self._realm_id)
             if refresh_token is None:
                 refresh_token = self._initial.get_secret_value()
+            if not refresh_token:
+                raise TokenRefreshError(f"no refresh token for realm {self._realm_id}: {NO_TOKEN_HINT}", True)
             redact.register(refresh_token)
             if self._refused is not None:
                 token, until, error = self._refused
@@ -80,7 +98,7 @@ class TokenManager:
                     self._token_url,
                     data={"grant_type": "refresh_token", "refresh_token": refresh_token},
                     auth=self._auth,
-                    headers={"Accept": "application/json"},
+                    headers={"Accept": "application/json", HARD_EXPIRY_HEADER: "true"},
                 ) as resp:
                     body = await resp.read()
                     status = resp.status
@@ -101,13 +119,28 @@ class TokenManager:
             data = json.loads(body)
             redact.register(str(data.get("access_token") or ""), str(data.get("refresh_token") or ""))
             new_rt = data.get("refresh_token")
-            if new_rt and new_rt != refresh_token:
-                await self._store.put(self._realm_id, new_rt)
-            elif await self._store.get(self._realm_id) is None:
-                await self._store.put(self._realm_id, refresh_token)
+            rolling, hard = expiries(data, datetime.now(UTC))
+            if not await self._store.replace(self._realm_id, refresh_token, str(new_rt or refresh_token), rolling, hard):
+                log.warning("realm=%s a newer refresh token was stored while this one was refreshed (magqb connect, "
+                            "token set, or another process): keeping the newer one", self._realm_id)
+            await self._warn_if_expiring()
             self._access = str(data["access_token"])
             ttl = float(data.get("expires_in", 3600))
             self._expires_at = time.monotonic() + ttl - min(EXPIRY_MARGIN_SECONDS, ttl / 10)
             self.refreshes += 1
             log.info("realm=%s access token refreshed (expires in %ss)", self._realm_id, data.get("expires_in"))
             return self._access
+
+    async def _warn_if_expiring(self) -> None:
+        info = await self._store.info(self._realm_id)
+        expiry = info.earliest_expiry() if info else None
+        if expiry is None:
+            return
+        from app import metrics
+
+        left = (expiry - datetime.now(UTC)).total_seconds()
+        metrics.REFRESH_TOKEN_EXPIRY.labels(realm=self._realm_id).set(max(0.0, left))
+        if left < EXPIRY_WARNING_DAYS * 86400:
+            log.warning("realm=%s the QuickBooks refresh token expires on %s (in %.1f days): reconnect with "
+                        "`magqb connect` before then, or every order waits", self._realm_id,
+                        expiry.strftime("%Y-%m-%d %H:%M UTC"), max(0.0, left) / 86400)

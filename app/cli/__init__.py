@@ -14,6 +14,8 @@ from app import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingress": ("app.cli.service", "ingress"),
     "worker": ("app.cli.service", "worker"),
+    "connect": ("app.cli.tokens", "connect"),
+    "token": ("app.cli.tokens", "token"),
     "import": ("app.cli.history", "import_orders"),
     "replay": ("app.cli.replay", "replay"),
     "status": ("app.cli.status", "status"),

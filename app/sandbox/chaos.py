@@ -37,6 +37,8 @@ class FaultSettings(BaseModel):
     )
     token_ttl: int = Field(3600, ge=1, description="access-token lifetime, seconds")
     refresh_token_grace: int = Field(24 * 3600, ge=0, description="seconds an older refresh token stays valid")
+    refresh_token_hard_ttl: int = Field(5 * 365 * 24 * 3600, ge=1, description="seconds from consent to the refresh "
+                                        "token's hard expiry (Intuit: 5 years)")
     quota_per_minute: int = Field(500, ge=0, description="requests per rolling minute per realm (0 = off)")
     quota_per_second: int = Field(10, ge=0, description="requests per second per realm (0 = off)")
     batch_per_minute: int = Field(40, ge=0, description="batch calls per rolling minute per realm (0 = off)")

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from app.sandbox.company import CREATABLE, NAME_LISTS, SALES_FORMS, URL_ENTITIES
 from app.sandbox.faults import SandboxFault, qbo_time
 from app.sandbox.query import evaluate, parse
 from app.sandbox.store import SandboxStore, flush_forever
-from app.sandbox.tokens import TokenAuthority
+from app.sandbox.tokens import ACCOUNTING_SCOPE, TokenAuthority
 
 log = logging.getLogger("magqb.sandbox")
 
@@ -76,7 +76,8 @@ class Sandbox:
 
     def reset(self) -> None:
         self.company = Company(realm_id=self.config.realm_id, extra_tax_codes=dict(self.config.tax_codes))
-        self.tokens = TokenAuthority(self.config.refresh_token, self.faults.token_ttl, self.faults.refresh_token_grace)
+        self.tokens = TokenAuthority(self.config.refresh_token, self.faults.token_ttl, self.faults.refresh_token_grace,
+                                     hard_ttl=self.faults.refresh_token_hard_ttl)
         self.quota.clear()
         self.idempotency.clear()
         self.idempotency_dirty.clear()
@@ -92,6 +93,7 @@ class Sandbox:
         self.faults = merged
         self.tokens.token_ttl = merged.token_ttl
         self.tokens.refresh_token_grace = merged.refresh_token_grace
+        self.tokens.hard_ttl = merged.refresh_token_hard_ttl
         return merged
 
     def remember(self, key: str, status: int, body: bytes) -> None:
@@ -300,13 +302,39 @@ async def token_endpoint(request: web.Request) -> web.Response:
     if not auth.startswith("Basic ") or client_id != cfg.client_id or client_secret != cfg.client_secret:
         return _json({"error": "invalid_client"}, status=401, content_type="application/json")
     form = parse_qs((await request.read()).decode(errors="replace"))
-    if form.get("grant_type", [""])[0] != "refresh_token":
+    grant = form.get("grant_type", [""])[0]
+    hard = request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
+    if grant == "authorization_code":
+        answer = sandbox.tokens.exchange(form.get("code", [""])[0], form.get("redirect_uri", [""])[0], hard)
+        if answer is not None:
+            answer["realmId"] = sandbox.config.realm_id
+    elif grant == "refresh_token":
+        answer = sandbox.tokens.refresh(form.get("refresh_token", [""])[0], hard)
+    else:
         return _json({"error": "unsupported_grant_type"}, status=400, content_type="application/json")
-    answer = sandbox.tokens.refresh(form.get("refresh_token", [""])[0])
     if answer is None:
         return _json({"error_description": "Token invalid", "error": "invalid_grant"}, status=400,
                      content_type="application/json")
     return _json(answer, content_type="application/json")
+
+
+async def authorize_endpoint(request: web.Request) -> web.Response:
+    """Intuit's consent page (appcenter.intuit.com/connect/oauth2), consenting at once: back to the
+    redirect URI with a one-time code, the state, and the company's realmId."""
+    sandbox = request.app[SANDBOX_KEY]
+    q = request.query
+    redirect_uri = q.get("redirect_uri", "")
+    if q.get("client_id") != sandbox.config.client_id or not redirect_uri.startswith(("http://", "https://")):
+        return _json({"error": "invalid_client"}, status=400, content_type="application/json")
+    params: dict[str, str] = {"state": q.get("state", "")}
+    if q.get("response_type") != "code":
+        params["error"] = "unsupported_response_type"
+    elif ACCOUNTING_SCOPE not in q.get("scope", "").split():
+        params["error"] = "invalid_scope"
+    else:
+        params.update(code=sandbox.tokens.authorize(redirect_uri), realmId=sandbox.config.realm_id)
+    sep = "&" if "?" in redirect_uri else "?"
+    raise web.HTTPFound(redirect_uri + sep + urlencode(params))
 
 
 # ---------------------------------------------------------------- Accounting API
@@ -542,6 +570,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app[SANDBOX_KEY] = Sandbox(config)
     app.cleanup_ctx.append(_persistence)
     app.router.add_post("/oauth2/v1/tokens/bearer", token_endpoint)
+    app.router.add_get("/connect/oauth2", authorize_endpoint)
     app.router.add_route("GET", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_route("POST", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_post("/v3/company/{realm}/batch", batch_endpoint)
