@@ -13,11 +13,13 @@ type, DocNumber and total exactly as the worker would map them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -252,26 +254,79 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
     return progress
 
 
+def classify_many(todo: list[tuple[str, bytes | None, OrderState | None, int, int]], cfg: MappingConfig,
+                  realm_id: str) -> list[Verdict]:
+    """`classify` over a chunk (in a worker process: the mapping is the cost of a dry run)."""
+    out = []
+    for key, value, state, partition, offset in todo:
+        v = classify(key, value, state, cfg, realm_id)
+        v.partition, v.offset = partition, offset
+        out.append(v)
+    return out
+
+
+MAP_CHUNK = 250
+
+
 async def dry_run(c: AIOKafkaConsumer, sel: Selection, states: dict[str, OrderState], cfg: MappingConfig,
                   realm_id: str, on_verdict: Callable[[Verdict], None],
-                  on_batch: Callable[[int, int], None] = lambda done, total: None) -> dict[str, int]:
-    """What a replay of the selection would do, order by order (its newest event in the span)."""
+                  on_batch: Callable[[int, int], None] = lambda done, total: None,
+                  processes: int | None = None) -> dict[str, int]:
+    """What a replay of the selection would do, order by order (its newest event in the span). Booked
+    and in-progress orders are told from their state; the others are mapped, in chunks, by a pool of
+    `processes` (default: one per core) once there are enough of them to pay for it."""
     spans = await plan_spans(c, sel)
     total = sum(s.size for s in spans)
     latest = await latest_events(c, spans, sel.orders)
     counts: dict[str, int] = {}
-    done = 0
-    async for batch in kafka_io.read_spans(c, spans):
-        for r in batch:
-            key = r.key.decode(errors="replace") if r.key else ""
-            if latest.get(key) != (r.partition, r.offset):
-                continue
-            v = classify(key, r.value, states.get(key), cfg, realm_id)
-            v.partition, v.offset = r.partition, r.offset
+    loop = asyncio.get_running_loop()
+    pool: ProcessPoolExecutor | None = None
+    pending: list[asyncio.Future[list[Verdict]]] = []
+    todo: list[tuple[str, bytes | None, OrderState | None, int, int]] = []
+    workers = processes if processes is not None else (os.cpu_count() or 1)
+
+    def tell(verdicts: list[Verdict]) -> None:
+        for v in verdicts:
             counts[v.outcome] = counts.get(v.outcome, 0) + 1
             on_verdict(v)
-        done += len(batch)
-        on_batch(done, total)
+
+    async def drain(keep: int) -> None:
+        while len(pending) > keep:
+            tell(await pending.pop(0))
+
+    async def flush() -> None:
+        nonlocal pool, todo
+        chunk, todo = todo, []
+        if workers <= 1 or (pool is None and len(latest) < 4 * MAP_CHUNK):
+            tell(classify_many(chunk, cfg, realm_id))
+            return
+        if pool is None:
+            pool = ProcessPoolExecutor(workers)
+        pending.append(loop.run_in_executor(pool, classify_many, chunk, cfg, realm_id))
+        await drain(2 * workers)
+
+    done = 0
+    try:
+        async for batch in kafka_io.read_spans(c, spans):
+            for r in batch:
+                key = r.key.decode(errors="replace") if r.key else ""
+                if latest.get(key) != (r.partition, r.offset):
+                    continue
+                state = states.get(key)
+                if state is not None and state.status in ("synced", *IN_PROGRESS):
+                    tell(classify_many([(key, r.value, state, r.partition, r.offset)], cfg, realm_id))
+                    continue
+                todo.append((key, r.value, state, r.partition, r.offset))
+                if len(todo) >= MAP_CHUNK:
+                    await flush()
+            done += len(batch)
+            on_batch(done, total)
+        if todo:
+            await flush()
+        await drain(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return counts
 
 

@@ -82,7 +82,7 @@ async def seed(bootstrap: str, app_id: str, rows: list[tuple[str, bytes, bytes]]
                 futures = []
         await asyncio.gather(*futures)
     finally:
-        await producer.stop()
+        await kafka_io.close(producer)
     # The workers have handled every seeded event: their group's offsets are at the end.
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
     await c.start()
@@ -92,7 +92,7 @@ async def seed(bootstrap: str, app_id: str, rows: list[tuple[str, bytes, bytes]]
         ends = await c.end_offsets(tps)
         await c.commit({tp: ends[tp] for tp in tps})
     finally:
-        await c.stop()
+        await kafka_io.close(c)
 
 
 async def raw_read(bootstrap: str, n: int) -> float:
@@ -107,9 +107,26 @@ async def raw_read(bootstrap: str, n: int) -> float:
             count += len(batch)
         elapsed = time.perf_counter() - started
     finally:
-        await c.stop()
+        await kafka_io.close(c)
     assert count == n, (count, n)
     return n / elapsed
+
+
+async def dry_run_unbooked_rate(bootstrap: str, n: int) -> tuple[float, dict[str, int]]:
+    """The dry run's worst case: no order booked, every one mapped (a pool of one process per core)."""
+    from app.domain.mapping import MappingConfig
+    from app.replay import Selection, dry_run
+
+    c = kafka_io.consumer(bootstrap, "bench-dry-unbooked")
+    await c.start()
+    try:
+        started = time.perf_counter()
+        counts = await dry_run(c, Selection(from_offset=0), {}, MappingConfig(), TEST_ENV["QUICKBOOKS_REALM_ID"],
+                               lambda v: None)
+        elapsed = time.perf_counter() - started
+    finally:
+        await kafka_io.close(c)
+    return n / elapsed, counts
 
 
 async def dry_run_rate(bootstrap: str, app_id: str, n: int) -> tuple[float, float, dict[str, int]]:
@@ -128,7 +145,7 @@ async def dry_run_rate(bootstrap: str, app_id: str, n: int) -> tuple[float, floa
                                lambda v: None)
         elapsed = time.perf_counter() - started
     finally:
-        await c.stop()
+        await kafka_io.close(c)
     return n / elapsed, states_s, counts
 
 
@@ -164,6 +181,7 @@ def main() -> None:
 
         raw = asyncio.run(raw_read(bootstrap, n))
         dry, states_s, counts = asyncio.run(dry_run_rate(bootstrap, app_id, n))
+        unbooked, unbooked_counts = asyncio.run(dry_run_unbooked_rate(bootstrap, n))
         status_s = {}
         for label, ref in (("newest", f"{5_000_000 + n - 1:09d}"), ("oldest", f"{5_000_000:09d}")):
             t0 = time.perf_counter()
@@ -193,6 +211,8 @@ def main() -> None:
         print(f"  dry run (decode, state,     : {dry:10,.0f} events/s  = {dry / raw:.2f}x raw  "
               f"(+{states_s:.1f}s reading {n:,} order states)")
         print(f"            classify)           verdicts: {counts}")
+        print(f"  dry run, none booked        : {unbooked:10,.0f} events/s  = {unbooked / raw:.2f}x raw  "
+              f"(every order mapped; verdicts: {unbooked_counts})")
         print(f"  magqb replay                : {replayed:10,.0f} events/s  = {replayed / raw:.2f}x raw  "
               f"({replay_s:.1f}s, process start included)")
         print(f"            {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]}")

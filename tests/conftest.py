@@ -93,6 +93,8 @@ def read_topics(bootstrap: str, names: list[str]) -> list[Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from app.adapters import kafka_io
+
     async def read() -> list[Any]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -117,7 +119,7 @@ def read_topics(bootstrap: str, names: list[str]) -> list[Any]:
                 for recs in batch.values():
                     records.extend(recs)
         finally:
-            await consumer.stop()
+            await kafka_io.close(consumer)
         return records
 
     return asyncio.run(read())

@@ -375,8 +375,23 @@ def _shipping_line(order: MagentoOrder, cfg: MappingConfig) -> DocLine:
     )
 
 
-def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> list[DocLine]:
-    """The document's lines with items referred to by name (ItemRef.value = name until resolved)."""
+_last_draft: tuple[MagentoOrder, MappingConfig, tuple[DocLine, ...]] | None = None
+
+
+def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> tuple[DocLine, ...]:
+    """The document's lines with items referred to by name (ItemRef.value = name until resolved).
+    Deciding an order drafts its lines twice (the items it needs, then the document): the last draft
+    is kept for the same order and mapping objects (both frozen, lines immutable)."""
+    global _last_draft
+    last = _last_draft
+    if last is not None and last[0] is order and last[1] is cfg:
+        return last[2]
+    lines = _draft(order, cfg)
+    _last_draft = (order, cfg, lines)
+    return lines
+
+
+def _draft(order: MagentoOrder, cfg: MappingConfig) -> tuple[DocLine, ...]:
     lines = [_item_line(it, cfg) for it in booked_items(order.items)]
     if order.shipping_amount > ZERO:
         lines.append(_shipping_line(order, cfg))
@@ -407,7 +422,7 @@ def _draft_lines(order: MagentoOrder, cfg: MappingConfig) -> list[DocLine]:
                 ),
             )
         )
-    return lines
+    return tuple(lines)
 
 
 def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:

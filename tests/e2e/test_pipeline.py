@@ -49,14 +49,16 @@ def test_blueprint_order_becomes_exactly_one_sales_receipt(stack: Stack) -> None
     customer = stack.query(f"SELECT * FROM Customer WHERE Id = '{receipt['CustomerRef']['value']}'")["Customer"][0]
     assert customer["PrimaryEmailAddr"]["Address"] == "jane.doe@example.com"
 
-    # The same webhook twice more: still one document.
+    # The same webhook twice more: still one document, and no customer more. (The fuzz test may have booked
+    # other currencies' customers of this e-mail already: counted before, not assumed.)
+    customers_before = stack.count("Customer", "PrimaryEmailAddr = 'jane.doe@example.com'")
     duplicates_before = stack.metric("magqb_orders_processed_total", outcome="duplicate")
     assert stack.post_order(blueprint_order())[0] == 202
     assert stack.post_order(blueprint_order())[0] == 202
     poll(lambda: stack.metric("magqb_orders_processed_total", outcome="duplicate") >= duplicates_before + 2, 30,
          "the worker to see both duplicates")
     assert len(receipts(stack, "MAG-100000001")) == 1
-    assert stack.count("Customer", "PrimaryEmailAddr = 'jane.doe@example.com'") == 1
+    assert stack.count("Customer", "PrimaryEmailAddr = 'jane.doe@example.com'") == customers_before
     assert stack.sandbox_stats()["documents_created"]["SalesReceipt"] >= 1
     assert stack.count("SalesReceipt", "DocNumber = 'MAG-100000001'") == 1
 
@@ -180,6 +182,8 @@ def test_finished_work_is_committed(stack: Stack) -> None:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from app.adapters import kafka_io
+
     bootstrap, group = stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.env["MAGQB_APP_ID"]
     base = random.randint(3 * 10**8, 4 * 10**8)
     for n in range(5):
@@ -199,7 +203,7 @@ def test_finished_work_is_committed(stack: Stack) -> None:
             tps = [tp for tp in committed if tp.topic in ("magento.orders", "qbo.results", "qbo.commands")]
             ends = await consumer.end_offsets(tps)
         finally:
-            await consumer.stop()
+            await kafka_io.close(consumer)
         return sum(ends[tp] - committed[tp].offset for tp in tps) if tps else -1
 
     poll(lambda: asyncio.run(lag()) == 0, 60, lambda: f"the group's commits to catch up (lag {asyncio.run(lag())})")
