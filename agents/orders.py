@@ -134,7 +134,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         envelope, order = read_order(raw)
         state = load_state(order.key)
         decision = on_order(state, order, envelope.order, envelope.event_id, customer, item, ctx.mapping, realm_id,
-                            retry_of=envelope.retry_of, replay_id=envelope.replay_id, recheck=envelope.recheck)
+                            retry_of=envelope.retry_of, replay_id=envelope.replay_id, recheck=envelope.recheck,
+                            received_at=envelope.received_at)
         how = f"{envelope.source} event {envelope.event_id}"
         if envelope.replay_of:
             how += f" (replay {envelope.replay_id} of {envelope.replay_of})"
@@ -169,6 +170,10 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         decision = _story(decision, "result", _describe_result(result), source)
         await apply(result.order_id, result.order_ref, decision, source)
         if isinstance(result, DocumentCreated) and decision.outcome == "synced":
+            received = decision.state.received_at if decision.state is not None else None
+            if received is not None:
+                received = received if received.tzinfo else received.replace(tzinfo=UTC)
+                metrics.ORDER_BOOKING_SECONDS.observe(max(0.0, (datetime.now(UTC) - received).total_seconds()))
             log.info("order_id=%s order=%s booked: QBO %s Id=%s DocNumber=%s TotalAmt=%s (%s)", result.order_id,
                      result.order_ref, result.doc_type, result.qbo_id, result.doc_number, result.total_amt,
                      "created" if result.created else "already existed")

@@ -31,7 +31,7 @@ QBO_REQUESTS = Counter(
     "magqb_qbo_requests",
     "HTTP requests to QuickBooks, by entity, method, status and kind (read: queries and GETs, which Intuit meters "
     "per month; write: creates and updates).",
-    ["entity", "method", "status", "kind"],
+    ["realm", "entity", "method", "status", "kind"],
 )
 QBO_MONTH_READS = Gauge("magqb_qbo_month_reads", "QBO reads this calendar month (UTC) by this worker.", ["realm"])
 QBO_MONTH_READS_PROJECTED = Gauge(
@@ -67,3 +67,47 @@ DEAD_LETTERS = Counter("magqb_dead_letters", "Commands dead-lettered, by reason.
 CONSUMER_REWINDS = Counter(
     "magqb_consumer_rewinds", "Partitions rewound to a fetched-but-undelivered record (around rebalances).", ["topic"]
 )
+
+# ---- what an operator watches (issue #12): lag, how late the books are, quota in use
+
+ORDERS_BY_STATE = Gauge(
+    "magqb_orders", "Orders in this worker's partitions by state: waiting (for customers/items), requested "
+    "(document asked for), parked (in the dead-letter topic), booked, cancelled (never booked).", ["state"]
+)
+OLDEST_UNBOOKED_SECONDS = Gauge(
+    "magqb_oldest_unbooked_order_seconds",
+    "Age of the oldest order on its way to QuickBooks (waiting or requested) in this worker's partitions, from "
+    "its webhook's receipt; 0 when none is. Parked orders are counted by magqb_orders{state=\"parked\"}.",
+)
+ORDER_BOOKING_SECONDS = Histogram(
+    "magqb_order_booking_seconds", "Webhook received (the event's received_at) to document created in QuickBooks.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 14400),
+)
+CONSUMER_LAG = Gauge(
+    "magqb_consumer_lag", "Records not yet committed by the consumer group (log-end offset - committed offset), "
+    "for the partitions this worker owns.", ["group", "topic", "partition"]
+)
+RETRIES_WAITING = Gauge(
+    "magqb_retries_waiting", "Commands waiting on a retry rung (its topic's lag), in this worker's partitions.",
+    ["rung"]
+)
+QBO_REQUESTS_LAST_MINUTE = Gauge(
+    "magqb_qbo_requests_last_minute", "QBO requests this worker sent for the realm in the last 60 seconds.", ["realm"]
+)
+QBO_PACE = Gauge(
+    "magqb_qbo_pace_per_minute", "Requests per minute the pacer allows itself now (lower after a 429).", ["realm"]
+)
+TOKEN_REFRESHES = Counter(
+    "magqb_qbo_token_refreshes", "Access token refreshes by outcome (ok, refused, unreachable).", ["realm", "outcome"]
+)
+
+
+# Every label value a counter can take, at 0 from the start: Prometheus computes increase() and rate()
+# from a series' first sample, so a counter born at 1 (the first dead letter) would never look increased.
+DEAD_LETTER_REASONS = ("permanent", "retries_exhausted", "docnumber_taken", "document_differs", "stale_reference",
+                       "reconciliation", "mapping", "internal", "unreadable")
+WEBHOOK_RESULTS = ("accepted", "bad_signature", "bad_json", "too_large", "invalid", "slow_body", "broker_unavailable")
+for _reason in DEAD_LETTER_REASONS:
+    DEAD_LETTERS.labels(reason=_reason)
+for _result in WEBHOOK_RESULTS:
+    WEBHOOKS.labels(result=_result)

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     ingress_max_connections: int = Field(512, ge=1, validation_alias="MAGQB_INGRESS_MAX_CONNECTIONS")
     max_event_bytes: int = Field(1_000_000, ge=65536, le=16 * 1024 * 1024, validation_alias="MAGQB_MAX_EVENT_BYTES")
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
+    # Where every process serves /metrics when given a metrics port (loopback unless you open it).
+    metrics_host: str = Field("127.0.0.1", validation_alias="MAGQB_METRICS_HOST")
+    # Seconds between a worker's rounds of lag, orders-by-state and oldest-unbooked figures.
+    monitor_seconds: float = Field(15.0, gt=0, le=3600, validation_alias="MAGQB_MONITOR_SECONDS")
     log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")
 
     # How orders map to QBO documents: a TOML file (docs/mapping.example.toml); none = the defaults.

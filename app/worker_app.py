@@ -103,4 +103,14 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
 
     register_orders_agent(ctx)
     register_dispatcher(ctx)
+
+    from app.adapters.monitor import Monitor
+
+    monitor = Monitor(app, ctx.order_state, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
+                      settings.monitor_seconds)
+
+    @app.task
+    async def _monitor() -> None:
+        await monitor.run()
+
     return ctx

@@ -62,6 +62,8 @@ class OrderState(BaseModel):
     mismatch: TotalMismatchRecord | None = None
     error: str | None = None
     duplicates_seen: int = 0
+    # When the webhook (or import, replay) of the delivery being booked was received: booking latency.
+    received_at: datetime | None = None
     total_amt: Decimal | None = None
     # The order's story, newest last, at most HISTORY_MAX steps (the first one always kept).
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from pydantic import SecretStr
 
-from app import redact
+from app import metrics, redact
 from app.adapters.token_store import TokenStore
 from app.domain.faults import parse_fault
 
@@ -103,6 +103,7 @@ class TokenManager:
                     body = await resp.read()
                     status = resp.status
             except (TimeoutError, aiohttp.ClientError) as exc:
+                metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="unreachable").inc()
                 raise TokenRefreshError(f"token endpoint unreachable: {exc.__class__.__name__}", False) from None
             if status != 200:
                 fault = parse_fault(status, body)
@@ -114,8 +115,11 @@ class TokenManager:
                 )
                 if permanent:
                     self._refused = (refresh_token, time.monotonic() + self._refused_recheck, error)
+                metrics.TOKEN_REFRESHES.labels(realm=self._realm_id,
+                                               outcome="refused" if permanent else "unreachable").inc()
                 raise error
             self._refused = None
+            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="ok").inc()
             data = json.loads(body)
             redact.register(str(data.get("access_token") or ""), str(data.get("refresh_token") or ""))
             new_rt = data.get("refresh_token")
@@ -136,8 +140,6 @@ class TokenManager:
         expiry = info.earliest_expiry() if info else None
         if expiry is None:
             return
-        from app import metrics
-
         left = (expiry - datetime.now(UTC)).total_seconds()
         metrics.REFRESH_TOKEN_EXPIRY.labels(realm=self._realm_id).set(max(0.0, left))
         if left < EXPIRY_WARNING_DAYS * 86400:

@@ -116,7 +116,7 @@ class QboClient:
                     retry_after = resp.headers.get("Retry-After")
                     raw = await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status="error", kind=kind).inc()
+                metrics.QBO_REQUESTS.labels(realm=self.realm_id, entity=entity.lower(), method=method, status="error", kind=kind).inc()
                 self._count(kind)
                 if self.gate is not None:
                     self.gate.after_call(0, None)
@@ -124,7 +124,7 @@ class QboClient:
                 raise QboError(fault, ErrorClass.RETRIABLE) from None
             finally:
                 metrics.QBO_REQUEST_SECONDS.labels(entity=entity.lower()).observe(time.perf_counter() - started)
-            metrics.QBO_REQUESTS.labels(entity=entity.lower(), method=method, status=str(status), kind=kind).inc()
+            metrics.QBO_REQUESTS.labels(realm=self.realm_id, entity=entity.lower(), method=method, status=str(status), kind=kind).inc()
             self._count(kind)
             if self.gate is not None:
                 self.gate.after_call(status, retry_after)

@@ -51,6 +51,8 @@ class RealmGate:
                 metrics.CIRCUIT_OPEN.labels(realm=self.realm_id).set(self.breaker.state is CircuitState.OPEN)
                 if wait <= 0:
                     self.pacer.record(now)
+                    metrics.QBO_REQUESTS_LAST_MINUTE.labels(realm=self.realm_id).set(self.pacer.last_minute(now))
+                    metrics.QBO_PACE.labels(realm=self.realm_id).set(self.pacer.pace_per_minute())
                     return
                 if wait > 1 and not announced:
                     log.info("realm=%s pausing QBO calls for %.1fs (%s)", self.realm_id, wait,

@@ -19,12 +19,12 @@ log = logging.getLogger("magqb")
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Interface of the --metrics-port listener.")
+@click.option("--metrics-host", default=None,
+              help="Interface of the --metrics-port listener [default: $MAGQB_METRICS_HOST or 127.0.0.1].")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve /metrics on this port (on --metrics-host) instead of the webhook port: use it when "
                    "the webhook port is public.")
-def ingress(host: str, port: int, metrics_host: str, metrics_port: int | None) -> None:
+def ingress(host: str, port: int, metrics_host: str | None, metrics_port: int | None) -> None:
     """Receive signed Magento webhooks and publish them to Kafka.
 
     POST /webhooks/magento/new-order answers 202 only after Kafka acknowledged
@@ -36,6 +36,7 @@ def ingress(host: str, port: int, metrics_host: str, metrics_port: int | None) -
     from app.logs import setup_logging
 
     setup_logging(settings.log_level)
+    metrics_host = metrics_host or settings.metrics_host
     check_port(host, port, "the ingress")
     if metrics_port is not None:
         check_port(metrics_host, metrics_port, "the ingress's metrics listener")
@@ -82,8 +83,11 @@ async def _run_ingress(settings: Any, host: str, port: int, metrics_host: str = 
 
 @click.command()
 @click.option("--web-port", default=6066, show_default=True, type=int,
-              help="Port of the worker's web server (Faust views and /metrics); one per worker.")
-def worker(web_port: int) -> None:
+              help="Port of the worker's web server (Faust views and /metrics, loopback); one per worker.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Also serve /metrics on this port of MAGQB_METRICS_HOST (default 127.0.0.1): the one Prometheus "
+                   "scrapes from another host or container.")
+def worker(web_port: int, metrics_port: int | None) -> None:
     """Run the stream processor: the orders agent and the QuickBooks dispatcher.
 
     Start as many as you like: Kafka shares the partitions among them.
@@ -97,6 +101,8 @@ def worker(web_port: int) -> None:
     private_umask()
     private_dir(settings.data_dir)
     check_port("127.0.0.1", web_port, "the worker's web server")
+    if metrics_port is not None:
+        check_port(settings.metrics_host, metrics_port, "the worker's metrics listener")
     mapping = mapping_(settings.mapping_file)  # a bad file stops the worker before it touches Kafka
 
     from app import topics
@@ -120,6 +126,11 @@ def worker(web_port: int) -> None:
     from app.worker_app import create_worker_app
 
     ctx = create_worker_app(settings, mapping, web_port=web_port)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.metrics_host)  # a thread: scrapes never wait on the loop
+        log.info("worker metrics on http://%s:%d/metrics", settings.metrics_host, metrics_port)
 
     @ctx.app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

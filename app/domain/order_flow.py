@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from app import jsonutil
@@ -207,6 +208,7 @@ def on_order(
     retry_of: str | None = None,
     replay_id: str | None = None,
     recheck: bool = False,
+    received_at: datetime | None = None,
 ) -> Decision:
     """A Magento order event arrived (first delivery, duplicate webhook, replay or `dlq retry`)."""
     # A replay (and a retry) books under request ids of its own, so QBO does not answer with what it
@@ -218,7 +220,8 @@ def on_order(
         # `reconcile --fix` found no document for a booked order: ask again — its known Id first, then its
         # DocNumber — and create only if neither is there. What it was booked as stays until then.
         base = state.model_copy(update={"status": "resolving", "event_id": event_id, "order": raw_order,
-                                        "salt": salt or f"recheck:{event_id}", "outstanding": [], "error": None})
+                                        "salt": salt or f"recheck:{event_id}", "outstanding": [], "error": None,
+                                        "received_at": received_at})
         return _advance(order, base, customers, items, cfg, realm_id)
     if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing. A replayed
@@ -234,7 +237,7 @@ def on_order(
                                          error="cancelled in Magento before it was booked",
                                          history=state.history if state is not None else []), outcome="skipped")
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
-                      salt=salt, history=state.history if state is not None else [])
+                      salt=salt, history=state.history if state is not None else [], received_at=received_at)
     return _advance(order, base, customers, items, cfg, realm_id)
 
 

@@ -74,6 +74,16 @@ class Pacer:
                 wait = max(wait, window[len(window) - limit] + span - now)
         return wait
 
+    def last_minute(self, now: float) -> int:
+        """Requests recorded in the last 60 seconds."""
+        while self._minute and self._minute[0] <= now - 60.0:
+            self._minute.popleft()
+        return len(self._minute)
+
+    def pace_per_minute(self) -> int:
+        """The requests per minute allowed now (0: no limit)."""
+        return self._limits()[0]
+
     def record(self, now: float) -> None:
         self._minute.append(now)
         self._second.append(now)

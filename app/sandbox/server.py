@@ -497,6 +497,35 @@ async def stats_endpoint(request: web.Request) -> web.Response:
     }, content_type="application/json")
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """The sandbox's traffic for Prometheus (the same figures as /_sandbox/stats): what QuickBooks saw."""
+    sandbox = request.app[SANDBOX_KEY]
+    realm = sandbox.config.realm_id
+
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"')
+
+    lines = ["# HELP magqb_sandbox_requests_total Requests the sandbox answered, by method, path and status.",
+             "# TYPE magqb_sandbox_requests_total counter"]
+    for key, n in sorted(sandbox.requests.items()):
+        method, path, status = (key.split(" ") + ["", "", ""])[:3]
+        lines.append(f'magqb_sandbox_requests_total{{realm="{esc(realm)}",method="{esc(method)}",'
+                     f'path="{esc(path)}",status="{esc(status)}"}} {n}')
+    lines += ["# HELP magqb_sandbox_throttled_total Requests answered 429 (quota).",
+              "# TYPE magqb_sandbox_throttled_total counter",
+              f'magqb_sandbox_throttled_total{{realm="{esc(realm)}"}} {sandbox.throttled}',
+              "# HELP magqb_sandbox_documents_created_total Entities created.",
+              "# TYPE magqb_sandbox_documents_created_total counter"]
+    for entity, n in sorted(sandbox.created.items()):
+        lines.append(f'magqb_sandbox_documents_created_total{{realm="{esc(realm)}",entity="{esc(entity)}"}} {n}')
+    lines += ["# HELP magqb_sandbox_injected_faults_total Faults injected by the rig, by kind.",
+              "# TYPE magqb_sandbox_injected_faults_total counter"]
+    for fault, n in sorted(sandbox.injected.items()):
+        lines.append(f'magqb_sandbox_injected_faults_total{{realm="{esc(realm)}",fault="{esc(fault)}"}} {n}')
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
 async def tokens_endpoint(request: web.Request) -> web.Response:
     """Every token this sandbox issued (a test rig's endpoint: tests search outputs for them)."""
     tokens = request.app[SANDBOX_KEY].tokens
@@ -577,6 +606,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_get("/v3/company/{realm}/{entity}/{id}", read_endpoint)
     app.router.add_post("/v3/company/{realm}/{entity}", create_endpoint)
     app.router.add_get("/_sandbox/stats", stats_endpoint)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/_sandbox/reset", reset_endpoint)
     app.router.add_get("/_sandbox/tokens", tokens_endpoint)
     app.router.add_post("/_sandbox/expire-tokens", expire_tokens_endpoint)

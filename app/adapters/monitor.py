@@ -1,0 +1,120 @@
+"""What a worker tells Prometheus besides its counters, every MONITOR_SECONDS: consumer lag of the
+partitions it owns, retries waiting per rung, orders by state and the oldest order on its way.
+
+Each worker reports only the partitions assigned to it, so sums across workers are exact; a dead
+worker's partitions are reported again by their next owner within a rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app import metrics, topics
+from app.adapters import kafka_io
+from app.domain.retry_ladder import Rung
+
+log = logging.getLogger("magqb.monitor")
+MONITOR_SECONDS = 15.0
+STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "parked", "synced": "booked",
+               "skipped": "cancelled"}
+
+
+def state_figures(rows: Any, now: datetime) -> tuple[Counter[str], float]:
+    """(orders by state, seconds since the oldest waiting/requested order was received) of table rows."""
+    counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
+    oldest: datetime | None = None
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        status = row.get("status")
+        counts[STATE_NAMES.get(str(status), str(status))] += 1
+        if status in ("resolving", "requested"):
+            received = _when(row.get("received_at") or row.get("updated_at"))
+            if received is not None and (oldest is None or received < oldest):
+                oldest = received
+    return counts, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+
+
+def _when(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class Monitor:
+    def __init__(self, app: Any, order_state: Any, bootstrap: str, group: str, ladder: tuple[Rung, ...],
+                 every: float = MONITOR_SECONDS) -> None:
+        self.app = app
+        self.every = every
+        self.order_state = order_state
+        self.bootstrap = bootstrap
+        self.group = group
+        self.rungs = {r.topic: r.label for r in ladder}
+        self.watched = {topics.ORDERS, topics.RESULTS, topics.COMMANDS, *self.rungs}
+        self._labels: set[tuple[str, str, str]] = set()
+
+    def states(self) -> None:
+        counts, oldest = state_figures(list(self.order_state.data.values()), datetime.now(UTC))
+        for name, n in counts.items():
+            metrics.ORDERS_BY_STATE.labels(state=name).set(n)
+        metrics.OLDEST_UNBOOKED_SECONDS.set(oldest)
+
+    async def lag(self, admin: AIOKafkaAdminClient, consumer: Any) -> None:
+        assigned = [tp for tp in (self.app.consumer.assignment() if self.app.consumer else ())
+                    if tp.topic in self.watched]
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+        seen: set[tuple[str, str, str]] = set()
+        waiting: Counter[str] = Counter({label: 0 for label in self.rungs.values()})
+        if tps:
+            committed = await admin.list_consumer_group_offsets(self.group, partitions=tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                behind = max(0, ends[tp] - done)
+                key = (self.group, tp.topic, str(tp.partition))
+                metrics.CONSUMER_LAG.labels(*key).set(behind)
+                seen.add(key)
+                if tp.topic in self.rungs:
+                    waiting[self.rungs[tp.topic]] += behind
+        for gone in self._labels - seen:  # partitions moved to another worker: theirs to report now
+            metrics.CONSUMER_LAG.remove(*gone)
+        self._labels = seen
+        for label, n in waiting.items():
+            metrics.RETRIES_WAITING.labels(rung=label).set(n)
+
+    async def run(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-monitor")
+        consumer = kafka_io.consumer(self.bootstrap, f"{self.group}-monitor")
+        started = False
+        try:
+            await admin.start()
+            await consumer.start()
+            started = True
+            while True:
+                t0 = time.monotonic()
+                try:
+                    self.states()
+                    await self.lag(admin, consumer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the figures wait for the next round; the worker goes on
+                    log.warning("monitor round failed (%s: %s); next in %.0fs", exc.__class__.__name__, exc,
+                                self.every)
+                await asyncio.sleep(max(0.5, self.every - (time.monotonic() - t0)))
+        finally:
+            if started:
+                await kafka_io.close(consumer)
+            await admin.close()
