@@ -60,7 +60,7 @@ def test_no_default_webhook_secret_and_nothing_but_webhooks_public() -> None:
         for port in ports:
             assert name == "ingress" and port == "8080:8080" or port.startswith("127.0.0.1:"), (name, port)
     ingress = SERVICES["ingress"]["command"]
-    assert "--metrics-port" in ingress and "--metrics-host" not in ingress  # metrics: loopback, its own port
+    assert "--metrics-port" in ingress and "--metrics-host" not in ingress  # metrics: a port of its own, unpublished
 
 
 def test_state_lives_on_named_volumes() -> None:
@@ -71,4 +71,28 @@ def test_state_lives_on_named_volumes() -> None:
     assert any(db.startswith(v.split(":")[1] + "/") for v in sandbox["volumes"])
     worker_env = SERVICES["worker"]["environment"]
     assert any(v.endswith(":" + worker_env["MAGQB_DATA_DIR"]) for v in SERVICES["worker"]["volumes"])
-    assert set(COMPOSE["volumes"]) == {"kafka-data", "sandbox-data", "worker-data"}
+    assert set(COMPOSE["volumes"]) == {"kafka-data", "sandbox-data", "worker-data", "prometheus-data", "grafana-data"}
+
+
+def test_prometheus_scrapes_what_the_services_serve_and_grafana_gets_the_provisioning() -> None:
+    prom = SERVICES["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prom["image"])  # pinned
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
+    assert "./ops/prometheus:/etc/prometheus:ro" in prom["volumes"]
+    config = yaml.safe_load((REPO / "ops/prometheus/prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+    ingress, worker, sandbox = (SERVICES[n]["command"] for n in ("ingress", "worker", "sandbox"))
+    assert targets["magqb-ingress"] == f"ingress:{ingress[ingress.index('--metrics-port') + 1]}"
+    assert targets["magqb-worker"] == f"worker:{worker[worker.index('--metrics-port') + 1]}"
+    assert targets["magqb-sandbox"] == f"sandbox:{sandbox[sandbox.index('--port') + 1]}"
+    assert COMPOSE["x-magqb-env"]["MAGQB_METRICS_HOST"] == "0.0.0.0"  # reachable on the compose network
+    grafana = SERVICES["grafana"]["volumes"]
+    assert "./ops/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+    provider = yaml.safe_load((REPO / "ops/grafana/provisioning/dashboards/magqb.yml").read_text())
+    mount = next(v for v in grafana if v.startswith("./ops/grafana/dashboards:"))
+    assert provider["providers"][0]["options"]["path"] == mount.split(":")[1]
+    datasource = yaml.safe_load((REPO / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert datasource["datasources"][0]["uid"] == "prometheus"  # the dashboard's panels name it
+    for name in ("prometheus", "grafana"):
+        assert SERVICES[name]["healthcheck"]["test"], name
