@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("app.cli.replay", "replay"),
     "status": ("app.cli.status", "status"),
     "reconcile": ("app.cli.reconcile", "reconcile"),
+    "top": ("app.cli.top", "top"),
     "dlq": ("app.cli.dlq", "dlq"),
     "mapping": ("app.cli.tools", "mapping"),
     "create-topics": ("app.cli.tools", "create_topics"),

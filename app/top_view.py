@@ -1,0 +1,103 @@
+"""`magqb top`'s figures: the processes' /metrics pages → one snapshot, and two snapshots → rates.
+
+Pure: parsing with prometheus_client's text parser, sums over workers (each reports only what it
+owns), the per-minute rates from the difference of two snapshots. The CLI fetches and renders.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+QUOTA_PER_MINUTE = 500  # QuickBooks' requests per minute per realm
+
+
+@dataclass
+class Snapshot:
+    at: float
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=lambda: defaultdict(list))
+    unreachable: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                self.samples[s.name].append((dict(s.labels), float(s.value)))
+
+    def total(self, name: str, **match: str) -> float:
+        return sum(v for labels, v in self.samples.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
+
+    def by(self, name: str, label: str, **match: str) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for labels, v in self.samples.get(name, []):
+            if all(labels.get(k) == w for k, w in match.items()):
+                out[labels.get(label, "")] += v
+        return dict(out)
+
+    def maximum(self, name: str, **match: str) -> float:
+        values = [v for labels, v in self.samples.get(name, []) if all(labels.get(k) == w for k, w in match.items())]
+        return max(values) if values else 0.0
+
+    def realms(self) -> list[str]:
+        found = {labels["realm"] for series in self.samples.values() for labels, _ in series if labels.get("realm")}
+        return sorted(found)
+
+
+@dataclass
+class RealmView:
+    realm: str
+    booked_per_minute: float | None  # None until two snapshots
+    requests_last_minute: float
+    pace_per_minute: float
+    throttled_per_minute: float | None
+    blocked: bool
+    circuit_open: bool
+    token_expires_in_days: float | None
+
+
+@dataclass
+class View:
+    realms: list[RealmView]
+    oldest_unbooked_seconds: float
+    orders_by_state: dict[str, float]
+    lag_by_topic: dict[str, float]
+    retries_by_rung: dict[str, float]
+    dead_letters_by_reason: dict[str, float]
+    webhooks_per_minute: float | None
+    unreachable: list[str]
+
+
+def per_minute(now: Snapshot, before: Snapshot | None, name: str, **match: str) -> float | None:
+    if before is None or now.at <= before.at:
+        return None
+    delta = now.total(name, **match) - before.total(name, **match)
+    return max(0.0, delta) * 60.0 / (now.at - before.at)  # a restarted process resets its counters: not negative
+
+
+def view(now: Snapshot, before: Snapshot | None) -> View:
+    realms = []
+    for realm in now.realms():
+        expiry = now.samples.get("magqb_qbo_refresh_token_expiry_seconds")
+        realms.append(RealmView(
+            realm=realm,
+            # documents carry no realm label: with one realm per installation, the realm's bookings are all of them
+            booked_per_minute=per_minute(now, before, "magqb_documents_created_total"),
+            requests_last_minute=now.total("magqb_qbo_requests_last_minute", realm=realm),
+            pace_per_minute=now.maximum("magqb_qbo_pace_per_minute", realm=realm),
+            throttled_per_minute=per_minute(now, before, "magqb_qbo_requests_total", realm=realm, status="429"),
+            blocked=now.maximum("magqb_qbo_realm_blocked", realm=realm) >= 1,
+            circuit_open=now.maximum("magqb_qbo_circuit_open", realm=realm) >= 1,
+            token_expires_in_days=(min(v for labels, v in expiry if labels.get("realm") == realm) / 86400
+                                   if expiry and any(labels.get("realm") == realm for labels, _ in expiry) else None),
+        ))
+    return View(
+        realms=realms,
+        oldest_unbooked_seconds=now.maximum("magqb_oldest_unbooked_order_seconds"),
+        orders_by_state=now.by("magqb_orders", "state"),
+        lag_by_topic=now.by("magqb_consumer_lag", "topic"),
+        retries_by_rung=now.by("magqb_retries_waiting", "rung"),
+        dead_letters_by_reason={k: v for k, v in now.by("magqb_dead_letters_total", "reason").items() if v},
+        webhooks_per_minute=per_minute(now, before, "magqb_webhooks_total", result="accepted"),
+        unreachable=now.unreachable,
+    )
