@@ -49,6 +49,7 @@ class ChaosPlan:
     workers: int = 1
     partitions: int = 4
     seed: int = 7
+    extra_env: dict[str, str] = field(default_factory=dict)  # more settings for ingress and workers
 
 
 @dataclass
@@ -115,6 +116,7 @@ class ChaosRun:
             "MAGQB_CIRCUIT_COOLDOWN": "2",
             "MAGQB_PRODUCE_TIMEOUT": "3",
             "QUICKBOOKS_TIMEOUT_SECONDS": "10",
+            **self.plan.extra_env,
         }
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
