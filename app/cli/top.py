@@ -64,8 +64,8 @@ def render(v: View) -> RenderableType:
         head.append("  ".join(f"{k} {n:,.0f}" for k, n in sorted(v.orders_by_state.items())))
 
     realms = Table(title="QuickBooks, per realm", expand=True)
-    for col in ("realm", "booked/min", f"requests in the last minute (of {QUOTA_PER_MINUTE})", "pace/min",
-                "429s/min", "state", "token expires in"):
+    for col in ("realm", "booked/min", f"requests, last min (of {QUOTA_PER_MINUTE})", "pace/min", "429s/min", "state",
+                "token expires"):
         realms.add_column(col)
     for r in v.realms:
         state = "[red]BLOCKED[/]" if r.blocked else "[yellow]circuit open[/]" if r.circuit_open else "[green]ok[/]"
