@@ -8,6 +8,7 @@ worker's partitions are reported again by their next owner within a rebalance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -96,25 +97,38 @@ class Monitor:
             metrics.RETRIES_WAITING.labels(rung=label).set(n)
 
     async def run(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-monitor")
-        consumer = kafka_io.consumer(self.bootstrap, f"{self.group}-monitor")
-        started = False
+        """Rounds until cancelled. Nothing here may stop the worker: a broker that is away costs the
+        figures of a round (clients are made again next round), never an order."""
+        admin: AIOKafkaAdminClient | None = None
+        consumer: Any = None
         try:
-            await admin.start()
-            await consumer.start()
-            started = True
             while True:
                 t0 = time.monotonic()
                 try:
                     self.states()
+                    if admin is None:
+                        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                                    client_id=f"{self.group}-monitor")
+                        await admin.start()
+                        consumer = kafka_io.consumer(self.bootstrap, f"{self.group}-monitor")
+                        await consumer.start()
                     await self.lag(admin, consumer)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the figures wait for the next round; the worker goes on
                     log.warning("monitor round failed (%s: %s); next in %.0fs", exc.__class__.__name__, exc,
                                 self.every)
+                    admin, consumer = await self._close(admin, consumer)
                 await asyncio.sleep(max(0.5, self.every - (time.monotonic() - t0)))
         finally:
-            if started:
+            await self._close(admin, consumer)
+
+    @staticmethod
+    async def _close(admin: AIOKafkaAdminClient | None, consumer: Any) -> tuple[None, None]:
+        with contextlib.suppress(Exception):
+            if consumer is not None:
                 await kafka_io.close(consumer)
-            await admin.close()
+        with contextlib.suppress(Exception):
+            if admin is not None:
+                await admin.close()
+        return None, None
