@@ -25,7 +25,7 @@ import aiohttp
 import faust
 from pydantic import ValidationError
 
-from app import jsonutil, metrics
+from app import jsonutil, metrics, topics
 from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
@@ -126,6 +126,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
     realm = settings.quickbooks_realm_id
     ladder = settings.retry_ladder
     rung_topics = {r.label: raw_topic(ctx.app, r.topic, partitions=settings.kafka_partitions) for r in ladder}
+    for r in ladder:
+        metrics.RETRIES.labels(rung=r.label)  # at 0 from the start
     letters = DeadLetterWriter(ctx.dead_letter, settings.max_event_bytes)
 
     async def publish_result(cmd: Command, result: Any) -> None:
@@ -217,10 +219,17 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     task.cancel()
                 for tp in tps:
                     frontier.drop(tp)
+                if any(tp.topic == topics.COMMANDS and tp.partition == realm_partition for tp in tps):
+                    realm_gate.forget()
+                    tokens.forget_expiry()
                 if cancelled:
                     await asyncio.gather(*cancelled, return_exceptions=True)
                     log.info("partitions revoked: %d command(s) left to the next owner", len(cancelled))
 
+            from aiokafka.partitioner import DefaultPartitioner
+
+            every = list(range(settings.kafka_partitions))
+            realm_partition = DefaultPartitioner()(realm.encode(), every, every)  # qbo.commands is keyed by realm
             ctx.ownership.on_revoke(revoked)
 
             async def dispatch(cmd: Command, tp: Any, verify: bool) -> Outcome:

@@ -7,6 +7,7 @@ record naming it. Open letters are the dead ones no later record names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
@@ -103,7 +104,8 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
             if letter.order_event is not None:
                 # Parked before dispatch: the order goes through mapping again (after the fix).
                 await producer.send_and_wait(
-                    topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry", "retry_of": letter.id}),
+                    topics.ORDERS, jsonutil.dumps({**letter.order_event, "source": "dlq-retry", "retry_of": letter.id,
+                                                   "received_at": datetime.now(UTC).isoformat()}),
                     key=letter.order_id.encode(), headers=[(H_RETRY_OF, letter.id.encode())],
                 )
                 continue

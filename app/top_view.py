@@ -19,11 +19,17 @@ class Snapshot:
     at: float
     samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=lambda: defaultdict(list))
     unreachable: list[str] = field(default_factory=list)
+    pages: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = field(default_factory=dict)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, source: str = "") -> None:
+        """One process's /metrics page (parsed whole before it counts: a broken page adds nothing)."""
+        page: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                self.samples[s.name].append((dict(s.labels), float(s.value)))
+                page[s.name].append((dict(s.labels), float(s.value)))
+        self.pages[source or f"page{len(self.pages)}"] = page
+        for name, series in page.items():
+            self.samples[name].extend(series)
 
     def total(self, name: str, **match: str) -> float:
         return sum(v for labels, v in self.samples.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
@@ -69,10 +75,19 @@ class View:
 
 
 def per_minute(now: Snapshot, before: Snapshot | None, name: str, **match: str) -> float | None:
+    """The counter's increase per minute, process by process: only pages both snapshots have count (a
+    process that was unreachable once is not a jump), and a restarted one (counters back to 0) adds 0."""
     if before is None or now.at <= before.at:
         return None
-    delta = now.total(name, **match) - before.total(name, **match)
-    return max(0.0, delta) * 60.0 / (now.at - before.at)  # a restarted process resets its counters: not negative
+    delta = 0.0
+    for source, page in now.pages.items():
+        old = before.pages.get(source)
+        if old is None:
+            continue
+        after = sum(v for labels, v in page.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
+        prior = sum(v for labels, v in old.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
+        delta += max(0.0, after - prior)
+    return delta * 60.0 / (now.at - before.at)
 
 
 def view(now: Snapshot, before: Snapshot | None) -> View:

@@ -31,7 +31,11 @@ STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "park
 def state_figures(rows: Any, now: datetime) -> tuple[Counter[str], float]:
     """(orders by state, seconds since the oldest waiting/requested order was received) of table rows."""
     counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
-    oldest: datetime | None = None
+    oldest = _count(rows, counts, None)
+    return counts, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+
+
+def _count(rows: Any, counts: Counter[str], oldest: datetime | None) -> datetime | None:
     for row in rows:
         if not isinstance(row, dict):
             continue
@@ -41,7 +45,7 @@ def state_figures(rows: Any, now: datetime) -> tuple[Counter[str], float]:
             received = _when(row.get("received_at") or row.get("updated_at"))
             if received is not None and (oldest is None or received < oldest):
                 oldest = received
-    return counts, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+    return oldest
 
 
 def _when(value: Any) -> datetime | None:
@@ -56,9 +60,13 @@ def _when(value: Any) -> datetime | None:
 
 class Monitor:
     def __init__(self, app: Any, order_state: Any, bootstrap: str, group: str, ladder: tuple[Rung, ...],
-                 every: float = MONITOR_SECONDS) -> None:
+                 every: float = MONITOR_SECONDS, partitions: int = 8) -> None:
         self.app = app
         self.every = every
+        self.partitions = partitions
+        self._partitions: dict[Any, int] = {}
+        self._every: list[int] | None = None
+        self._partitioner: Any = None
         self.order_state = order_state
         self.bootstrap = bootstrap
         self.group = group
@@ -66,11 +74,40 @@ class Monitor:
         self.watched = {topics.ORDERS, topics.RESULTS, topics.COMMANDS, *self.rungs}
         self._labels: set[tuple[str, str, str]] = set()
 
-    def states(self) -> None:
-        counts, oldest = state_figures(list(self.order_state.data.values()), datetime.now(UTC))
+    def _owned(self) -> set[int]:
+        """The order partitions this worker owns (a row's table partition is its order event's partition)."""
+        assigned = self.app.consumer.assignment() if self.app.consumer else ()
+        return {tp.partition for tp in assigned if tp.topic == topics.ORDERS}
+
+    def _partition(self, key: Any) -> int:
+        """The partition of `magento.orders` an order id hashes to (remembered: murmur2 is not free)."""
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitioner(str(key).encode(), self._every, self._every)
+            self._partitions[key] = part
+        return part
+
+    async def states(self) -> None:
+        """Orders by state and the oldest order on its way, over the rows of the partitions this worker
+        owns: its table also holds standby copies of others' partitions, and rows of partitions it
+        owned before. Read in slices that give the event loop back."""
+        if self._every is None or len(self._every) != self.partitions:
+            from aiokafka.partitioner import DefaultPartitioner
+
+            self._every = list(range(self.partitions))
+            self._partitioner = DefaultPartitioner()
+        owned = self._owned()
+        counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
+        oldest: datetime | None = None
+        items = list(self.order_state.data.items())
+        for start in range(0, len(items), 5000):
+            rows = [row for key, row in items[start:start + 5000] if self._partition(key) in owned]
+            oldest = _count(rows, counts, oldest)
+            await asyncio.sleep(0)
         for name, n in counts.items():
             metrics.ORDERS_BY_STATE.labels(state=name).set(n)
-        metrics.OLDEST_UNBOOKED_SECONDS.set(oldest)
+        now = datetime.now(UTC)
+        metrics.OLDEST_UNBOOKED_SECONDS.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
     async def lag(self, admin: AIOKafkaAdminClient, consumer: Any) -> None:
         assigned = [tp for tp in (self.app.consumer.assignment() if self.app.consumer else ())
@@ -105,7 +142,7 @@ class Monitor:
             while True:
                 t0 = time.monotonic()
                 try:
-                    self.states()
+                    await self.states()
                     if admin is None:
                         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                                     client_id=f"{self.group}-monitor")

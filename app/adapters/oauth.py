@@ -71,11 +71,20 @@ class TokenManager:
         # realm is blocked every waiting command asks, and one probe per period is enough.
         self._refused_recheck = refused_recheck_seconds
         self._refused: tuple[str, float, TokenRefreshError] | None = None
+        self._expiry_published = False
+        for outcome in ("ok", "refused", "unreachable"):  # at 0 from the start: the first refusal is an increase
+            metrics.TOKEN_REFRESHES.labels(realm=realm_id, outcome=outcome)
 
     async def access_token(self) -> str:
         if self._access and time.monotonic() < self._expires_at:
+            if not self._expiry_published:
+                await self._warn_if_expiring()
             return self._access
         return await self.refresh(stale=self._access)
+
+    def forget_expiry(self) -> None:
+        """The realm moved to another worker: its expiry gauge is theirs (published again here on use)."""
+        self._expiry_published = False
 
     async def refresh(self, stale: str | None) -> str:
         """Get a new access token unless another task already replaced `stale`."""
@@ -136,6 +145,7 @@ class TokenManager:
             return self._access
 
     async def _warn_if_expiring(self) -> None:
+        self._expiry_published = True
         info = await self._store.info(self._realm_id)
         expiry = info.earliest_expiry() if info else None
         if expiry is None:

@@ -7,6 +7,7 @@ worker at a time dispatches for a realm, so the gate sees all of its traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,9 +38,30 @@ class RealmGate:
         self._wall = wall
         self._sleep = sleep
         self._lock = asyncio.Lock()
+        self._published = False
+        self._publish()
+        metrics.QBO_THROTTLED.labels(realm=realm_id)  # at 0 from the start: the first 429s show as an increase
+
+    def _publish(self) -> None:
+        # Read when scraped: a realm that went quiet shows 0 requests, not the last busy minute.
+        pacer, clock = self.pacer, self._clock
+        metrics.QBO_REQUESTS_LAST_MINUTE.labels(realm=self.realm_id).set_function(lambda: pacer.last_minute(clock()))
+        metrics.QBO_PACE.labels(realm=self.realm_id).set_function(pacer.pace_per_minute)
+        self._published = True
+
+    def forget(self) -> None:
+        """The realm's partition was revoked: its per-realm figures are the next owner's (this worker
+        publishes them again at its next call, if the partition came back to it)."""
+        for gauge in (metrics.QBO_REQUESTS_LAST_MINUTE, metrics.QBO_PACE, metrics.CIRCUIT_OPEN,
+                      metrics.REALM_BLOCKED, metrics.REFRESH_TOKEN_EXPIRY):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.realm_id)
+        self._published = False
 
     async def before_call(self) -> None:
         """Wait until the quota and the breaker allow one more call, then spend it."""
+        if not self._published:
+            self._publish()
         async with self._lock:
             announced = False
             while True:
@@ -51,8 +73,6 @@ class RealmGate:
                 metrics.CIRCUIT_OPEN.labels(realm=self.realm_id).set(self.breaker.state is CircuitState.OPEN)
                 if wait <= 0:
                     self.pacer.record(now)
-                    metrics.QBO_REQUESTS_LAST_MINUTE.labels(realm=self.realm_id).set(self.pacer.last_minute(now))
-                    metrics.QBO_PACE.labels(realm=self.realm_id).set(self.pacer.pace_per_minute())
                     return
                 if wait > 1 and not announced:
                     log.info("realm=%s pausing QBO calls for %.1fs (%s)", self.realm_id, wait,

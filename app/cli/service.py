@@ -129,7 +129,10 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr=settings.metrics_host)  # a thread: scrapes never wait on the loop
+        try:
+            start_http_server(metrics_port, addr=settings.metrics_host)  # a thread: scrapes never wait on the loop
+        except OSError as exc:
+            fail(f"cannot start the worker's metrics listener on {settings.metrics_host}:{metrics_port}: {exc.strerror}")
         log.info("worker metrics on http://%s:%d/metrics", settings.metrics_host, metrics_port)
 
     @ctx.app.page("/metrics")

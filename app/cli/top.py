@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import select
 import sys
 import time
@@ -40,8 +41,8 @@ def fetch(urls: list[str], timeout: float = 2.0) -> Snapshot:
     for url in urls:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
-                snap.add(resp.read().decode("utf-8", errors="replace"))
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+                snap.add(resp.read().decode("utf-8", errors="replace"), url)
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             snap.unreachable.append(f"{url} ({getattr(exc, 'reason', exc)})")
     return snap
 

@@ -75,10 +75,9 @@ class Pacer:
         return wait
 
     def last_minute(self, now: float) -> int:
-        """Requests recorded in the last 60 seconds."""
-        while self._minute and self._minute[0] <= now - 60.0:
-            self._minute.popleft()
-        return len(self._minute)
+        """Requests recorded in the last 60 seconds. Reads a copy, changes nothing: a metrics scrape
+        may ask from another thread (the deque is copied in one step under the GIL)."""
+        return sum(1 for t in list(self._minute) if t > now - 60.0)
 
     def pace_per_minute(self) -> int:
         """The requests per minute allowed now (0: no limit)."""

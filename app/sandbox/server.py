@@ -237,7 +237,7 @@ async def _qbo_gateway(request: web.Request, handler: Handler) -> web.StreamResp
         else:
             raise
     resp.headers["intuit_tid"] = f"1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
-    if not request.path.startswith("/_sandbox/"):
+    if request.path.startswith(("/v3/", "/oauth2/", "/connect/")):  # QBO's traffic, not the rig's or a scraper's
         sandbox.requests[f"{request.method} {_endpoint(request)} {resp.status}"] += 1
     return resp
 

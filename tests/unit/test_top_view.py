@@ -30,8 +30,8 @@ magqb_consumer_lag{group="g",topic="magento.orders",partition="1"} 6
 
 def snap(at: float, *pages: str) -> Snapshot:
     s = Snapshot(at=at)
-    for page in pages:
-        s.add(page)
+    for n, page in enumerate(pages):
+        s.add(page, f"worker{n}")
     return s
 
 
@@ -55,4 +55,12 @@ def test_figures_are_summed_over_workers_and_rates_need_two_snapshots() -> None:
 def test_a_counter_reset_is_not_a_negative_rate() -> None:
     restarted = WORKER_A.replace("created\"} 100", "created\"} 5")
     v = view(snap(60.0, restarted), snap(0.0, WORKER_A))
+    assert v.realms[0].booked_per_minute == 0
+
+
+def test_a_process_unreachable_once_is_not_a_jump() -> None:
+    later = WORKER_A.replace("created\"} 100", "created\"} 106")
+    without_a = Snapshot(at=0.0)
+    without_a.add(WORKER_B, "worker1")
+    v = view(snap(60.0, later, WORKER_B), without_a)  # worker0 was unreachable the time before
     assert v.realms[0].booked_per_minute == 0
