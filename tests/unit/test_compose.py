@@ -80,7 +80,9 @@ def test_prometheus_scrapes_what_the_services_serve_and_grafana_gets_the_provisi
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
     assert "./ops/prometheus:/etc/prometheus:ro" in prom["volumes"]
     config = yaml.safe_load((REPO / "ops/prometheus/prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] if "static_configs" in job else
+               f"{job['dns_sd_configs'][0]['names'][0]}:{job['dns_sd_configs'][0]['port']}"
+               for job in config["scrape_configs"]}
     ingress, worker, sandbox = (SERVICES[n]["command"] for n in ("ingress", "worker", "sandbox"))
     assert targets["magqb-ingress"] == f"ingress:{ingress[ingress.index('--metrics-port') + 1]}"
     assert targets["magqb-worker"] == f"worker:{worker[worker.index('--metrics-port') + 1]}"
