@@ -25,14 +25,19 @@ def currency_ref(code: str) -> dict[str, str]:
     return {"value": code, "name": CURRENCY_NAMES.get(code, code)}
 
 
-ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice")
+ENTITIES = ("Account", "Customer", "Vendor", "Item", "TaxCode", "SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo",
+            "Payment")
 NAME_LISTS = {"Account", "Customer", "Vendor", "Item", "TaxCode"}
 # DisplayName is unique across these name lists (Employee is not simulated).
 PEOPLE = ("Customer", "Vendor")
-SALES_FORMS = {"SalesReceipt": "Sales Receipt", "Invoice": "Invoice"}
+# The sales forms share one DocNumber space (6140 names the holder's TxnType).
+SALES_FORMS = {"SalesReceipt": "Sales Receipt", "Invoice": "Invoice", "RefundReceipt": "Refund Receipt",
+               "CreditMemo": "Credit Memo"}
+# What `?operation=void` applies to (reference/qbo.md: not CreditMemo).
+VOIDABLE = {"SalesReceipt", "Invoice", "RefundReceipt", "Payment"}
 URL_ENTITIES = {e.lower(): e for e in ENTITIES}
 CREATABLE = {"customer": "Customer", "vendor": "Vendor", "item": "Item", "salesreceipt": "SalesReceipt",
-             "invoice": "Invoice"}
+             "invoice": "Invoice", "refundreceipt": "RefundReceipt", "creditmemo": "CreditMemo", "payment": "Payment"}
 
 _BAD_NAME_CHARS = re.compile(r"[:\t\n]")
 CENT = Decimal("0.01")
@@ -205,7 +210,133 @@ class Company:
             return self._create_person(entity, body)
         if entity == "Item":
             return self._create_item(body)
+        if entity == "Payment":
+            return self._create_payment(body)
         return self._create_sales_form(entity, body, allow_duplicate_docnum)
+
+    # ------------------------------------------------------------ payments, balances, void
+
+    def _customer_balance(self, customer_id: str | None, delta: Decimal) -> None:
+        """What the customer owes: Invoices add, CreditMemos and Payments take away (voids undo)."""
+        customer = self.entities["Customer"].get(customer_id) if customer_id else None
+        if customer is None or delta == 0:
+            return
+        balance = Decimal(str(customer.get("Balance", 0))) + delta
+        customer["Balance"] = customer["BalanceWithJobs"] = _amount(balance)
+        self.dirty.add(("Customer", customer["Id"]))
+
+    def _create_payment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /payment`: money received from a customer; Lines with LinkedTxn settle Invoices (their
+        Balance drops, they list the Payment in their LinkedTxn). What no line applies is UnappliedAmt."""
+        ref = self._ref("Customer", body.get("CustomerRef"), "CustomerRef", "DisplayName")
+        if body.get("TotalAmt") is None:
+            raise faults.required_missing("TotalAmt")
+        total = _money(body["TotalAmt"], "TotalAmt")
+        if total < 0:
+            raise faults.business_validation("TotalAmt must not be negative", "TotalAmt")
+        lines_in = body.get("Line") or []
+        if not isinstance(lines_in, list):
+            raise faults.request_body_invalid("Line must be a list")
+        settled: list[tuple[dict[str, Any], Decimal]] = []
+        applied = Decimal(0)
+        lines = []
+        for raw in lines_in:
+            if not isinstance(raw, dict) or "Amount" not in raw:
+                raise faults.required_missing("Line.Amount")
+            amount = _money(raw["Amount"], "Line.Amount")
+            linked = raw.get("LinkedTxn") or []
+            if not isinstance(linked, list) or len(linked) != 1 or not isinstance(linked[0], dict):
+                raise faults.required_missing("Line.LinkedTxn")
+            txn_id, txn_type = str(linked[0].get("TxnId", "")), linked[0].get("TxnType")
+            if txn_type != "Invoice":
+                raise faults.request_body_invalid(f"LinkedTxn.TxnType {str(txn_type)[:20]!r} is not supported")
+            invoice = self.entities["Invoice"].get(txn_id)
+            if invoice is None:
+                raise faults.object_not_found("Invoice", txn_id)
+            if invoice["CustomerRef"]["value"] != ref["value"]:
+                raise faults.business_validation(f"Invoice {txn_id} is not customer {ref['value']}'s", "LinkedTxn")
+            if amount > Decimal(str(invoice.get("Balance", 0))):
+                raise faults.business_validation(
+                    f"The payment amount {_thousands(amount)} is more than the open balance of Invoice {txn_id}",
+                    "Line.Amount")
+            settled.append((invoice, amount))
+            applied += amount
+            lines.append({"Amount": _amount(amount), "LinkedTxn": [{"TxnId": txn_id, "TxnType": "Invoice"}]})
+        if applied > total:
+            raise faults.business_validation("The lines apply more than the payment's TotalAmt", "TotalAmt")
+        base = self._base("Payment")
+        payment = {
+            "domain": base.pop("domain"), "sparse": base.pop("sparse"), **base,
+            "CustomerRef": ref, "TotalAmt": _amount(total), "UnappliedAmt": _amount(total - applied),
+            "TxnDate": body.get("TxnDate") or datetime.now(COMPANY_TZ).date().isoformat(), "Line": lines,
+            "CurrencyRef": currency_ref(str((body.get("CurrencyRef") or {}).get("value", "USD")).upper()),
+            "ProcessPayment": False,
+        }
+        deposit = body.get("DepositToAccountRef") or {"value": "4"}
+        payment["DepositToAccountRef"] = self._ref("Account", deposit, "DepositToAccountRef", "Name")
+        for key in ("PaymentMethodRef",):
+            if isinstance(body.get(key), dict) and body[key].get("value") is not None:
+                payment[key] = {"value": str(body[key]["value"])}
+        if body.get("PaymentRefNum") is not None:
+            payment["PaymentRefNum"] = str(body["PaymentRefNum"])[:21]
+        if body.get("PrivateNote") is not None:
+            payment["PrivateNote"] = str(body["PrivateNote"])
+        self._put("Payment", payment)
+        for invoice, amount in settled:
+            invoice["Balance"] = _amount(Decimal(str(invoice["Balance"])) - amount)
+            invoice.setdefault("LinkedTxn", []).append({"TxnId": payment["Id"], "TxnType": "Payment"})
+            self._bump(invoice)
+            self.dirty.add(("Invoice", invoice["Id"]))
+        self._customer_balance(ref["value"], -total)
+        return payment
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        obj["SyncToken"] = str(int(obj["SyncToken"]) + 1)
+        obj.setdefault("MetaData", {})["LastUpdatedTime"] = datetime.now(COMPANY_TZ).isoformat(timespec="seconds")
+
+    def void(self, entity: str, body: Any) -> dict[str, Any]:
+        """`POST /<entity>?operation=void` with {"Id", "SyncToken"}: the document stays, its amounts become 0,
+        its PrivateNote "Voided", SyncToken + 1; a stale SyncToken is 5010. A voided Invoice's open balance,
+        a voided Payment's money, leave the customer's balance; a voided Payment reopens its Invoices."""
+        if entity not in VOIDABLE:
+            raise faults.unsupported_operation(f"/{entity.lower()}?operation=void")
+        id_ = str((body or {}).get("Id", "")) if isinstance(body, dict) else ""
+        doc = self.entities[entity].get(id_)
+        if doc is None:
+            raise faults.object_not_found(entity, id_)
+        if str(body.get("SyncToken")) != doc["SyncToken"]:
+            raise faults.stale_object()
+        if doc.get("PrivateNote") == "Voided":
+            return doc
+        customer = (doc.get("CustomerRef") or {}).get("value")
+        if entity == "Invoice":
+            if any(t.get("TxnType") == "Payment" for t in doc.get("LinkedTxn", [])):
+                raise faults.business_validation("This invoice has payments applied to it: void or delete them "
+                                                 "first", "LinkedTxn")
+            self._customer_balance(customer, -Decimal(str(doc.get("Balance", 0))))
+        if entity == "Payment":
+            for line in doc.get("Line", []):
+                for txn in line.get("LinkedTxn", []):
+                    invoice = self.entities["Invoice"].get(str(txn.get("TxnId")))
+                    if invoice is not None:
+                        invoice["Balance"] = _amount(Decimal(str(invoice["Balance"])) + Decimal(str(line["Amount"])))
+                        invoice["LinkedTxn"] = [t for t in invoice.get("LinkedTxn", []) if t.get("TxnId") != id_]
+                        self._bump(invoice)
+                        self.dirty.add(("Invoice", invoice["Id"]))
+            self._customer_balance(customer, Decimal(str(doc.get("TotalAmt", 0))))
+            doc["UnappliedAmt"] = 0
+        for line in doc.get("Line", []):
+            if "Amount" in line:
+                line["Amount"] = 0
+        doc["TotalAmt"] = 0
+        if "Balance" in doc:
+            doc["Balance"] = 0
+        if "TxnTaxDetail" in doc:
+            doc["TxnTaxDetail"] = {"TotalTax": 0}
+        doc["PrivateNote"] = "Voided"
+        self._bump(doc)
+        self.dirty.add((entity, id_))
+        return doc
 
     def _create_person(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
         parts = [body.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")]
@@ -401,10 +532,18 @@ class Company:
             if source:
                 doc[addr] = copy.deepcopy(source)
         doc["ApplyTaxAfterDiscount"] = bool(body.get("ApplyTaxAfterDiscount", False))
-        if entity == "SalesReceipt":
-            deposit = body.get("DepositToAccountRef") or {"value": "4"}
-            doc["DepositToAccountRef"] = self._ref("Account", deposit, "DepositToAccountRef", "Name")
+        if entity in ("SalesReceipt", "RefundReceipt"):
+            deposit = body.get("DepositToAccountRef")
+            if deposit is None and entity == "RefundReceipt":
+                raise faults.required_missing("DepositToAccountRef")  # the account the refund is paid from
+            doc["DepositToAccountRef"] = self._ref("Account", deposit or {"value": "4"}, "DepositToAccountRef", "Name")
             doc["Balance"] = 0
+        elif entity == "CreditMemo":
+            if customer is None:
+                raise faults.required_missing("CustomerRef")
+            doc["RemainingCredit"] = _amount(total)
+            doc["Balance"] = _amount(total)
+            self._customer_balance(doc["CustomerRef"]["value"], -total)
         else:
             doc["LinkedTxn"] = []
             doc["PrintStatus"] = "NeedToPrint"
@@ -412,6 +551,7 @@ class Company:
             doc["Balance"] = _amount(total)
             # The sandbox company's default terms: net 30 (observed DueDate = TxnDate + 30 d).
             doc["DueDate"] = body.get("DueDate") or (date.fromisoformat(txn_date) + timedelta(days=30)).isoformat()
+            self._customer_balance(doc["CustomerRef"]["value"], total)
         self.doc_numbers.setdefault(doc_number, (SALES_FORMS[entity], doc["Id"]))
         return self._put(entity, doc)
 

@@ -131,6 +131,11 @@ def stale_object() -> SandboxFault:
         "The other user finished before you did, so your work was not saved.", "")
 
 
+def business_validation(detail: str, element: str = "") -> SandboxFault:
+    return SandboxFault("6000", "A business validation error has occurred while processing your request",
+                        f"Business Validation Error: {detail}", element)
+
+
 def query_parse_error(detail: str) -> SandboxFault:
     return SandboxFault("4000", "Error parsing query", f"QueryParserError: {detail}")
 

@@ -389,8 +389,12 @@ async def create_endpoint(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX_KEY]
     entity = CREATABLE.get(request.match_info["entity"])
     operation = request.query.get("operation")
-    if entity is None or operation not in (None, "delete") or (operation and entity not in SALES_FORMS):
+    if entity is None or operation not in (None, "delete", "void") or (operation == "delete" and entity not in SALES_FORMS):
         raise faults.unsupported_operation(request.path)
+    if operation == "void":
+        voided = sandbox.company.void(entity, await _read_json(request))
+        log.info("voided %s Id=%s", entity, voided["Id"])
+        return _json({entity: voided, "time": qbo_time()})
     if operation == "delete":
         deleted = sandbox.company.delete(entity, await _read_json(request))
         log.info("deleted %s Id=%s", entity, deleted["Id"])
