@@ -7,7 +7,7 @@ import json
 import os
 import random
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,8 @@ async def start_ingress(settings: Settings) -> tuple[str, web.AppRunner, Any]:
 
 
 @pytest.fixture
-async def ingress(settings_env: dict[str, str], kafka_bootstrap: str,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Settings]]:
+async def ingress_runner(settings_env: dict[str, str], kafka_bootstrap: str,
+                         monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Settings, web.AppRunner]]:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("MAGQB_MAX_BODY_BYTES", "200000")
     monkeypatch.setenv("MAGQB_MAX_EVENT_BYTES", "131072")  # an event may hold 128 KiB − 32 KiB: 96 KiB
@@ -47,10 +47,24 @@ async def ingress(settings_env: dict[str, str], kafka_bootstrap: str,
     await ensure_topics(kafka_bootstrap, topics.app_topics(settings.kafka_partitions, 1))
     url, runner, producer = await start_ingress(settings)
     try:
-        yield url, settings
+        yield url, settings, runner
     finally:
         await runner.cleanup()
         await stop_producer(producer)
+
+
+@pytest.fixture
+def ingress(ingress_runner: tuple[str, Settings, web.AppRunner]) -> tuple[str, Settings]:
+    url, settings, _ = ingress_runner
+    return url, settings
+
+
+async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """A bounded wait for a condition of the server under test."""
+    async with asyncio.timeout(seconds):
+        while not check():
+            await asyncio.sleep(0.02)
+    assert check(), what
 
 
 async def topic_records(bootstrap: str) -> list[Any]:
@@ -248,8 +262,8 @@ async def test_a_client_trickling_its_headers_is_cut_off(ingress) -> None:
         try:
             writer.write(b"X")
             await writer.drain()
-            await asyncio.sleep(1)
-            if reader.at_eof() or await _closed_within(reader, 0.01) == b"":
+            # A byte a second: the wait for the next one is a wait for the server to close.
+            if reader.at_eof() or await _closed_within(reader, 1.0) == b"":
                 cut_off = True
                 break
         except TimeoutError:
@@ -274,15 +288,17 @@ async def test_a_client_trickling_its_body_gets_408(ingress, kafka_bootstrap) ->
     writer.close()
 
 
-async def test_connections_past_the_cap_are_closed_and_the_ingress_still_serves(ingress) -> None:
-    url, settings = ingress
+async def test_connections_past_the_cap_are_closed_and_the_ingress_still_serves(ingress_runner) -> None:
+    url, settings, runner = ingress_runner
+    assert runner.server is not None
+    server = runner.server
     held = [await _raw(url) for _ in range(settings.ingress_max_connections)]
-    await asyncio.sleep(0.2)
+    await until(lambda: len(server.connections) == settings.ingress_max_connections, 5, "the held connections")
     reader, writer = await _raw(url)
     assert await _closed_within(reader, 2) == b""  # over the cap: closed at once, the others unharmed
     writer.close()
     # The idle ones are swept after the read timeout; then new clients are served again.
-    await asyncio.sleep(settings.ingress_read_timeout_seconds + 1.5)
+    await until(lambda: not server.connections, settings.ingress_read_timeout_seconds + 5, "the idle ones swept")
     status, _ = await post(url, *signed({**blueprint_order(), "entity_id": random.randint(10**6, 10**9)}))
     assert status == 202
     for _, w in held:
