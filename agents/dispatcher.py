@@ -26,13 +26,14 @@ import faust
 from pydantic import ValidationError
 
 from app import jsonutil, metrics, topics
+from app.adapters import kafka_io
 from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
+from app.adapters.qbo_access import token_store
 from app.adapters.qbo_client import QboClient
 from app.adapters.read_budget import ReadBudget
 from app.adapters.realm_gate import RealmGate
-from app.adapters.token_store import TokenStore
 from app.adapters.transient import Abandoned, pause, retry_transient
 from app.dispatch import Command, Dispatcher, GiveUp, Outcome, RealmBlocked, RetryLater
 from app.domain import retry_ladder as ladder_mod
@@ -189,7 +190,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             tokens = TokenManager(
                 session, settings.quickbooks_token_url, settings.quickbooks_client_id,
-                settings.quickbooks_client_secret, realm, TokenStore(settings.data_dir / "tokens.sqlite3"),
+                settings.quickbooks_client_secret, realm, token_store(settings),
                 settings.quickbooks_refresh_token, refused_recheck_seconds=BLOCKED_RECHECK_SECONDS,
             )
             realm_gate = RealmGate(
@@ -226,10 +227,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     await asyncio.gather(*cancelled, return_exceptions=True)
                     log.info("partitions revoked: %d command(s) left to the next owner", len(cancelled))
 
-            from aiokafka.partitioner import DefaultPartitioner
-
-            every = list(range(settings.kafka_partitions))
-            realm_partition = DefaultPartitioner()(realm.encode(), every, every)  # qbo.commands is keyed by realm
+            realm_partition = kafka_io.partition_of(realm.encode(), settings.kafka_partitions)  # commands: keyed by realm
             ctx.ownership.on_revoke(revoked)
 
             async def dispatch(cmd: Command, tp: Any, verify: bool) -> Outcome:

@@ -8,7 +8,7 @@ backwards from the end until one order turns up (`magqb status`, fast for a rece
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -50,12 +50,7 @@ async def _read_changelog(bootstrap: str, app_id: str,
     await c.start()
     raw: dict[str, bytes | None] = {}
     try:
-        tps = await kafka_io.partitions(c, changelog(app_id))
-        if not tps:
-            return raw
-        starts = await c.beginning_offsets(tps)
-        ends = await c.end_offsets(tps)
-        spans = [kafka_io.Span(tp, starts[tp], ends[tp]) for tp in tps]
+        spans = await kafka_io.whole(c, changelog(app_id))
         total = sum(s.size for s in spans)
         done = 0
         async for batch in kafka_io.read_spans(c, spans):
@@ -112,20 +107,19 @@ async def find_state(bootstrap: str, app_id: str, wanted: str, chunk: int = 2000
     c = kafka_io.consumer(bootstrap, "magqb-tools-status")
     await c.start()
     try:
-        tps = await kafka_io.partitions(c, changelog(app_id))
-        if not tps:
-            return None
-        starts = await c.beginning_offsets(tps)
-        ends = await c.end_offsets(tps)
+        spans = await kafka_io.whole(c, changelog(app_id))
     finally:
         await kafka_io.close(c)
+    if not spans:
+        return None
     if wanted.isdigit():
-        home = state_partitions(len(tps), [wanted])[wanted]
-        tp = next(t for t in tps if t.partition == home)
-        found = await _scan_back(bootstrap, tp, starts[tp], ends[tp], wanted, chunk)
+        # faust writes a row to the partition of the event that changed it: the order's own partition
+        home = kafka_io.partition_of(wanted.encode(), len(spans))
+        span = next(s for s in spans if s.tp.partition == home)
+        found = await _scan_back(bootstrap, span.tp, span.start, span.end, wanted, chunk)
         if found is not None:
             return found
-    scans = {asyncio.ensure_future(_scan_back(bootstrap, tp, starts[tp], ends[tp], wanted, chunk)) for tp in tps}
+    scans = {asyncio.ensure_future(_scan_back(bootstrap, s.tp, s.start, s.end, wanted, chunk)) for s in spans}
     try:
         while scans:
             done, scans = await asyncio.wait(scans, return_when=asyncio.FIRST_COMPLETED)
@@ -137,15 +131,6 @@ async def find_state(bootstrap: str, app_id: str, wanted: str, chunk: int = 2000
         for t in scans:
             t.cancel()
         await asyncio.gather(*scans, return_exceptions=True)
-
-
-def state_partitions(count: int, keys: Iterable[str]) -> dict[str, int]:
-    """The changelog partition of each order id's row (faust's producer: murmur2 of the JSON key)."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(range(count))
-    part = DefaultPartitioner()
-    return {k: part(jsonutil.dumps(k), every, every) for k in keys}
 
 
 async def _scan_back(bootstrap: str, tp: TopicPartition, start: int, end: int, wanted: str,
@@ -192,13 +177,3 @@ async def records_of(c: AIOKafkaConsumer, topic: str, key: str, since_ms: int | 
             if r.key == want and (match is None or match(r)):
                 found.append(r)
     return found[-limit:]
-
-
-def order_partitions(count: int, keys: Iterable[str]) -> dict[str, int]:
-    """The partition of `magento.orders` each order id lands on (the producer's default partitioner)."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(range(count))
-    part = DefaultPartitioner()
-    return {k: part(k.encode(), every, every) for k in keys}
-

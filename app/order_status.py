@@ -97,7 +97,7 @@ async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
     await c.start()
     try:
         tps = await kafka_io.partitions(c, topics.ORDERS)
-        part = order_log.order_partitions(len(tps), [wanted])[wanted] if tps else 0
+        part = kafka_io.partition_of(wanted.encode(), len(tps)) if tps else 0
         records = await order_log.records_of(c, topics.ORDERS, wanted, None, partitions=[part])
     finally:
         await kafka_io.close(c)

@@ -128,10 +128,7 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
                           until: datetime | None,
                           on_batch: Callable[[int, int], None] = lambda d, t: None) -> tuple[list[LogOrder], set[str]]:
     """(the orders created in [since, until), every DocNumber the log's orders have)."""
-    tps = await kafka_io.partitions(c, topics.ORDERS)
-    starts = await c.beginning_offsets(tps)
-    ends = await c.end_offsets(tps)
-    spans = [kafka_io.Span(tp, starts[tp], ends[tp]) for tp in tps]
+    spans = await kafka_io.whole(c, topics.ORDERS)
     total = sum(s.size for s in spans)
     latest: dict[str, dict[str, Any]] = {}
     done = 0

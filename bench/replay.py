@@ -37,7 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from app import jsonutil, topics  # noqa: E402
 from app.adapters import kafka_io  # noqa: E402
@@ -68,15 +67,14 @@ def seed_orders(n: int) -> list[tuple[str, bytes, bytes]]:
 async def seed(bootstrap: str, app_id: str, rows: list[tuple[str, bytes, bytes]]) -> None:
     producer = kafka_io.producer(bootstrap, "bench-seed", 4 << 20)
     await producer.start()
-    part = DefaultPartitioner()
-    every = list(range(PARTITIONS))
     try:
         futures = []
         for key, event, state in rows:
             futures.append(await producer.send(topics.ORDERS, event, key=key.encode()))
             skey = json.dumps(key).encode()
+            # faust writes a row to the partition of the event that changed it: the order's own
             futures.append(await producer.send(f"{app_id}-order_state-changelog", state, key=skey,
-                                               partition=part(skey, every, every)))
+                                               partition=kafka_io.partition_of(key.encode(), PARTITIONS)))
             if len(futures) > 20000:
                 await asyncio.gather(*futures)
                 futures = []

@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+_PARTITIONER = DefaultPartitioner()
 
 
 def producer(bootstrap: str, client_id: str, max_request_size: int = 1_000_000) -> AIOKafkaProducer:
@@ -24,6 +27,13 @@ def consumer(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                             client_id=client_id, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
                             fetch_max_bytes=32 << 20)
+
+
+def partition_of(key: bytes, count: int) -> int:
+    """The partition a producer's default partitioner (murmur2, as Kafka's Java client) puts `key` in:
+    where the ingress writes an order, faust a table row keyed the same way, the orders agent a command."""
+    every = list(range(count))
+    return int(_PARTITIONER(key, every, every))
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,16 @@ async def offsets_at(c: AIOKafkaConsumer, tps: Iterable[TopicPartition], when_ms
         return dict(ends)
     found = await c.offsets_for_times({tp: when_ms for tp in tps})
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
+
+
+async def whole(c: AIOKafkaConsumer, topic: str) -> list[Span]:
+    """Every partition of `topic` from its first retained offset to its end now."""
+    tps = await partitions(c, topic)
+    if not tps:
+        return []
+    starts = await c.beginning_offsets(tps)
+    ends = await c.end_offsets(tps)
+    return [Span(tp, starts[tp], ends[tp]) for tp in tps]
 
 
 async def read_spans(c: AIOKafkaConsumer, spans: list[Span], batch: int = 5000,

@@ -28,13 +28,6 @@ STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "park
                "skipped": "cancelled"}
 
 
-def state_figures(rows: Any, now: datetime) -> tuple[Counter[str], float]:
-    """(orders by state, seconds since the oldest waiting/requested order was received) of table rows."""
-    counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
-    oldest = _count(rows, counts, None)
-    return counts, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
-
-
 def _count(rows: Any, counts: Counter[str], oldest: datetime | None) -> datetime | None:
     for row in rows:
         if not isinstance(row, dict):
@@ -65,8 +58,6 @@ class Monitor:
         self.every = every
         self.partitions = partitions
         self._partitions: dict[Any, int] = {}
-        self._every: list[int] | None = None
-        self._partitioner: Any = None
         self.order_state = order_state
         self.bootstrap = bootstrap
         self.group = group
@@ -83,19 +74,13 @@ class Monitor:
         """The partition of `magento.orders` an order id hashes to (remembered: murmur2 is not free)."""
         part = self._partitions.get(key)
         if part is None:
-            part = self._partitioner(str(key).encode(), self._every, self._every)
-            self._partitions[key] = part
+            part = self._partitions[key] = kafka_io.partition_of(str(key).encode(), self.partitions)
         return part
 
     async def states(self) -> None:
         """Orders by state and the oldest order on its way, over the rows of the partitions this worker
         owns: its table also holds standby copies of others' partitions, and rows of partitions it
         owned before. Read in slices that give the event loop back."""
-        if self._every is None or len(self._every) != self.partitions:
-            from aiokafka.partitioner import DefaultPartitioner
-
-            self._every = list(range(self.partitions))
-            self._partitioner = DefaultPartitioner()
         owned = self._owned()
         counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
         oldest: datetime | None = None

@@ -8,17 +8,15 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
 from app import topics
+from app.adapters.kafka_io import partition_of as kafka_partition_of
 from app.adapters.monitor import Monitor
-
-EVERY = list(range(4))
 
 
 def partition_of(key: str) -> int:
-    return int(DefaultPartitioner()(key.encode(), EVERY, EVERY))
+    return kafka_partition_of(key.encode(), 4)
 
 
 def test_only_the_owned_partitions_rows_count() -> None:
