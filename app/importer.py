@@ -9,11 +9,9 @@ order of the last page wholly published.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,9 @@ from pydantic import ValidationError
 
 from app import topics
 from app.adapters.magento_api import MagentoClient
+from app.checkpoint import Checkpoint
 from app.domain.order_search import OrderSearch, Pager
 from app.ingress.server import DEAD_LETTER_RESERVE
-from app.private_files import private_dir
 from schemas.envelope import envelope_bytes
 from schemas.magento import MagentoOrder
 
@@ -48,27 +46,11 @@ class ImportProgress:
     finished: bool = False
 
 
-class Checkpoint:
-    """One JSON file per search under MAGQB_DATA_DIR/imports, rewritten atomically after each page."""
+class ImportCheckpoint(Checkpoint[ImportProgress]):
+    """One file per search under MAGQB_DATA_DIR/imports."""
 
     def __init__(self, data_dir: Path, search: OrderSearch) -> None:
-        self.path = data_dir / "imports" / f"{search.fingerprint()}.json"
-        self.search = search
-
-    def load(self) -> ImportProgress | None:
-        """The interrupted run of this same search, if there is one."""
-        try:
-            data = json.loads(self.path.read_text())
-            progress = ImportProgress(**data)
-        except (OSError, ValueError, TypeError):
-            return None
-        return None if progress.finished else progress
-
-    def save(self, progress: ImportProgress) -> None:
-        private_dir(self.path.parent)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(progress)))
-        os.replace(tmp, self.path)
+        super().__init__(data_dir / "imports" / f"{search.fingerprint()}.json", ImportProgress)
 
 
 def order_record(raw: dict[str, Any], max_event_bytes: int, run: str = "") -> tuple[str, bytes] | str:
@@ -89,7 +71,7 @@ def order_record(raw: dict[str, Any], max_event_bytes: int, run: str = "") -> tu
 
 
 async def run_import(client: MagentoClient, producer: AIOKafkaProducer | None, search: OrderSearch,
-                     checkpoint: Checkpoint, max_event_bytes: int,
+                     checkpoint: ImportCheckpoint, max_event_bytes: int,
                      on_page: Callable[[ImportProgress], None] = lambda p: None,
                      resume: bool = True) -> ImportProgress:
     """Page through the search and publish every order; `producer=None` is a dry run (counts only)."""

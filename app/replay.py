@@ -20,7 +20,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from pydantic import ValidationError
 
 from app import jsonutil, topics
 from app.adapters import kafka_io
+from app.checkpoint import Checkpoint
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order
-from app.private_files import private_dir
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState
@@ -156,25 +156,12 @@ class ReplayProgress:
     finished: bool = False
 
 
-class ReplayCheckpoint:
-    """One JSON file per replay (its selection, recheck or not, the cluster and app it ran on)."""
+class ReplayCheckpoint(Checkpoint[ReplayProgress]):
+    """One file per replay (its selection, recheck or not, the cluster and app it ran on)."""
 
     def __init__(self, data_dir: Path, sel: Selection, recheck: bool = False, where: str = "") -> None:
         key = hashlib.sha256(f"{sel.fingerprint()}|{recheck}|{where}".encode()).hexdigest()[:16]
-        self.path = data_dir / "replays" / f"{key}.json"
-
-    def load(self) -> ReplayProgress | None:
-        try:
-            p = ReplayProgress(**json.loads(self.path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        return None if p.finished else p
-
-    def save(self, p: ReplayProgress) -> None:
-        private_dir(self.path.parent)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(p)))
-        os.replace(tmp, self.path)
+        super().__init__(data_dir / "replays" / f"{key}.json", ReplayProgress)
 
 
 async def latest_events(c: AIOKafkaConsumer, spans: list[kafka_io.Span],

@@ -78,9 +78,9 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
 
     from app.adapters import kafka_io
     from app.adapters.magento_api import MagentoApiError, MagentoClient
-    from app.importer import Checkpoint, run_import
+    from app.importer import ImportCheckpoint, run_import
 
-    checkpoint = Checkpoint(s.data_dir, search)
+    checkpoint = ImportCheckpoint(s.data_dir, search)
     resumed = None if restart else checkpoint.load()
     if resumed is not None and not dry_run:
         click.echo(f"resuming an interrupted import after entity_id {resumed.after_id} ({resumed.published} "
