@@ -143,15 +143,22 @@ class Company:
     def all_dirty(self) -> None:
         self.dirty = {(e, i) for e, rows in self.entities.items() for i in rows}
 
-    def delete(self, entity: str, body: Any) -> dict[str, Any]:
-        """`POST /<entity>?operation=delete` with {"Id", "SyncToken"}: the sales form is gone, its
-        DocNumber free again."""
-        id_ = str((body or {}).get("Id", "")) if isinstance(body, dict) else ""
+    def current(self, entity: str, body: Any) -> dict[str, Any]:
+        """The stored object an update, delete or void names by {"Id", "SyncToken"}: 610 when there is
+        none, 5010 when the SyncToken is not the current one."""
+        id_ = str(body.get("Id", "")) if isinstance(body, dict) else ""
         existing = self.entities[entity].get(id_)
         if existing is None:
             raise faults.object_not_found(entity, id_)
         if str(body.get("SyncToken")) != existing["SyncToken"]:
             raise faults.stale_object()
+        return existing
+
+    def delete(self, entity: str, body: Any) -> dict[str, Any]:
+        """`POST /<entity>?operation=delete` with {"Id", "SyncToken"}: the sales form is gone, its
+        DocNumber free again."""
+        existing = self.current(entity, body)
+        id_ = existing["Id"]
         del self.entities[entity][id_]
         number = existing.get("DocNumber")
         if number is not None and self.doc_numbers.get(number, ("", ""))[1] == id_:
@@ -163,12 +170,7 @@ class Company:
         """`POST /customer|/item` with {"Id", "SyncToken", "sparse": true, …}: the fields given replace
         the stored ones (a full update is taken as sparse here). Making a customer or item inactive
         renames it "<name> (deleted)", as QBO does, which frees its name (reference/qbo.md)."""
-        id_ = str(body.get("Id", ""))
-        existing = self.entities[entity].get(id_)
-        if existing is None:
-            raise faults.object_not_found(entity, id_)
-        if str(body.get("SyncToken")) != existing["SyncToken"]:
-            raise faults.stale_object()
+        existing = self.current(entity, body)
         changes = {k: v for k, v in body.items() if k not in ("Id", "SyncToken", "sparse", "domain", "MetaData")}
         updated = {**existing, **changes, "SyncToken": str(int(existing["SyncToken"]) + 1),
                    "MetaData": {**existing["MetaData"], "LastUpdatedTime": meta_time()}}
@@ -300,12 +302,8 @@ class Company:
         a voided Payment's money, leave the customer's balance; a voided Payment reopens its Invoices."""
         if entity not in VOIDABLE:
             raise faults.unsupported_operation(f"/{entity.lower()}?operation=void")
-        id_ = str((body or {}).get("Id", "")) if isinstance(body, dict) else ""
-        doc = self.entities[entity].get(id_)
-        if doc is None:
-            raise faults.object_not_found(entity, id_)
-        if str(body.get("SyncToken")) != doc["SyncToken"]:
-            raise faults.stale_object()
+        doc = self.current(entity, body)
+        id_ = doc["Id"]
         if doc.get("PrivateNote") == "Voided":
             return doc
         customer = (doc.get("CustomerRef") or {}).get("value")

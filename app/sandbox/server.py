@@ -449,11 +449,7 @@ def _batch_item(sandbox: Sandbox, item: Any, request_id: str | None) -> dict[str
         if operation == "delete" and entity in SALES_FORMS:
             return {entity: sandbox.company.delete(entity, body), "bId": bid}
         if operation in ("update", "delete"):
-            existing = sandbox.company.get(entity, str((body or {}).get("Id", "")))
-            if existing is None:
-                raise faults.object_not_found(entity, str((body or {}).get("Id", "")))
-            if str((body or {}).get("SyncToken")) != existing["SyncToken"]:
-                raise faults.stale_object()
+            sandbox.company.current(entity, body)  # 610 or 5010 first, as QBO answers
         raise faults.unsupported_operation(f"batch operation {operation!r} on {entity}")
     except SandboxFault as fault:
         return {"Fault": fault.body()["Fault"], "bId": bid}
