@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from app import jsonutil, topics
@@ -95,7 +95,7 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
     """Send each order back through mapping with the current mapping file (its request ids salted with the
     letter's id, so QBO does not replay the fault) — or, for a letter without its order, the command
     back to dispatch, or an unreadable event back where it was — then record that they were retried."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_io.producer(bootstrap, "magqb-dlq", max_request_size=1_048_576)  # aiokafka's default, as before
     await producer.start()
     try:
         for letter in letters:
@@ -127,11 +127,11 @@ async def retry(bootstrap: str, letters: list[DeadLetter]) -> None:
             key=b"dlq-action",
         )
     finally:
-        await producer.stop()
+        await kafka_io.close(producer)
 
 
 async def purge(bootstrap: str, letters: list[DeadLetter]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_io.producer(bootstrap, "magqb-dlq", max_request_size=1_048_576)  # aiokafka's default, as before
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -139,4 +139,4 @@ async def purge(bootstrap: str, letters: list[DeadLetter]) -> None:
             key=b"dlq-action",
         )
     finally:
-        await producer.stop()
+        await kafka_io.close(producer)
