@@ -102,6 +102,18 @@ class Stack:
                            {"Authorization": f"Bearer {self._token()}", "Content-Type": "application/json"})
         return status, json.loads(raw, parse_float=Decimal) if raw else {}
 
+    def book_by_hand(self, doc_number: str, who: str) -> dict[str, Any]:
+        """An Invoice someone keyed in QuickBooks by hand under `doc_number` (a customer `who` of its own):
+        an order needing that DocNumber is refused 6140 and parked. Returns the Invoice."""
+        status, person = self.api("POST", "customer", {"DisplayName": who})
+        assert status == 200, person
+        status, body = self.api("POST", "invoice", {
+            "Line": [{"Amount": 10, "DetailType": "SalesItemLineDetail",
+                      "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
+            "CustomerRef": {"value": person["Customer"]["Id"]}, "DocNumber": doc_number})
+        assert status == 200, body
+        return dict(body["Invoice"])
+
     def count(self, entity: str, where: str) -> int:
         return int(self.query(f"SELECT COUNT(*) FROM {entity} WHERE {where}").get("totalCount", 0))
 

@@ -109,10 +109,7 @@ def test_a_real_prometheus_sees_every_panel_and_alert_and_the_alerts_fire(monito
     orders = run.make_orders()
     poison = orders[3]
     # Someone booked an Invoice by hand under the DocNumber one order needs: that order is dead-lettered.
-    _, person = stack.api("POST", "customer", {"DisplayName": "Manual Booker"})
-    assert stack.api("POST", "invoice", {
-        "Line": [{"Amount": 10, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
-        "CustomerRef": {"value": person["Customer"]["Id"]}, "DocNumber": f"MAG-{poison['increment_id']}"})[0] == 200
+    stack.book_by_hand(f"MAG-{poison['increment_id']}", "Manual Booker")
     # Then QuickBooks starts failing now and then: 10 % 5xx, 10 % 429.
     faults = json.dumps({"fail_rate": 0.1, "throttle_rate": 0.1}).encode()
     assert http("PUT", f"{stack.sandbox_url}/_sandbox/faults", faults, {"Content-Type": "application/json"})[0] == 200

@@ -122,11 +122,7 @@ def test_replay_costs_no_quickbooks_call_for_booked_orders_and_books_a_parked_on
     orders = [make_order(830000 + n, f"replay{n}@example.com", [("RPL-1", 1, "10.00")]) for n in range(5)]
     poison = orders[2]
     # Someone booked an Invoice by hand under the DocNumber the poison order needs: it is parked.
-    _, person = stack.api("POST", "customer", {"DisplayName": "Replay Manual Booker"})
-    status, stray = stack.api("POST", "invoice", {
-        "Line": [{"Amount": 10, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
-        "CustomerRef": {"value": person["Customer"]["Id"]}, "DocNumber": f"MAG-{poison['increment_id']}"})
-    assert status == 200
+    stray = stack.book_by_hand(f"MAG-{poison['increment_id']}", "Replay Manual Booker")
     for o in orders:
         assert stack.post_order(o)[0] == 202
     others = [o for o in orders if o is not poison]
@@ -144,7 +140,7 @@ def test_replay_costs_no_quickbooks_call_for_booked_orders_and_books_a_parked_on
 
     # The stray Invoice is voided away; a replay of all five books the parked one, once, and calls
     # QuickBooks for nothing else.
-    assert stack.api("POST", "invoice", {"Id": stray["Invoice"]["Id"], "SyncToken": "0"}, operation="delete")[0] == 200
+    assert stack.api("POST", "invoice", {"Id": stray["Id"], "SyncToken": "0"}, operation="delete")[0] == 200
     def worker_calls() -> Counter[str]:  # the test's own reads are GETs; the worker's queries are POSTs
         return Counter({k: v for k, v in stack.sandbox_stats()["requests"].items() if not k.startswith("GET ")})
 
@@ -169,18 +165,14 @@ def test_replay_costs_no_quickbooks_call_for_booked_orders_and_books_a_parked_on
 def test_replay_feeds_an_orders_newest_event_so_a_cancelled_order_is_not_booked(stack: Stack) -> None:
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 2))
     order = make_order(831000, "replaycancel@example.com", [("RPL-2", 1, "10.00")])
-    _, person = stack.api("POST", "customer", {"DisplayName": "Replay Cancel Booker"})
-    status, stray = stack.api("POST", "invoice", {
-        "Line": [{"Amount": 10, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
-        "CustomerRef": {"value": person["Customer"]["Id"]}, "DocNumber": f"MAG-{order['increment_id']}"})
-    assert status == 200
+    stray = stack.book_by_hand(f"MAG-{order['increment_id']}", "Replay Cancel Booker")
     assert stack.post_order(order)[0] == 202  # parked: its DocNumber is taken
     poll(lambda: json.loads(magqb(stack, "status", "831000", "--json").stdout or "{}").get("state") == "failed", 60,
          "the order to be parked")
     assert stack.post_order({**order, "state": "canceled", "status": "canceled"})[0] == 202  # then cancelled
     poll(lambda: json.loads(magqb(stack, "status", "831000", "--json").stdout or "{}").get("state") == "skipped", 60,
          "the cancellation")
-    assert stack.api("POST", "invoice", {"Id": stray["Invoice"]["Id"], "SyncToken": "0"}, operation="delete")[0] == 200
+    assert stack.api("POST", "invoice", {"Id": stray["Id"], "SyncToken": "0"}, operation="delete")[0] == 200
     dry = magqb(stack, "replay", "--from-time", since, "--order", "831000", "--dry-run")
     assert "would skip" in dry.stdout and "dry run: 1 order(s): 1 would skip (cancelled)" in dry.stdout, dry.stdout
     run = magqb(stack, "replay", "--from-time", since, "--order", "831000")
