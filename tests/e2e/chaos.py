@@ -50,6 +50,7 @@ class ChaosPlan:
     partitions: int = 4
     seed: int = 7
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings for ingress and workers
+    metrics_ports: bool = False  # workers also serve /metrics on a --metrics-port of their own
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ChaosRun:
     stack: Stack | None = None
     orders: list[dict[str, Any]] = field(default_factory=list)
     web_ports: dict[str, int] = field(default_factory=dict)
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------ processes
 
@@ -141,7 +143,12 @@ class ChaosRun:
         port = self.web_ports.get(name) or free_port()
         self.web_ports[name] = port
         env = {"MAGQB_DATA_DIR": str(self.workdir / name)}
-        start(self.stack, name, "worker", "--web-port", str(port), env=env)
+        args = ["worker", "--web-port", str(port)]
+        if self.plan.metrics_ports:
+            metrics_port = free_port()
+            args += ["--metrics-port", str(metrics_port)]
+            self.metrics_urls[name] = f"http://127.0.0.1:{metrics_port}"
+        start(self.stack, name, *args, env=env)
         self.stack.worker_url = f"http://127.0.0.1:{port}"
 
     def kill_worker(self, name: str) -> None:

@@ -75,13 +75,14 @@ class Prometheus:
 def monitored(tmp_path: Path, kafka_bootstrap: str) -> Iterator[tuple[ChaosRun, Prometheus]]:
     run = ChaosRun(ChaosPlan(orders=20, customers=5, skus=4, fail_rate=0.0, throttle_rate=0.0,
                              commit_then_fail_rate=0.0, token_ttl=3600, seed=121,
-                             extra_env={"MAGQB_MONITOR_SECONDS": "1"}), tmp_path / "run")
+                             extra_env={"MAGQB_MONITOR_SECONDS": "1"}, metrics_ports=True), tmp_path / "run")
     prom = None
     try:
         stack = run.start()
         hostport = lambda url: url.removeprefix("http://")  # noqa: E731
         prom = Prometheus(tmp_path / "prometheus", {"magqb-ingress": hostport(stack.ingress_url),
-                                                    "magqb-worker": hostport(stack.worker_url),
+                                                    # the worker's --metrics-port, as Prometheus scrapes it
+                                                    "magqb-worker": hostport(run.metrics_urls["worker0"]),
                                                     "magqb-sandbox": hostport(stack.sandbox_url)})
         yield run, prom
     finally:
@@ -144,10 +145,14 @@ def test_a_real_prometheus_sees_every_panel_and_alert_and_the_alerts_fire(monito
     run.post(late)
     poll(lambda: prom.firing().get("MagqbRealmBlocked"), 90, lambda: f"the realm-blocked alert (firing: {prom.firing()})")
     assert prom.firing()["MagqbRealmBlocked"][0]["realm"] == realm
+    # and the worker's log names the commands that give the realm a new token
+    poll(lambda: "dispatch stopped" in stack.log_tail("worker0", 400), 30, "the blocked realm's log line")
+    blocked_line = next(ln for ln in stack.log_tail("worker0", 400).splitlines() if "dispatch stopped" in ln)
+    assert "`magqb connect`" in blocked_line and "`magqb token set`" in blocked_line, blocked_line
 
     # The same figures in a terminal, from the same /metrics pages.
     top = subprocess.run([MAGQB, "top", "--once", "--interval", "1", "--ingress", f"{stack.ingress_url}/metrics",
-                          "--worker", f"{stack.worker_url}/metrics"], capture_output=True, text=True, timeout=60,
+                          "--worker", f"{run.metrics_urls['worker0']}/metrics"], capture_output=True, text=True, timeout=60,
                          env={**stack.env, "COLUMNS": "200"})
     assert top.returncode == 0, top.stderr
     assert "oldest unbooked order" in top.stdout and realm in top.stdout and "BLOCKED" in top.stdout, top.stdout

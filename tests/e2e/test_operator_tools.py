@@ -108,6 +108,21 @@ def test_import_pages_through_magento_resumes_after_an_interruption_and_books_ea
     assert stack.count("SalesReceipt", f"DocNumber IN ('MAG-{first + 1:09d}', 'MAG-{first + 59:09d}')") == 2
 
 
+def test_import_dry_run_filters_by_status_and_store_and_publishes_nothing(stack: Stack, standin: Any) -> None:
+    first, count = 860000, 70
+    t0 = int(time.time() * 1000)
+    url = standin("--orders", str(count), "--first-entity-id", str(first), "--start", "2032-06-01T08:00:00",
+                  "--throttle-every", "3")
+    env = {"MAGENTO_BASE_URL": f"{url}/rest/V1", "MAGENTO_ACCESS_TOKEN": "magento-test-token"}
+    out = magqb(stack, "import", "--since", "2032-06-01", "--status", "complete", "--store-id", "1", "--dry-run",
+                "--page-size", "10", env=env)
+    assert out.returncode == 0, out.stderr
+    # the stand-in's orders: status "complete" unless n % 5 == 0, store 1 unless n % 7 == 0
+    wanted = sum(1 for n in range(count) if n % 5 and n % 7)
+    assert f"{wanted} order(s) in Magento's range, {wanted} would publish, 0 skipped" in out.stdout, out.stdout
+    assert imported_keys(stack, first, count, t0) == {}
+
+
 def test_import_without_magento_settings_says_what_to_set(stack: Stack) -> None:
     out = magqb(stack, "import", "--since", "2032-01-01",
                 env={"MAGENTO_BASE_URL": "http://127.0.0.1:9/rest/V1", "MAGENTO_ACCESS_TOKEN": ""})
