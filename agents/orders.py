@@ -28,13 +28,22 @@ from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.transient import Abandoned, retry_transient
 from app.domain.order_flow import Decision, on_order, on_result
+from app.domain.order_life import on_creditmemo, on_invoice
 from app.redact import scrub
 from app.worker_app import WorkerContext
-from schemas.commands import encode_command
+from schemas.commands import CreateDocument, ReceivePayment, VoidDocument, encode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
 from schemas.envelope import EnvelopeError, OrderEnvelope, decode_envelope
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved, decode_result
-from schemas.magento import MagentoOrder
+from schemas.events import (
+    CommandFailed,
+    CustomerResolved,
+    DocumentCreated,
+    DocumentVoided,
+    ItemResolved,
+    PaymentReceived,
+    decode_result,
+)
+from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder
 from schemas.state import CustomerEntry, HistoryEntry, ItemEntry, OrderState, with_history
 
 log = logging.getLogger("magqb.orders")
@@ -73,11 +82,16 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
     async def park(order_id: str, order_ref: str, decision: Decision, source: EventSource) -> None:
         """Not booked: into the dead-letter topic with the reason, the command (sent or not) and the
-        order event itself, so `magqb dlq retry` maps it again once the cause is fixed."""
-        parked, state = decision.parked, decision.state
-        assert parked is not None
-        order_event = None
-        if state is not None and state.order is not None:
+        order event itself (or the credit memo's, invoice's, cancellation's), so `magqb dlq retry` maps
+        it again once the cause is fixed."""
+        assert decision.parked is not None
+        for n, parked in enumerate((decision.parked, *decision.more_parked)):
+            await park_one(order_id, order_ref, parked, decision.state, source, n)
+
+    async def park_one(order_id: str, order_ref: str, parked: Any, state: OrderState | None, source: EventSource,
+                       n: int) -> None:
+        order_event = parked.retry_event
+        if order_event is None and state is not None and state.order is not None:
             order_event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order).model_dump(
                 mode="json")
         attempts = list(parked.attempts) or [Attempt(at=datetime.now(UTC), error_class=parked.reason,
@@ -85,7 +99,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         letter = await letters.write(DeadLetter(
             # The id says which delivery parked it: written twice it is one letter, parked again after
             # `dlq retry` (a new record) it is a new one.
-            id=letter_id("parked", source.topic, source.partition, source.offset, parked.reason),
+            id=letter_id("parked", source.topic, source.partition, source.offset, parked.reason, *([n] if n else [])),
             order_id=order_id, order_ref=order_ref, realm_id=realm_id, command_type=parked.command_type,
             command=parked.command or {}, reason=parked.reason, attempts=attempts, order_event=order_event,
         ))
@@ -123,17 +137,25 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         table.data[order_id] = value
         await fut
 
-    def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder]:
+    def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder | MagentoCreditMemo | MagentoInvoice]:
         try:
             envelope = decode_envelope(raw)
-            return envelope, MagentoOrder.model_validate(envelope.order)
+            if envelope.kind == "creditmemo":
+                return envelope, MagentoCreditMemo.model_validate(envelope.body)
+            if envelope.kind == "invoice":
+                return envelope, MagentoInvoice.model_validate(envelope.body)
+            return envelope, MagentoOrder.model_validate(envelope.body)
         except (EnvelopeError, ValidationError) as exc:
             raise UnreadableEvent(str(exc).splitlines()[0]) from None
 
     async def handle_order(raw: bytes | None, source: EventSource) -> None:
-        envelope, order = read_order(raw)
+        envelope, body = read_order(raw)
+        if not isinstance(body, MagentoOrder):
+            await handle_later(envelope, body, source)
+            return
+        order = body
         state = load_state(order.key)
-        decision = on_order(state, order, envelope.order, envelope.event_id, customer, item, ctx.mapping, realm_id,
+        decision = on_order(state, order, envelope.body, envelope.event_id, customer, item, ctx.mapping, realm_id,
                             retry_of=envelope.retry_of, replay_id=envelope.replay_id, recheck=envelope.recheck,
                             received_at=envelope.received_at)
         how = f"{envelope.source} event {envelope.event_id}"
@@ -153,6 +175,34 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             log.info("order_id=%s order=%s resolving %d reference(s) in QuickBooks", order.key, order.order_ref,
                      len(decision.commands))
         _log_requested(order.key, order.order_ref, decision)
+
+    async def handle_later(envelope: OrderEnvelope, body: MagentoCreditMemo | MagentoInvoice,
+                           source: EventSource) -> None:
+        """A credit memo or invoice of an order: booked against the order's document, or waiting for it."""
+        state = load_state(body.key)
+        if isinstance(body, MagentoCreditMemo):
+            what = f"credit memo {body.refund_ref}"
+            decision = on_creditmemo(state, body, envelope.body, envelope.event_id, item, ctx.mapping, realm_id,
+                                     retry_of=envelope.retry_of, replay_id=envelope.replay_id)
+        else:
+            what = f"invoice {body.invoice_ref}"
+            decision = on_invoice(state, body, envelope.body, envelope.event_id, ctx.mapping, realm_id,
+                                  retry_of=envelope.retry_of, replay_id=envelope.replay_id)
+        order_ref = state.order_ref if state is not None else body.key
+        how = f"{what}: {envelope.source} event {envelope.event_id}"
+        if envelope.retry_of:
+            how += f" (retry of dead letter {envelope.retry_of})"
+        decision = _story(decision, "later event", f"{how}: {decision.outcome}", source)
+        await apply(body.key, order_ref, decision, source)
+        if decision.outcome == "waiting_for_order":
+            log.info("order_id=%s order=%s %s waits for the order's document", body.key, order_ref, what)
+        elif decision.outcome == "duplicate":
+            log.info("order_id=%s order=%s %s again (event %s): already handled, nothing to do", body.key, order_ref,
+                     what, envelope.event_id)
+        elif decision.outcome == "ignored":
+            log.info("order_id=%s order=%s %s: nothing to book (%s)", body.key, order_ref, what,
+                     "not paid" if isinstance(body, MagentoInvoice) and not body.paid else "paid at checkout")
+        _log_later(body.key, order_ref, decision)
 
     async def handle_result(raw: bytes | None, source: EventSource) -> None:
         try:
@@ -180,12 +230,17 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif decision.outcome == "failed":
             log.error("order_id=%s order=%s failed: %s", result.order_id, result.order_ref,
                       getattr(result, "message", ""))
+        elif isinstance(result, DocumentCreated | DocumentVoided | PaymentReceived) and \
+                decision.outcome in ("refunded", "voided", "paid"):
+            log.info("order_id=%s order=%s %s: QBO %s Id=%s (%s)", result.order_id, result.order_ref, decision.outcome,
+                     getattr(result, "doc_type", "Payment"), result.qbo_id, _describe_result(result))
         elif decision.outcome == "conflict" and isinstance(result, DocumentCreated):
             log.error("order_id=%s order=%s a SECOND QuickBooks document for a booked order: %s Id=%s DocNumber=%s "
                       "TotalAmt=%s (the order is booked as Id=%s); check and void one", result.order_id,
                       result.order_ref, result.doc_type, result.qbo_id, result.doc_number, result.total_amt,
                       (load_state(result.order_id) or OrderState(status="synced", order_ref="?", event_id="")).qbo_id)
         _log_requested(result.order_id, result.order_ref, decision)
+        _log_later(result.order_id, result.order_ref, decision)
 
     def replay_of_booked(key: str, raw: bytes | None) -> bool:
         """A replayed event of a booked order: nothing to do, known without validating the order (a
@@ -197,7 +252,11 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             data = jsonutil.loads(raw)
         except ValueError:
             return False
-        return isinstance(data, dict) and bool(data.get("replay_id")) and not data.get("recheck")
+        if not isinstance(data, dict) or not data.get("replay_id") or data.get("recheck"):
+            return False
+        # A replayed cancellation still voids (the worker may never have seen it); a replay re-feeds orders only.
+        order = data.get("order")
+        return isinstance(order, dict) and str(order.get("state") or "").lower() != "canceled"
 
     async def handle(event: Any) -> None:
         if event.message.topic == topics.ORDERS:
@@ -219,8 +278,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         order_event = None
         order_ref = "?"
         if not unreadable and source.topic == topics.ORDERS:
-            envelope, order = read_order(event.value)
-            order_event, order_ref = envelope.model_dump(mode="json"), order.order_ref
+            envelope, body = read_order(event.value)
+            order_event = envelope.model_dump(mode="json", exclude_none=True)
+            order_ref = body.order_ref if isinstance(body, MagentoOrder) else "?"
         try:
             state = load_state(key) if key else None
         except ValidationError:
@@ -237,7 +297,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             order_event=order_event, source=source, raw_value=DeadLetter.encode_raw(event.value),
         ))
         error = f"{reason}: dead-lettered as {letter.id}: {message}"[:1000]
-        if state is not None and state.status != "synced":
+        if order_event is not None and order_event.get("kind", "order") != "order":
+            pass  # a credit memo's or invoice's problem: the order itself stays where it is
+        elif state is not None and state.status != "synced":
             await save_state(key, state.model_copy(update={"status": "failed", "error": error,
                                                            "updated_at": datetime.now(UTC)}))
         elif state is None and order_event is not None:
@@ -320,6 +382,11 @@ def _story(decision: Decision, what: str, detail: str, source: EventSource) -> D
 
 
 def _describe_result(result: object) -> str:
+    if isinstance(result, DocumentVoided):
+        return f"{result.doc_type} Id={result.qbo_id} DocNumber={result.doc_number} voided"
+    if isinstance(result, PaymentReceived):
+        return (f"Payment Id={result.qbo_id} PaymentRefNum={result.ref_num} Amount={result.amount} "
+                f"{'created' if result.created else 'found (already existed)'}")
     if isinstance(result, DocumentCreated):
         return (f"{result.doc_type} Id={result.qbo_id} DocNumber={result.doc_number} TotalAmt={result.total_amt} "
                 f"{'created' if result.created else 'found (already existed)'}")
@@ -339,3 +406,17 @@ def _log_requested(order_id: str, order_ref: str, decision: Decision) -> None:
     mapped = decision.mapped
     log.info("order_id=%s order=%s requesting %s DocNumber=%s total=%s", order_id, order_ref, mapped.doc_type,
              mapped.document.DocNumber, mapped.document.computed_total())
+
+
+def _log_later(order_id: str, order_ref: str, decision: Decision) -> None:
+    """The command a credit memo, invoice or cancellation sent (the order's own is `_log_requested`'s)."""
+    for cmd in decision.commands:
+        if isinstance(cmd, CreateDocument) and cmd.doc_type in ("RefundReceipt", "CreditMemo"):
+            log.info("order_id=%s order=%s requesting %s DocNumber=%s total=%s", order_id, order_ref, cmd.doc_type,
+                     cmd.document.DocNumber, cmd.document.computed_total())
+        elif isinstance(cmd, VoidDocument):
+            log.info("order_id=%s order=%s cancelled in Magento: voiding %s Id=%s DocNumber=%s", order_id, order_ref,
+                     cmd.doc_type, cmd.qbo_id, cmd.doc_number)
+        elif isinstance(cmd, ReceivePayment):
+            log.info("order_id=%s order=%s invoice %s paid: receiving Payment %s of %s against Invoice", order_id,
+                     order_ref, cmd.invoice_ref, cmd.payment.PaymentRefNum, cmd.payment.TotalAmt)

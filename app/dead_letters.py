@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from app import jsonutil, topics
 from app.adapters import kafka_io
-from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, command_adapter
+from schemas.commands import AnyCommand, CreateDocument, ReceivePayment, command_adapter
 from schemas.dead_letter import DeadLetter, DeadLetterAction
 
 H_RETRY_OF = "magqb-dlq-retry-of"
-Command = EnsureCustomer | EnsureItem | CreateDocument
+Command = AnyCommand
 
 
 @dataclass
@@ -86,7 +86,7 @@ def retried_command(letter: DeadLetter) -> Command:
     lookup before creating still guards against a second document."""
     cmd = command_adapter.validate_python(letter.command)
     update: dict[str, object] = {"request_id": f"{cmd.request_id[:37]}-{letter.id[:12]}"}
-    if isinstance(cmd, CreateDocument):
+    if isinstance(cmd, CreateDocument | ReceivePayment):
         update["verify"] = True  # an earlier attempt may have reached QuickBooks
     return cmd.model_copy(update=update)
 

@@ -29,13 +29,14 @@ from app.domain import request_ids
 from app.domain.faults import ErrorClass
 from app.domain.mapping import note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
-from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
-from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
+from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, ReceivePayment, VoidDocument
+from schemas.events import CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
 
 log = logging.getLogger("magqb.dispatcher")
 
-Command = EnsureCustomer | EnsureItem | CreateDocument
-Result = CustomerResolved | ItemResolved | DocumentCreated
+Command = EnsureCustomer | EnsureItem | CreateDocument | VoidDocument | ReceivePayment
+Result = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived
+STALE_SYNC_TOKEN = "5010"  # someone changed the object since the SyncToken we sent
 
 
 MAX_THROTTLE_RETRIES = 5  # the gate has already paused the realm; the command itself is fine
@@ -145,6 +146,12 @@ class Dispatcher:
         if isinstance(cmd, EnsureItem):
             async with self._locks[f"item:{cmd.name.lower()}"]:
                 return await self._ensure_item(cmd)
+        if isinstance(cmd, VoidDocument):
+            async with self._locks[f"void:{cmd.doc_type}:{cmd.qbo_id}"]:
+                return await self._void(cmd, verify)
+        if isinstance(cmd, ReceivePayment):
+            async with self._locks[f"pay:{cmd.payment.PaymentRefNum}"]:
+                return await self._receive_payment(cmd, verify or cmd.verify)
         async with self._locks[f"doc:{cmd.document.DocNumber}"]:
             return await self._create_document(cmd, verify or cmd.verify)
 
@@ -353,7 +360,68 @@ class Dispatcher:
             order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id, request_id=cmd.request_id,
             doc_type=cmd.doc_type, doc_number=str(found.get("DocNumber", cmd.document.DocNumber)),
             qbo_id=str(found["Id"]), total_amt=found.get("TotalAmt", 0), created=created,
+            sync_token=str(found["SyncToken"]) if found.get("SyncToken") is not None else None,
         )
+
+    # ------------------------------------------------------------ void (a cancelled order)
+
+    async def _void(self, cmd: VoidDocument, verify: bool) -> DocumentVoided:
+        """One call when the document is as we created it; a read first only when an earlier attempt may
+        have voided it or we do not know its SyncToken; a read and a second try when someone edited it."""
+        token = cmd.sync_token
+        if verify or token is None:
+            current = await self.client.read(cmd.doc_type, cmd.qbo_id)
+            if _is_voided(current):
+                return self._voided(cmd, how="found")
+            token = str(current.get("SyncToken", "0"))
+        try:
+            await self.client.void(cmd.doc_type, cmd.qbo_id, token, cmd.request_id)
+        except QboError as exc:
+            if exc.fault.code != STALE_SYNC_TOKEN:
+                raise
+            current = await self.client.read(cmd.doc_type, cmd.qbo_id)
+            if _is_voided(current):  # our earlier attempt did it (its answer was lost)
+                return self._voided(cmd, how="found")
+            await self.client.void(cmd.doc_type, cmd.qbo_id, str(current.get("SyncToken", "0")), cmd.request_id)
+        return self._voided(cmd, how="voided")
+
+    def _voided(self, cmd: VoidDocument, how: str) -> DocumentVoided:
+        metrics.DOCUMENTS.labels(doc_type=cmd.doc_type, how=how).inc()
+        log.info("order_id=%s order=%s %s Id=%s DocNumber=%s voided (%s)", cmd.order_id, cmd.order_ref, cmd.doc_type,
+                 cmd.qbo_id, cmd.doc_number, "already void" if how == "found" else "now")
+        return DocumentVoided(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
+                              request_id=cmd.request_id, doc_type=cmd.doc_type, qbo_id=cmd.qbo_id,
+                              doc_number=cmd.doc_number)
+
+    # ------------------------------------------------------------ payments (a paid invoice)
+
+    async def _receive_payment(self, cmd: ReceivePayment, verify: bool) -> PaymentReceived:
+        """One create; a lookup of the customer's payments first only when an earlier attempt may have
+        landed (QBO has no DocNumber on a Payment: PaymentRefNum and the note name it)."""
+        found = await self._find_payment(cmd) if verify else None
+        created = found is None
+        if found is None:
+            found = await self.client.create("Payment", cmd.payment.to_qbo(), cmd.request_id)
+        metrics.DOCUMENTS.labels(doc_type="Payment", how="created" if created else "found").inc()
+        return PaymentReceived(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
+                               request_id=cmd.request_id, qbo_id=str(found["Id"]),
+                               ref_num=str(found.get("PaymentRefNum", cmd.payment.PaymentRefNum)),
+                               amount=Decimal(str(found.get("TotalAmt", cmd.payment.TotalAmt))), created=created)
+
+    async def _find_payment(self, cmd: ReceivePayment) -> dict[str, Any] | None:
+        customer = cmd.payment.CustomerRef.value
+        rows = (await self.client.query(f"SELECT * FROM Payment WHERE CustomerRef = {qbo_quote(customer)} "
+                                        f"MAXRESULTS 1000")).get("Payment") or []
+        for row in rows:
+            if str(row.get("PaymentRefNum", "")) == cmd.payment.PaymentRefNum and \
+                    note_names_order(row.get("PrivateNote"), cmd.order_ref):
+                return dict(row)
+        return None
+
+
+def _is_voided(doc: dict[str, Any]) -> bool:
+    """QBO keeps a voided form with zero amounts and "Voided" in its PrivateNote."""
+    return str(doc.get("PrivateNote") or "").startswith("Voided") and Decimal(str(doc.get("TotalAmt", "0"))) == 0
 
 
 def _same_person(holder: dict[str, Any], cmd: EnsureCustomer) -> bool:

@@ -63,7 +63,7 @@ def order_record(raw: dict[str, Any], max_event_bytes: int, run: str = "") -> tu
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(order)"
         return f"not a Magento order: {where}: {first['msg']} ({exc.error_count()} error(s))"
-    _, value = envelope_bytes(raw, SOURCE, **({"replay_id": run} if run else {}))
+    _, value = envelope_bytes(raw, SOURCE, replay_id=run) if run else envelope_bytes(raw, SOURCE)
     room = max_event_bytes - DEAD_LETTER_RESERVE
     if len(value) > room:
         return f"too large: {len(value)} bytes as an event, at most {room} fit"

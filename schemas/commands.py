@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.qbo import DocType, SalesDocument
+from schemas.qbo import DocType, FormType, PaymentDocument, SalesDocument
 
 COMMAND_VERSION: Literal[1] = 1
 
@@ -51,8 +51,10 @@ class EnsureItem(_Command):
 
 
 class CreateDocument(_Command):
+    """The order's SalesReceipt/Invoice, or a credit memo's RefundReceipt/CreditMemo."""
+
     type: Literal["create_document"] = "create_document"
-    doc_type: DocType
+    doc_type: FormType
     document: SalesDocument
     magento_grand_total: Decimal
     # An earlier attempt for this order may have reached QuickBooks (a dlq retry, ids resolved again):
@@ -63,13 +65,33 @@ class CreateDocument(_Command):
     known_id: str | None = None
 
 
-QboCommand = Annotated[EnsureCustomer | EnsureItem | CreateDocument, Field(discriminator="type")]
-command_adapter: TypeAdapter[EnsureCustomer | EnsureItem | CreateDocument] = TypeAdapter(QboCommand)
+class VoidDocument(_Command):
+    """Magento cancelled a booked order: void its SalesReceipt/Invoice (it stays, with zero amounts)."""
+
+    type: Literal["void_document"] = "void_document"
+    doc_type: DocType
+    qbo_id: str = Field(min_length=1)
+    doc_number: str
+    sync_token: str | None = None  # the one it was created with; a stale one costs a read and a retry
 
 
-def encode_command(cmd: EnsureCustomer | EnsureItem | CreateDocument) -> bytes:
+class ReceivePayment(_Command):
+    """A Magento invoice of an order booked as a QBO Invoice was paid: a Payment applied to that Invoice."""
+
+    type: Literal["receive_payment"] = "receive_payment"
+    invoice_ref: str  # the Magento invoice's increment id
+    payment: PaymentDocument
+    verify: bool = False
+
+
+AnyCommand = EnsureCustomer | EnsureItem | CreateDocument | VoidDocument | ReceivePayment
+QboCommand = Annotated[AnyCommand, Field(discriminator="type")]
+command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(QboCommand)
+
+
+def encode_command(cmd: AnyCommand) -> bytes:
     return cmd.model_dump_json().encode()
 
 
-def decode_command(raw: bytes) -> EnsureCustomer | EnsureItem | CreateDocument:
+def decode_command(raw: bytes) -> AnyCommand:
     return command_adapter.validate_json(raw)

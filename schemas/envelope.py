@@ -6,11 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app import jsonutil
 
 ENVELOPE_VERSION: Literal[1] = 1
+# What the event carries. Events from before credit memos and invoices existed have no kind: orders.
+EventKind = Literal["order", "creditmemo", "invoice"]
 
 
 class EnvelopeError(ValueError):
@@ -24,8 +26,12 @@ class OrderEnvelope(BaseModel):
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
     received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     source: str = Field(min_length=1, description="who produced it: webhook, replay, backfill …")
-    # The verified order exactly as Magento sent it: later schema versions re-read the log.
-    order: dict[str, Any]
+    kind: EventKind = "order"
+    # The verified order (a new or cancelled one), credit memo or invoice exactly as Magento sent it:
+    # later schema versions re-read the log. The one the kind names is there, the others are not.
+    order: dict[str, Any] | None = None
+    creditmemo: dict[str, Any] | None = None
+    invoice: dict[str, Any] | None = None
     # Set by `magqb dlq retry`: the dead letter this delivery retries (it salts the request ids).
     retry_of: str | None = None
     # Set by `magqb replay`, `reconcile --fix` and `magqb import`: the run that (re-)fed this event, and
@@ -37,17 +43,31 @@ class OrderEnvelope(BaseModel):
     # and create it only if it is really not there.
     recheck: bool = False
 
+    @model_validator(mode="after")
+    def _carries_its_kind(self) -> OrderEnvelope:
+        if getattr(self, self.kind) is None:
+            raise ValueError(f"a {self.kind} event without its {self.kind}")
+        return self
 
-def envelope_bytes(order: dict[str, Any], source: str, **extra: Any) -> tuple[str, bytes]:
-    """(event id, serialized OrderEnvelope) for a verified order, without a model round-trip:
-    the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope."""
+    @property
+    def body(self) -> dict[str, Any]:
+        """The order, credit memo or invoice the event carries."""
+        body = getattr(self, self.kind)
+        assert isinstance(body, dict)
+        return body
+
+
+def envelope_bytes(order: dict[str, Any], source: str, kind: EventKind = "order", **extra: Any) -> tuple[str, bytes]:
+    """(event id, serialized OrderEnvelope) for a verified order (or credit memo, invoice), without a
+    model round-trip: the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope."""
     event_id = uuid.uuid4().hex
     body = {
         "schema_version": ENVELOPE_VERSION,
         "event_id": event_id,
         "received_at": datetime.now(UTC).isoformat(),
         "source": source,
-        "order": order,
+        **({"kind": kind} if kind != "order" else {}),
+        kind: order,
         **extra,
     }
     return event_id, jsonutil.dumps(body)

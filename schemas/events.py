@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from app.redact import scrub
-from schemas.qbo import DocType
+from schemas.qbo import DocType, FormType
 
 EVENT_VERSION: Literal[1] = 1
 
@@ -48,11 +48,27 @@ class ItemResolved(_Result):
 
 class DocumentCreated(_Result):
     type: Literal["document_created"] = "document_created"
-    doc_type: DocType
+    doc_type: FormType
     doc_number: str
     qbo_id: str
     total_amt: Decimal
     created: bool = Field(description="False when an existing document with the DocNumber was found")
+    sync_token: str | None = None  # what a void needs (None: older events)
+
+
+class DocumentVoided(_Result):
+    type: Literal["document_voided"] = "document_voided"
+    doc_type: DocType
+    qbo_id: str
+    doc_number: str
+
+
+class PaymentReceived(_Result):
+    type: Literal["payment_received"] = "payment_received"
+    qbo_id: str
+    ref_num: str
+    amount: Decimal
+    created: bool
 
 
 class CommandFailed(_Result):
@@ -75,17 +91,14 @@ class CommandFailed(_Result):
         return scrub(v)
 
 
-ResultEvent = Annotated[
-    CustomerResolved | ItemResolved | DocumentCreated | CommandFailed, Field(discriminator="type")
-]
-result_adapter: TypeAdapter[CustomerResolved | ItemResolved | DocumentCreated | CommandFailed] = TypeAdapter(
-    ResultEvent
-)
+AnyResult = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived | CommandFailed
+ResultEvent = Annotated[AnyResult, Field(discriminator="type")]
+result_adapter: TypeAdapter[AnyResult] = TypeAdapter(ResultEvent)
 
 
-def encode_result(ev: CustomerResolved | ItemResolved | DocumentCreated | CommandFailed) -> bytes:
+def encode_result(ev: AnyResult) -> bytes:
     return ev.model_dump_json().encode()
 
 
-def decode_result(raw: bytes) -> CustomerResolved | ItemResolved | DocumentCreated | CommandFailed:
+def decode_result(raw: bytes) -> AnyResult:
     return result_adapter.validate_json(raw)

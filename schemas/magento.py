@@ -226,3 +226,119 @@ def extract_order(body: Any) -> Any:
                 return value
             return data
     return body
+
+
+# ---------------------------------------------------------------- what happens to an order later
+
+
+class MagentoCreditMemoItem(_Lenient):
+    """A refunded line (`CreditmemoItemInterface`). Its `parent_id` is the credit memo, not a parent item:
+    a configurable's child comes with price 0, and a bundle books either its parent or its children."""
+
+    order_item_id: Id | None = None
+    sku: Text = Field(min_length=1, max_length=255)
+    name: Text | None = None
+    qty: Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=MAX_QTY)] = Decimal("0")
+    price: Money = Decimal("0")
+    row_total: Money = Decimal("0")
+    tax_amount: Money = Decimal("0")
+    discount_amount: Money = Decimal("0")
+
+    @property
+    def carries_money(self) -> bool:
+        return self.qty > 0 and (self.row_total != 0 or self.tax_amount != 0 or self.discount_amount != 0)
+
+
+class MagentoCreditMemo(_Lenient):
+    """A refund of (part of) an order, as `GET /V1/creditmemo/{id}` returns it (reference/magento.md,
+    "Credit memos and invoices"). grand_total = subtotal + shipping + tax + discount (negative)
+    + adjustment_positive − adjustment_negative."""
+
+    entity_id: int = Field(ge=1, le=MAX_ID)
+    increment_id: Text | None = Field(None, max_length=32)
+    order_id: int = Field(ge=1, le=MAX_ID)
+    invoice_id: Id | None = None
+    state: Text | None = None
+    created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
+    order_currency_code: Text | None = Field(None, pattern=r"^[A-Za-z]{3}$")
+    grand_total: Annotated[Decimal, Field(allow_inf_nan=False, ge=0, lt=MAX_AMOUNT)]
+    subtotal: Money = Decimal("0")
+    tax_amount: Money = Decimal("0")
+    shipping_amount: Money = Decimal("0")
+    shipping_tax_amount: Money = Decimal("0")
+    discount_amount: Money = Decimal("0")
+    discount_description: Text | None = None
+    adjustment: Money = Decimal("0")
+    adjustment_positive: Money | None = None
+    adjustment_negative: Money | None = None
+    items: list[MagentoCreditMemoItem] = Field(default_factory=list, max_length=MAX_LINES)
+
+    _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
+
+    @property
+    def refund_ref(self) -> str:
+        return self.increment_id or str(self.entity_id)
+
+    @property
+    def key(self) -> str:
+        """The order's key: a credit memo travels on its order's partition."""
+        return str(self.order_id)
+
+    @property
+    def refunded_extra(self) -> Decimal:
+        """Adjustment Refund: money given back beyond the lines (0 when absent)."""
+        if self.adjustment_positive is not None or self.adjustment_negative is not None:
+            return self.adjustment_positive or Decimal("0")
+        return self.adjustment if self.adjustment > 0 else Decimal("0")
+
+    @property
+    def fee_kept(self) -> Decimal:
+        """Adjustment Fee: money kept back (a restocking fee), positive (0 when absent)."""
+        if self.adjustment_positive is not None or self.adjustment_negative is not None:
+            return self.adjustment_negative or Decimal("0")
+        return -self.adjustment if self.adjustment < 0 else Decimal("0")
+
+
+INVOICE_PAID = "2"  # Magento invoice states: 1 open, 2 paid, 3 canceled
+
+
+class MagentoInvoice(_Lenient):
+    """An invoice of an order (`GET /V1/invoices/{id}`). For an order booked as a QBO Invoice (a purchase
+    order) its state 2 says the money came in; for one booked as a SalesReceipt it says nothing new."""
+
+    entity_id: int = Field(ge=1, le=MAX_ID)
+    increment_id: Text | None = Field(None, max_length=32)
+    order_id: int = Field(ge=1, le=MAX_ID)
+    state: Text | None = None
+    created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
+    updated_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
+    order_currency_code: Text | None = Field(None, pattern=r"^[A-Za-z]{3}$")
+    grand_total: Annotated[Decimal, Field(allow_inf_nan=False, ge=0, lt=MAX_AMOUNT)]
+
+    _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
+
+    @property
+    def invoice_ref(self) -> str:
+        return self.increment_id or str(self.entity_id)
+
+    @property
+    def key(self) -> str:
+        return str(self.order_id)
+
+    @property
+    def paid(self) -> bool:
+        return str(self.state or "").strip().lower() in (INVOICE_PAID, "paid")
+
+
+def extract_entity(body: Any, marker: str) -> Any:
+    """The credit memo or invoice in a webhook body: bare, under its own name (`{"creditmemo": {…}}`),
+    under `data` or `data.value` (async events). `marker` is a key only the wanted object has."""
+    if isinstance(body, dict) and marker not in body:
+        for key in ("creditmemo", "invoice", "entity"):
+            if isinstance(body.get(key), dict):
+                return body[key]
+        data = body.get("data")
+        if isinstance(data, dict):
+            value = data.get("value")
+            return value if isinstance(value, dict) and marker in value else data
+    return body

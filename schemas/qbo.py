@@ -44,7 +44,9 @@ class TaxDetail(_Qbo):
     TotalTax: Decimal
 
 
-DocType = Literal["SalesReceipt", "Invoice"]
+DocType = Literal["SalesReceipt", "Invoice"]  # what an order books
+RefundType = Literal["RefundReceipt", "CreditMemo"]  # what a credit memo books, by its order's DocType
+FormType = Literal["SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo"]
 
 
 def lines_total(lines: list[DocLine], total_tax: Decimal, tax_inclusive: bool) -> Decimal:
@@ -55,7 +57,8 @@ def lines_total(lines: list[DocLine], total_tax: Decimal, tax_inclusive: bool) -
 
 
 class SalesDocument(_Qbo):
-    """A SalesReceipt or an Invoice body (the shared fields; the type says which endpoint)."""
+    """A SalesReceipt, Invoice, RefundReceipt or CreditMemo body (the shared fields; the type says which
+    endpoint). A RefundReceipt is a SalesReceipt paid out, a CreditMemo an Invoice taken back."""
 
     Line: list[DocLine]
     CustomerRef: Ref
@@ -63,7 +66,7 @@ class SalesDocument(_Qbo):
     DocNumber: str
     PrivateNote: str
     TxnTaxDetail: TaxDetail | None = None
-    DepositToAccountRef: Ref | None = None  # SalesReceipt only
+    DepositToAccountRef: Ref | None = None  # SalesReceipt; RefundReceipt: the account it is paid from
     PaymentMethodRef: Ref | None = None  # SalesReceipt only
     SalesTermRef: Ref | None = None  # Invoice only
     DueDate: str | None = None  # Invoice only, yyyy-MM-dd
@@ -79,3 +82,26 @@ class SalesDocument(_Qbo):
         """What QBO will compute as TotalAmt (see `lines_total`)."""
         tax = self.TxnTaxDetail.TotalTax if self.TxnTaxDetail is not None else Decimal("0")
         return lines_total(self.Line, tax, self.GlobalTaxCalculation == "TaxInclusive")
+
+
+class PaymentLine(_Qbo):
+    Amount: Decimal
+    LinkedTxn: list[dict[str, str]]  # [{"TxnId": the Invoice's Id, "TxnType": "Invoice"}]
+
+
+class PaymentDocument(_Qbo):
+    """A QBO `Payment` (the "Receive Payment" form): money in from a customer, applied to an Invoice."""
+
+    CustomerRef: Ref
+    TotalAmt: Decimal
+    Line: list[PaymentLine]
+    TxnDate: str | None = None
+    PaymentRefNum: str  # ≤ 21 characters: the magqb number that finds it again
+    PrivateNote: str
+    DepositToAccountRef: Ref | None = None
+    PaymentMethodRef: Ref | None = None
+    CurrencyRef: Ref | None = None
+    ExchangeRate: Decimal | None = None
+
+    def to_qbo(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, mode="python")

@@ -8,7 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OrderStatus = Literal["resolving", "requested", "synced", "failed", "skipped"]
+OrderStatus = Literal["resolving", "requested", "synced", "failed", "skipped", "pending"]
+FollowUpKind = Literal["refund", "payment", "void"]
+# waiting: for the order's own document (or a person, once parked); resolving: for its items;
+# requested: the command is out; done: QuickBooks has it; failed: parked in the dead-letter topic.
+FollowUpStatus = Literal["waiting", "resolving", "requested", "done", "failed"]
 
 
 class TotalMismatchRecord(BaseModel):
@@ -33,6 +37,39 @@ class HistoryEntry(BaseModel):
 HISTORY_MAX = 40
 
 
+class SaleFacts(BaseModel):
+    """What later documents of a booked order need from its sale, kept when the order body is not."""
+
+    model_config = ConfigDict(frozen=True)
+    customer_id: str
+    customer_name: str
+    currency: str
+    exchange_rate: Decimal | None = None
+    payment_method: str = ""
+    # order item id → its tax rate (percent): a credit memo line has none of its own.
+    tax_rates: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class FollowUp(BaseModel):
+    """A later event of a booked order and the QuickBooks document it becomes: a credit memo (a
+    RefundReceipt or CreditMemo), a paid invoice (a Payment), the cancellation (a void)."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: FollowUpKind
+    key: str  # the credit memo's or invoice's entity_id; "void" for the cancellation
+    ref: str  # its increment id, for humans
+    status: FollowUpStatus
+    event_id: str
+    body: dict[str, Any] | None = None  # the credit memo / invoice, until QuickBooks has its document
+    outstanding: list[str] = Field(default_factory=list)
+    salt: str = ""
+    doc_type: str | None = None
+    doc_number: str | None = None
+    qbo_id: str | None = None
+    total_amt: Decimal | None = None  # what it books (a refund's or payment's amount; a void's is the sale's)
+    error: str | None = None
+
+
 class OrderState(BaseModel):
     """Where an order stands. `resolving`: waiting for its customer/items; `requested`: the
     create-document command is out; `synced`: the QBO document exists; `failed`: a command
@@ -43,7 +80,7 @@ class OrderState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     schema_version: Literal[1] = 1
-    status: OrderStatus
+    status: OrderStatus  # pending: a credit memo or invoice came before the order itself
     order_ref: str
     event_id: str
     # The order body, kept until the document exists: a failure at any step can map it again.
@@ -65,6 +102,10 @@ class OrderState(BaseModel):
     # When the webhook (or import, replay) of the delivery being booked was received: booking latency.
     received_at: datetime | None = None
     total_amt: Decimal | None = None
+    sync_token: str | None = None  # the document's SyncToken when created: what a void sends first
+    sale: SaleFacts | None = None  # set when the document is requested
+    # Credit memos, payments and the cancellation, in the order they came.
+    follow_ups: list[FollowUp] = Field(default_factory=list)
     # The order's story, newest last, at most HISTORY_MAX steps (the first one always kept).
     history: list[HistoryEntry] = Field(default_factory=list)
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

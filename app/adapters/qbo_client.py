@@ -79,6 +79,23 @@ class QboClient:
             raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
         return obj
 
+    async def read(self, entity: str, id_: str) -> dict[str, Any]:
+        """`GET /<entity>/<id>`: the object as it is now (its current SyncToken); 610 when it is gone."""
+        data = await self._request("GET", f"{entity.lower()}/{id_}", entity, params={})
+        obj = data.get(entity)
+        if not isinstance(obj, dict):
+            raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
+        return obj
+
+    async def void(self, entity: str, id_: str, sync_token: str, request_id: str) -> dict[str, Any]:
+        """`POST /<entity>?operation=void` with the current SyncToken (a stale one is fault 5010)."""
+        data = await self._request("POST", entity.lower(), entity, body={"Id": id_, "SyncToken": sync_token},
+                                   params={"operation": "void", "requestid": request_id})
+        obj = data.get(entity)
+        if not isinstance(obj, dict):
+            raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
+        return obj
+
     async def _request(
         self,
         method: str,

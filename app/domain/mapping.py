@@ -21,6 +21,7 @@ from schemas.qbo import (
     DiscountDetail,
     DocLine,
     DocType,
+    FormType,
     Ref,
     SalesDocument,
     SalesItemDetail,
@@ -45,7 +46,8 @@ class PaymentRule:
     """What a Magento payment method books: a SalesReceipt (paid) or an Invoice (paid later)."""
 
     document: DocType = "SalesReceipt"
-    deposit_account_id: str | None = None  # SalesReceipt: None = the default deposit account
+    deposit_account_id: str | None = None  # SalesReceipt (Invoice: its Payments): None = the default deposit account
+    refund_account_id: str | None = None  # RefundReceipt paid from: None = the account the sale went to
     payment_method_id: str | None = None  # SalesReceipt PaymentMethodRef
     terms_id: str | None = None  # Invoice SalesTermRef
     due_days: int | None = None  # Invoice DueDate = TxnDate + due_days
@@ -63,6 +65,11 @@ class MappingConfig:
     item_type: Literal["NonInventory", "Service"] = "NonInventory"
     shipping_item_name: str = "Shipping"
     adjustment_item_name: str = "Rounding Adjustment"
+    # A credit memo's Adjustment Refund (paid back beyond the lines) and Adjustment Fee (kept back).
+    refund_adjustment_item_name: str = "Refund Adjustment"
+    refund_fee_item_name: str = "Refund Fee"
+    refund_number_prefix: str = "MAG-CM-"  # + the credit memo's increment id
+    payment_number_prefix: str = "MAG-PAY-"  # PaymentRefNum: + the Magento invoice's increment id
     # Magento's grand_total and the document's total may differ by rounding up to this much: the
     # difference becomes an explicit adjustment line. Beyond it the order is not booked.
     adjustment_tolerance: Decimal = Decimal("0.05")
@@ -132,7 +139,7 @@ class TotalMismatch:
 
 @dataclass(frozen=True)
 class MappedDocument:
-    doc_type: DocType
+    doc_type: FormType
     document: SalesDocument
     mismatch: TotalMismatch | None
 
@@ -229,7 +236,11 @@ def doc_number(order: MagentoOrder, prefix: str) -> str:
     """prefix + increment id. An id too long for QBO's 21 characters keeps its head and 65 bits of its
     SHA-256 (base32): two long ids sharing a head collide once in ~10^19 pairs, where 16 bits did
     after a few hundred orders. The full id is in PrivateNote."""
-    ref = order.order_ref
+    return number_for(order.order_ref, prefix)
+
+
+def number_for(ref: str, prefix: str) -> str:
+    """prefix + ref within QBO's 21 characters (see `doc_number`): DocNumbers and PaymentRefNums."""
     room = DOC_NUMBER_MAX - len(prefix)
     if len(ref) <= room:
         return prefix + ref

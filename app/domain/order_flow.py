@@ -20,12 +20,13 @@ failed always has a dead letter; nothing waits on nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from app import jsonutil
-from app.domain import request_ids
+from app.domain import order_life, request_ids
+from app.domain.decision import Command, Decision, Parked
+from app.domain.follow_up_mapping import sale_facts
 from app.domain.mapping import (
     MappedDocument,
     MappingConfig,
@@ -37,39 +38,15 @@ from app.domain.mapping import (
 )
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.dead_letter import Attempt
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, ItemResolved
+from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState, TotalMismatchRecord
 
-Command = EnsureCustomer | EnsureItem | CreateDocument
-Result = CustomerResolved | ItemResolved | DocumentCreated | CommandFailed
+Result = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived | CommandFailed
 CustomerLookup = Callable[[str], CustomerEntry | None]
 ItemLookup = Callable[[str], ItemEntry | None]
 
 STALE_REFERENCE = "stale_reference"
-
-
-@dataclass(frozen=True)
-class Parked:
-    """Why an order is not booked; it goes to the dead-letter topic with the order itself."""
-
-    reason: str  # reconciliation | mapping | permanent | retries_exhausted | internal | docnumber_taken | …
-    message: str
-    command_type: str = "map_order"
-    command: dict[str, Any] | None = None  # what was (or would have been) sent, for the operator to see
-    attempts: tuple[Attempt, ...] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: OrderState | None  # None: leave the table as it is
-    commands: list[Command] = field(default_factory=list)
-    outcome: str = ""  # for logs and metrics: requested, waiting, duplicate, synced, failed, ignored, parked
-    mapped: MappedDocument | None = None
-    parked: Parked | None = None
-    # Table keys whose cached QBO ids QBO refused: the agent deletes them before sending the commands.
-    forget_customers: tuple[str, ...] = ()
-    forget_items: tuple[str, ...] = ()
 
 
 def _advance(
@@ -134,6 +111,7 @@ def _advance(
             "mismatch": None,
             "outstanding": [command.request_id],
             "error": None,
+            "sale": sale_facts(order, refs.customer_id, refs.customer_name, cfg),
         }
     )
     return Decision(state=state, commands=[command], outcome="requested", mapped=mapped)
@@ -223,6 +201,14 @@ def on_order(
                                         "salt": salt or f"recheck:{event_id}", "outstanding": [], "error": None,
                                         "received_at": received_at})
         return _advance(order, base, customers, items, cfg, realm_id)
+    if state is not None and state.status == "pending":
+        # Its credit memos or invoices came first: they wait in the state this order now starts.
+        later, state = state.follow_ups, None
+    else:
+        later = state.follow_ups if state is not None else []
+    if state is not None and cancelled and state.status in ("resolving", "requested", "synced"):
+        # Cancelled after it was sent to QuickBooks: its document is voided (once it exists).
+        return order_life.on_cancel(state, raw_order, event_id, cfg, realm_id, retry_of=retry_of, replay_id=replay_id)
     if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing. A replayed
         # event does not even count (a replay of 100,000 booked orders writes nothing).
@@ -234,10 +220,11 @@ def on_order(
     if cancelled:
         # Never booked and already cancelled (e.g. the original of an edited order): nothing to book.
         return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
-                                         error="cancelled in Magento before it was booked",
+                                         error="cancelled in Magento before it was booked", follow_ups=later,
                                          history=state.history if state is not None else []), outcome="skipped")
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
-                      salt=salt, history=state.history if state is not None else [], received_at=received_at)
+                      salt=salt, history=state.history if state is not None else [], received_at=received_at,
+                      follow_ups=later)
     return _advance(order, base, customers, items, cfg, realm_id)
 
 
@@ -260,18 +247,23 @@ def on_result(
     realm_id: str,
 ) -> Decision:
     """A QBO result for this order arrived; the caller has already fed it into the tables."""
+    later = order_life.follow_up_of(state, result)
+    if later is not None and state is not None:  # a refund's, payment's or void's
+        return order_life.on_follow_up_result(state, later, result, items, cfg, realm_id)
+    if isinstance(result, DocumentVoided | PaymentReceived):
+        return Decision(state=None, outcome="ignored")  # an answer nothing waits for (already done)
     if isinstance(result, DocumentCreated):
         if state is not None and state.status == "synced" and state.qbo_id and result.qbo_id != state.qbo_id:
             # A second document for a booked order: it must not pass as a duplicate (the agent logs it loudly).
             return Decision(state=None, outcome="conflict")
         if state is None or state.status == "synced":
             return Decision(state=None, outcome="duplicate")
-        return Decision(
-            state=state.model_copy(update={"status": "synced", "qbo_id": result.qbo_id, "order": None, "error": None,
-                                           "outstanding": [], "doc_type": result.doc_type,
-                                           "doc_number": result.doc_number, "total_amt": result.total_amt}),
-            outcome="synced",
-        )
+        booked = state.model_copy(update={"status": "synced", "qbo_id": result.qbo_id, "order": None, "error": None,
+                                          "outstanding": [], "doc_type": result.doc_type,
+                                          "doc_number": result.doc_number, "total_amt": result.total_amt,
+                                          "sync_token": result.sync_token})
+        # Credit memos, payments and a cancellation that came while it was on its way go on now.
+        return order_life.after_booking(booked, items, cfg, realm_id)
     if isinstance(result, CommandFailed):
         return _on_failure(state, result, customers, items, cfg, realm_id)
     # CustomerResolved / ItemResolved

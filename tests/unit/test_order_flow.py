@@ -72,9 +72,11 @@ def test_an_order_cancelled_before_it_was_booked_is_not_booked() -> None:
     d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers({}), items({}), CFG, REALM)
     assert (d.outcome, d.commands) == ("skipped", [])
     assert d.state is not None and d.state.status == "skipped"
-    booked = OrderState(status="synced", order_ref="100000001", event_id="ev0")
+    booked = OrderState(status="synced", order_ref="100000001", event_id="ev0", doc_type="SalesReceipt",
+                        doc_number="MAG-100000001", qbo_id="42", total_amt=Decimal("53.60"))
     d = on_order(booked, MagentoOrder.model_validate(raw), raw, "ev2", customers({}), items({}), CFG, REALM)
-    assert d.outcome == "duplicate"  # booked earlier, cancelled later: nothing new is booked
+    # Booked earlier, cancelled later: nothing new is booked, the document is voided (tests/unit/test_order_life.py).
+    assert d.outcome == "void_requested" and [c.type for c in d.commands] == ["void_document"]
 
 
 def test_unmapped_tax_rate_parks_the_order_with_the_reason() -> None:

@@ -1,0 +1,248 @@
+"""An order's later life, decided purely: credit memos, paid invoices, cancellation — early, late, twice."""
+
+from decimal import Decimal
+from typing import Any
+
+from app.domain.mapping import MappingConfig
+from app.domain.order_flow import on_order, on_result
+from app.domain.order_life import on_creditmemo, on_invoice
+from schemas.commands import CreateDocument, EnsureItem, ReceivePayment, VoidDocument
+from schemas.events import CommandFailed, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
+from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder
+from schemas.state import CustomerEntry, ItemEntry, OrderState
+from tests.conftest import blueprint_order
+
+CFG = MappingConfig()
+REALM = "123"
+RAW = blueprint_order()
+ORDER = MagentoOrder.model_validate(RAW)
+ITEMS = {"prod001": ItemEntry(item_id="1"), "prod002": ItemEntry(item_id="2"), "shipping": ItemEntry(item_id="3")}
+JANE = {"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")}
+
+
+def customers(email: str) -> CustomerEntry | None:
+    return JANE.get(email)
+
+
+def items(name: str) -> ItemEntry | None:
+    return ITEMS.get(name.lower())
+
+
+def memo(entity_id: int = 7, ref: str = "200000007", **over: Any) -> dict[str, Any]:
+    """One PROD001 of the blueprint's two, with its tax (0.80): 10 + 0.80."""
+    body: dict[str, Any] = {"entity_id": entity_id, "increment_id": ref, "order_id": 100000001, "state": 2,
+                            "grand_total": 10.8, "subtotal": 10, "tax_amount": 0.8, "shipping_amount": 0,
+                            "adjustment_positive": 0, "adjustment_negative": 0, "created_at": "2023-10-28 09:00:00",
+                            "items": [{"order_item_id": 1, "sku": "PROD001", "name": "Product 1", "qty": 1,
+                                       "price": 10, "row_total": 10, "tax_amount": 0.8}]}
+    return {**body, **over}
+
+
+def booked(raw: dict[str, Any] = RAW) -> OrderState:
+    """The order through to its document, as the agent would have it."""
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers, items, CFG, REALM)
+    assert d.outcome == "requested" and d.state is not None
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    done = on_result(d.state, created(cmd, "42"), customers, items, CFG, REALM)
+    assert done.state is not None and done.state.status == "synced"
+    return done.state
+
+
+def created(cmd: CreateDocument, qbo_id: str) -> DocumentCreated:
+    return DocumentCreated(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=REALM, request_id=cmd.request_id,
+                           doc_type=cmd.doc_type, doc_number=cmd.document.DocNumber, qbo_id=qbo_id,
+                           total_amt=cmd.document.computed_total(), created=True, sync_token="0")
+
+
+def refund(state: OrderState | None, body: dict[str, Any], event_id: str = "cm1", **kw: Any):
+    return on_creditmemo(state, MagentoCreditMemo.model_validate(body), body, event_id, items, CFG, REALM, **kw)
+
+
+def test_a_credit_memo_of_a_sales_receipt_order_books_a_refund_receipt_of_its_lines() -> None:
+    d = refund(booked(), memo())
+    assert d.outcome == "refund_requested"
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and cmd.doc_type == "RefundReceipt"
+    doc = cmd.document
+    assert doc.DocNumber == "MAG-CM-200000007"
+    assert doc.PrivateNote == "Magento Order ID: 100000001 Credit Memo: 200000007"
+    assert doc.CustomerRef.value == "9" and doc.DepositToAccountRef is not None and doc.DepositToAccountRef.value == "4"
+    assert [(ln.Amount, ln.SalesItemLineDetail.ItemRef.value, ln.SalesItemLineDetail.Qty)
+            for ln in doc.Line if ln.SalesItemLineDetail] == [(Decimal("10.00"), "1", Decimal(1))]
+    assert doc.computed_total() == Decimal("10.80") and cmd.magento_grand_total == Decimal("10.8")
+    assert d.state is not None and d.state.follow_ups[0].status == "requested"
+
+
+def test_a_credit_memo_of_an_invoice_order_books_a_credit_memo() -> None:
+    raw = {**RAW, "payment": {"method": "purchaseorder"}}
+    d = refund(booked(raw), memo())
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and cmd.doc_type == "CreditMemo" and cmd.document.DepositToAccountRef is None
+
+
+def test_adjustments_and_shipping_are_lines_of_their_own_and_new_items_are_resolved_first() -> None:
+    body = memo(grand_total=13.8, shipping_amount=5, adjustment_positive=1, adjustment_negative=3)
+    d = refund(booked(), body)
+    assert d.outcome == "waiting"
+    assert sorted(c.name for c in d.commands if isinstance(c, EnsureItem)) == ["Refund Adjustment", "Refund Fee"]
+    state = d.state
+    assert state is not None and state.follow_ups[0].status == "resolving"
+    for i, cmd in enumerate(d.commands):
+        assert isinstance(cmd, EnsureItem)
+        ITEMS[cmd.name.lower()] = ItemEntry(item_id=f"8{i}")
+        try:
+            step = on_result(state, ItemResolved(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                                 request_id=cmd.request_id, name=cmd.name, item_id=f"8{i}",
+                                                 created=True), customers, items, CFG, REALM)
+        finally:
+            pass
+        assert step.state is not None
+        state = step.state
+    try:
+        assert step.outcome == "refund_requested"
+        [doc_cmd] = step.commands
+        assert isinstance(doc_cmd, CreateDocument)
+        amounts = {ln.SalesItemLineDetail.ItemRef.name: ln.Amount for ln in doc_cmd.document.Line
+                   if ln.SalesItemLineDetail}
+        assert amounts == {"PROD001": Decimal("10.00"), "Shipping": Decimal("5.00"),
+                           "Refund Adjustment": Decimal("1.00"), "Refund Fee": Decimal("-3.00")}
+        assert doc_cmd.document.computed_total() == Decimal("13.80")
+    finally:
+        ITEMS.pop("refund adjustment")
+        ITEMS.pop("refund fee")
+
+
+def test_a_credit_memo_that_does_not_add_up_is_parked_with_both_totals() -> None:
+    d = refund(booked(), memo(grand_total=12))
+    assert d.outcome == "parked" and d.commands == []
+    assert d.parked is not None and d.parked.reason == "reconciliation"
+    assert "document total 10.80 vs Magento grand_total 12.00" in d.parked.message
+    assert d.parked.retry_event is not None and d.parked.retry_event["kind"] == "creditmemo"
+    assert d.state is not None and d.state.follow_ups[0].status == "failed"
+
+
+def test_never_more_refunded_than_was_booked() -> None:
+    state = booked()
+    for n in range(1, 5):  # 4 × 10.80 > 53.60 − …: the fifth would pass the total
+        d = refund(state, memo(entity_id=n, ref=f"2000{n}"), event_id=f"cm{n}")
+        assert d.outcome == "refund_requested", n
+        assert d.state is not None
+        state = d.state
+    d = refund(state, memo(entity_id=5, ref="20005", grand_total=10.81, adjustment_positive=0.01), event_id="cm5")
+    assert d.outcome == "parked" and d.parked is not None and d.parked.reason == "over_refund"
+
+
+def test_a_duplicate_credit_memo_is_a_no_op_and_a_refund_once_booked_stays_booked() -> None:
+    d = refund(booked(), memo())
+    assert d.state is not None
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    again = refund(d.state, memo(), event_id="cm1-again")
+    assert (again.outcome, again.commands) == ("duplicate", [])
+    done = on_result(d.state, created(cmd, "77"), customers, items, CFG, REALM)
+    assert done.outcome == "refunded" and done.state is not None
+    fu = done.state.follow_ups[0]
+    assert (fu.status, fu.qbo_id, fu.total_amt, fu.body) == ("done", "77", Decimal("10.80"), None)
+    assert refund(done.state, memo(), event_id="cm1-third").commands == []
+
+
+def test_a_credit_memo_before_its_order_waits_and_goes_once_the_order_is_booked() -> None:
+    early = refund(None, memo())
+    assert early.outcome == "waiting_for_order" and early.commands == []
+    assert early.state is not None and early.state.status == "pending"
+    d = on_order(early.state, ORDER, RAW, "ev1", customers, items, CFG, REALM)
+    assert d.outcome == "requested" and d.state is not None and len(d.state.follow_ups) == 1
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    # While the order's document is on its way the memo still waits; then it goes.
+    mid = refund(d.state, memo(), event_id="cm1-again")
+    assert mid.outcome == "duplicate"
+    after = on_result(d.state, created(cmd, "42"), customers, items, CFG, REALM)
+    assert after.state is not None and after.state.status == "synced"
+    assert [type(c).__name__ for c in after.commands] == ["CreateDocument"]
+    assert after.state.follow_ups[0].status == "requested"
+
+
+def test_cancelling_a_booked_order_voids_its_document() -> None:
+    cancelled = {**RAW, "state": "canceled", "status": "canceled"}
+    d = on_order(booked(), MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
+    assert d.outcome == "void_requested"
+    [cmd] = d.commands
+    assert isinstance(cmd, VoidDocument)
+    assert (cmd.doc_type, cmd.qbo_id, cmd.doc_number, cmd.sync_token) == ("SalesReceipt", "42", "MAG-100000001", "0")
+    assert d.state is not None
+    twice = on_order(d.state, MagentoOrder.model_validate(cancelled), cancelled, "ev10", customers, items, CFG, REALM)
+    assert (twice.outcome, twice.commands) == ("duplicate", [])
+    done = on_result(d.state, DocumentVoided(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                             request_id=cmd.request_id, doc_type="SalesReceipt", qbo_id="42",
+                                             doc_number="MAG-100000001"), customers, items, CFG, REALM)
+    assert done.outcome == "voided" and done.state is not None and done.state.follow_ups[0].status == "done"
+    # A credit memo of a voided order cannot be booked: a person looks.
+    late = refund(done.state, memo())
+    assert late.parked is not None and late.parked.reason == "order_voided"
+
+
+def test_a_cancellation_while_the_document_is_on_its_way_voids_it_once_it_exists() -> None:
+    d = on_order(None, ORDER, RAW, "ev1", customers, items, CFG, REALM)
+    assert d.state is not None
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    cancelled = {**RAW, "state": "canceled"}
+    c = on_order(d.state, MagentoOrder.model_validate(cancelled), cancelled, "ev2", customers, items, CFG, REALM)
+    assert (c.outcome, c.commands) == ("waiting_for_order", [])
+    assert c.state is not None
+    after = on_result(c.state, created(cmd, "42"), customers, items, CFG, REALM)
+    assert [type(x).__name__ for x in after.commands] == ["VoidDocument"]
+
+
+def test_a_cancellation_after_a_refund_is_parked_for_a_person_with_both_facts() -> None:
+    d = refund(booked(), memo())
+    assert d.state is not None
+    cancelled = {**RAW, "state": "canceled"}
+    c = on_order(d.state, MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
+    assert c.commands == [] and c.parked is not None and c.parked.reason == "cancel_with_linked"
+    assert "SalesReceipt MAG-100000001 Id=42 (53.60)" in c.parked.message
+    assert "RefundReceipt MAG-CM-200000007" in c.parked.message and "10.80" in c.parked.message
+
+
+def test_a_paid_invoice_of_an_invoice_order_receives_a_payment_and_of_a_receipt_order_nothing() -> None:
+    raw = {**RAW, "payment": {"method": "purchaseorder"}}
+    state = booked(raw)
+    body = {"entity_id": 3, "increment_id": "000000003", "order_id": 100000001, "state": 2, "grand_total": 53.6,
+            "updated_at": "2023-11-02 12:00:00"}
+    d = on_invoice(state, MagentoInvoice.model_validate(body), body, "inv1", CFG, REALM)
+    assert d.outcome == "payment_requested"
+    [cmd] = d.commands
+    assert isinstance(cmd, ReceivePayment)
+    p = cmd.payment
+    assert (p.TotalAmt, p.PaymentRefNum, p.CustomerRef.value, p.TxnDate) == (Decimal("53.60"), "MAG-PAY-000000003", "9",
+                                                                             "2023-11-02")
+    assert p.Line[0].LinkedTxn == [{"TxnId": "42", "TxnType": "Invoice"}]
+    assert d.state is not None
+    assert on_invoice(d.state, MagentoInvoice.model_validate(body), body, "inv1b", CFG, REALM).outcome == "duplicate"
+    paid = on_result(d.state, PaymentReceived(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                              request_id=cmd.request_id, qbo_id="55", ref_num=p.PaymentRefNum,
+                                              amount=p.TotalAmt, created=True), customers, items, CFG, REALM)
+    assert paid.outcome == "paid"
+    receipt = on_invoice(booked(), MagentoInvoice.model_validate(body), body, "inv2", CFG, REALM)
+    assert (receipt.outcome, receipt.commands) == ("ignored", [])
+    unpaid = {**body, "state": 1}
+    assert on_invoice(state, MagentoInvoice.model_validate(unpaid), unpaid, "inv3", CFG, REALM).commands == []
+
+
+def test_a_refund_refused_by_quickbooks_is_parked_with_its_own_event_and_retried_by_dlq_retry() -> None:
+    d = refund(booked(), memo())
+    assert d.state is not None
+    [cmd] = d.commands
+    failed = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
+                           command_type="create_document", error_class="permanent", message="6000 bad", reason="permanent",
+                           command=cmd.model_dump(mode="json"))
+    f = on_result(d.state, failed, customers, items, CFG, REALM)
+    assert f.outcome == "failed" and f.parked is not None and f.parked.retry_event is not None
+    assert f.parked.retry_event["creditmemo"]["increment_id"] == "200000007"
+    assert f.state is not None and f.state.follow_ups[0].status == "failed"
+    retry = refund(f.state, memo(), event_id="cm1-retry", retry_of="dl-1")
+    assert retry.outcome == "refund_requested"
+    [again] = retry.commands
+    assert isinstance(again, CreateDocument) and again.verify and again.request_id != cmd.request_id
