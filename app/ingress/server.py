@@ -21,13 +21,16 @@ from app import jsonutil, metrics, topics
 from app.domain.signature import SIGNATURE_HEADER, verify
 from app.ingress.guard import ConnectionGuard
 from app.settings import Settings
-from schemas.envelope import envelope_bytes
-from schemas.magento import MagentoOrder, extract_order
+from schemas.envelope import EventKind, envelope_bytes
+from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder, extract_entity, extract_order
 
 log = logging.getLogger("magqb.ingress")
 
 INGRESS_KEY: web.AppKey[Ingress] = web.AppKey("ingress")
 WEBHOOK_PATH = "/webhooks/magento/new-order"
+CANCELLED_PATH = "/webhooks/magento/order-cancelled"
+CREDITMEMO_PATH = "/webhooks/magento/creditmemo-created"
+INVOICE_PATH = "/webhooks/magento/invoice-paid"
 SOURCE = "magento-webhook"
 # An accepted order may one day travel inside a dead letter (its attempts, the fault, the command
 # left out if need be): the event must leave this much room under MAGQB_MAX_EVENT_BYTES.
@@ -45,6 +48,46 @@ def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+SCHEMAS: dict[str, tuple[EventKind, str]] = {
+    "order": ("order", "the Magento order schema"),
+    "cancellation": ("order", "the Magento order schema"),
+    "creditmemo": ("creditmemo", "the Magento credit memo schema (GET /V1/creditmemo/{id})"),
+    "invoice": ("invoice", "the Magento invoice schema (GET /V1/invoices/{id})"),
+}
+
+
+def _validate(what: str, parsed: Any) -> tuple[dict[str, Any], EventKind, str, str] | web.Response:
+    """(the payload as sent, its event kind, the order's key, words for the log) — or the 422."""
+    kind, schema = SCHEMAS[what]
+    raw = extract_order(parsed) if kind == "order" else extract_entity(parsed, "order_id")
+    if not isinstance(raw, dict):
+        metrics.WEBHOOKS.labels(result="invalid").inc()
+        return _problem(422, f"{'order' if kind == 'order' else kind} is not a JSON object",
+                        errors=[{"field": "(body)", "message": "expected an object"}])
+    model: MagentoOrder | MagentoCreditMemo | MagentoInvoice
+    try:
+        if kind == "creditmemo":
+            model = MagentoCreditMemo.model_validate(raw)
+        elif kind == "invoice":
+            model = MagentoInvoice.model_validate(raw)
+        else:
+            model = MagentoOrder.model_validate(raw)
+    except ValidationError as exc:
+        metrics.WEBHOOKS.labels(result="invalid").inc()
+        errors = _field_errors(exc)
+        log.warning("rejected %s (schema): %s", what, ", ".join(e["field"] for e in errors))
+        return _problem(422, f"body does not match {schema}", errors=errors)
+    if isinstance(model, MagentoOrder):
+        if what == "cancellation" and str(model.state or "").lower() != "canceled":
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            return _problem(422, "order-cancelled needs a cancelled order", errors=[
+                {"field": "state", "message": f"is {str(model.state)[:40]!r}, not 'canceled'"}])
+        return raw, kind, model.key, f"order={model.order_ref}"
+    if isinstance(model, MagentoCreditMemo):
+        return raw, kind, model.key, f"credit memo {model.refund_ref}"
+    return raw, kind, model.key, f"invoice {model.invoice_ref}"
+
+
 class Ingress:
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.settings = settings
@@ -52,13 +95,26 @@ class Ingress:
         self._secret = settings.magento_webhook_secret.get_secret_value()
 
     async def new_order(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "order")
+
+    async def order_cancelled(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "cancellation")
+
+    async def creditmemo_created(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "creditmemo")
+
+    async def invoice_paid(self, request: web.Request) -> web.Response:
+        return await self._timed(request, "invoice")
+
+    async def _timed(self, request: web.Request, what: str) -> web.Response:
         started = time.perf_counter()
         try:
-            return await self._new_order(request)
+            return await self._accept(request, what)
         finally:
             metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
 
-    async def _new_order(self, request: web.Request) -> web.Response:
+    async def _accept(self, request: web.Request, what: str) -> web.Response:
+        """Every webhook: the same limits, signature and answers; only the payload's schema differs."""
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             metrics.WEBHOOKS.labels(result="too_large").inc()
@@ -88,24 +144,16 @@ class Ingress:
             metrics.WEBHOOKS.labels(result="bad_json").inc()
             return _problem(400, "body is not JSON")
 
-        raw_order = extract_order(parsed)
-        if not isinstance(raw_order, dict):
-            metrics.WEBHOOKS.labels(result="invalid").inc()
-            return _problem(422, "order is not a JSON object", errors=[{"field": "(body)", "message": "expected an object"}])
-        try:
-            order = MagentoOrder.model_validate(raw_order)
-        except ValidationError as exc:
-            metrics.WEBHOOKS.labels(result="invalid").inc()
-            errors = _field_errors(exc)
-            log.warning("rejected order (schema): %s", ", ".join(e["field"] for e in errors))
-            return _problem(422, "order does not match the Magento order schema", errors=errors)
-
-        event_id, value = envelope_bytes(raw_order, SOURCE)
+        checked = _validate(what, parsed)
+        if isinstance(checked, web.Response):
+            return checked
+        raw_order, kind, key, ref = checked
+        event_id, value = envelope_bytes(raw_order, SOURCE, kind=kind)
         room = self.settings.max_event_bytes - DEAD_LETTER_RESERVE
         if len(value) > room:
             metrics.WEBHOOKS.labels(result="invalid").inc()
-            log.warning("order_id=%s order=%s rejected: %d bytes, more than the %d an order may have", order.key,
-                        order.order_ref, len(value), room)
+            log.warning("order_id=%s %s rejected: %d bytes, more than the %d an event may have", key, ref,
+                        len(value), room)
             return _problem(422, "order too large to keep", errors=[{
                 "field": "(body)", "message": f"the order is {len(value)} bytes as an event; at most {room} fit "
                 f"(MAGQB_MAX_EVENT_BYTES minus room for its dead letter)"}])
@@ -114,16 +162,16 @@ class Ingress:
             # bounded here. A 503'd event may still land once Kafka is back; Magento re-sends
             # it anyway and the orders agent books an order once however often it arrives.
             async with asyncio.timeout(self.settings.kafka_produce_timeout_seconds):
-                await self.producer.send_and_wait(topics.ORDERS, value, key=order.key.encode())
+                # Keyed by the order: its credit memos, invoices and cancellation follow it in order.
+                await self.producer.send_and_wait(topics.ORDERS, value, key=key.encode())
         except (KafkaError, TimeoutError, OSError) as exc:
             metrics.WEBHOOKS.labels(result="broker_unavailable").inc()
-            log.error("order_id=%s order=%s not accepted: Kafka did not acknowledge (%s)", order.key,
-                      order.order_ref, exc.__class__.__name__)
+            log.error("order_id=%s %s not accepted: Kafka did not acknowledge (%s)", key, ref, exc.__class__.__name__)
             return _problem(503, "event store unavailable, retry later", retry_after_seconds=5)
 
         metrics.WEBHOOKS.labels(result="accepted").inc()
-        log.info("order_id=%s order=%s accepted as event %s", order.key, order.order_ref, event_id)
-        return web.Response(body=jsonutil.dumps({"event_id": event_id, "order_id": order.key}), status=202,
+        log.info("order_id=%s %s accepted as event %s", key, ref, event_id)
+        return web.Response(body=jsonutil.dumps({"event_id": event_id, "order_id": key}), status=202,
                             content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -162,7 +210,7 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> No
 
 def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionGuard | None = None,
               with_metrics: bool = True) -> web.Application:
-    # A chunked body past the limit makes request.read() raise; _new_order answers 413 either way.
+    # A chunked body past the limit makes request.read() raise; _accept answers 413 either way.
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[guard.middleware] if guard is not None else [])
     if guard is not None:
@@ -170,6 +218,9 @@ def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionG
     ingress = Ingress(settings, producer)
     app[INGRESS_KEY] = ingress
     app.router.add_post(WEBHOOK_PATH, ingress.new_order)
+    app.router.add_post(CANCELLED_PATH, ingress.order_cancelled)
+    app.router.add_post(CREDITMEMO_PATH, ingress.creditmemo_created)
+    app.router.add_post(INVOICE_PATH, ingress.invoice_paid)
     app.router.add_get("/healthz", ingress.healthz)
     app.router.add_get("/readyz", ingress.readyz)
     if with_metrics:

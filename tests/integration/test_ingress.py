@@ -18,7 +18,15 @@ from aiohttp import web
 from app import topics
 from app.adapters.kafka_admin import ensure_topics
 from app.domain.signature import sign
-from app.ingress.server import WEBHOOK_PATH, make_producer, serve, stop_producer
+from app.ingress.server import (
+    CANCELLED_PATH,
+    CREDITMEMO_PATH,
+    INVOICE_PATH,
+    WEBHOOK_PATH,
+    make_producer,
+    serve,
+    stop_producer,
+)
 from app.settings import Settings, load_settings
 from schemas.envelope import decode_envelope
 from tests.conftest import blueprint_order, free_port, magento_fixture, read_topics
@@ -72,11 +80,12 @@ async def topic_records(bootstrap: str) -> list[Any]:
     return await asyncio.to_thread(read_topics, bootstrap, [topics.ORDERS])
 
 
-async def post(url: str, body: bytes, signature: str | None, **headers: str) -> tuple[int, Any]:
+async def post(url: str, body: bytes, signature: str | None, path: str = WEBHOOK_PATH,
+               **headers: str) -> tuple[int, Any]:
     hdrs = {"Content-Type": "application/json", **headers}
     if signature is not None:
         hdrs["X-Magento-Signature"] = signature
-    async with aiohttp.ClientSession() as s, s.post(url + WEBHOOK_PATH, data=body, headers=hdrs) as resp:
+    async with aiohttp.ClientSession() as s, s.post(url + path, data=body, headers=hdrs) as resp:
         text = await resp.text()
         return resp.status, json.loads(text) if text else None
 
@@ -108,6 +117,52 @@ async def test_mage_os_data_wrapper_is_accepted_and_keyed_by_entity_id(ingress, 
     assert (status, answer["order_id"]) == (202, "11")
     envelope = decode_envelope([r for r in await topic_records(kafka_bootstrap) if r.key == b"11"][-1].value)
     assert envelope.order["increment_id"] == "000000014"
+
+
+def sales_fixture(folder: str) -> dict[str, Any]:
+    [path] = (REPO / "tests" / "fixtures" / "magento" / folder).glob("*.json")
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+async def test_credit_memos_invoices_and_cancellations_go_to_their_orders_partition(ingress, kafka_bootstrap) -> None:
+    url, _ = ingress
+    entity_id = random.randint(10**6, 10**9)
+    memo = {**sales_fixture("creditmemo"), "order_id": entity_id}
+    invoice = {**sales_fixture("invoice"), "order_id": entity_id}
+    cancelled = {**blueprint_order(), "entity_id": entity_id, "state": "canceled", "status": "canceled"}
+    answers = []
+    for path, obj in ((CREDITMEMO_PATH, {"creditmemo": memo}), (INVOICE_PATH, invoice), (CANCELLED_PATH, cancelled)):
+        body, sig = signed(obj)
+        answers.append(await post(url, body, sig, path))
+    assert [(status, a["order_id"]) for status, a in answers] == [(202, str(entity_id))] * 3
+    mine = [r for r in await topic_records(kafka_bootstrap) if r.key == str(entity_id).encode()]
+    assert len({r.partition for r in mine}) == 1  # one partition: the orders agent sees them in order
+    envelopes = [decode_envelope(r.value) for r in mine]
+    assert [(e.kind, e.event_id) for e in envelopes] == [("creditmemo", answers[0][1]["event_id"]),
+                                                         ("invoice", answers[1][1]["event_id"]),
+                                                         ("order", answers[2][1]["event_id"])]
+    assert envelopes[0].creditmemo == memo and envelopes[0].order is None
+    assert envelopes[1].invoice == invoice and envelopes[2].body["state"] == "canceled"
+
+
+async def test_the_later_webhooks_answer_bad_input_like_new_order(ingress, kafka_bootstrap) -> None:
+    url, _ = ingress
+    memo = sales_fixture("creditmemo")
+    body, _ = signed(memo)
+    assert (await post(url, body, sign(body, "wrong-secret"), CREDITMEMO_PATH))[0] == 401
+    status, answer = await post(url, b"{not json", sign(b"{not json", "test-webhook-secret"), INVOICE_PATH)
+    assert status == 400
+    no_total = {k: v for k, v in memo.items() if k != "grand_total"}
+    body, sig = signed(no_total)
+    status, answer = await post(url, body, sig, CREDITMEMO_PATH)
+    assert status == 422 and answer["errors"] == [{"field": "grand_total", "message": "Field required"}]
+    body, sig = signed({**blueprint_order(), "state": "processing"})
+    status, answer = await post(url, body, sig, CANCELLED_PATH)
+    assert status == 422 and answer["errors"][0]["field"] == "state"
+    body, sig = signed({**sales_fixture("invoice"), "order_id": "x"})
+    status, answer = await post(url, body, sig, INVOICE_PATH)
+    assert status == 422 and answer["errors"][0]["field"] == "order_id"
 
 
 BAD_CASES = {
