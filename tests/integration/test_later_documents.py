@@ -1,0 +1,136 @@
+"""An order's later documents in the sandbox, through the real dispatcher: refunds, payments, voids."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app.dispatch import Dispatcher, GiveUp
+from app.domain.mapping import MappingConfig, PaymentRule
+from schemas.commands import VoidDocument
+from schemas.events import DocumentVoided
+from tests.conftest import blueprint_order
+from tests.flow_driver import Books
+from tests.integration.conftest import REALM, RunningSandbox
+from tests.integration.test_dispatch_against_sandbox import make_dispatcher
+
+CFG = MappingConfig(payment_rules={"purchaseorder": PaymentRule(document="Invoice")})
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def memo(entity_id: int, order_id: int, qty: int = 1, **over: Any) -> dict[str, Any]:
+    """`qty` of the blueprint's PROD001 (10.00 + 0.80 tax each)."""
+    return {"entity_id": entity_id, "increment_id": f"2000000{entity_id:02d}", "order_id": order_id, "state": 2,
+            "grand_total": Decimal("10.8") * qty, "subtotal": 10 * qty, "tax_amount": Decimal("0.8") * qty,
+            "items": [{"order_item_id": 1, "sku": "PROD001", "name": "Product 1", "qty": qty, "price": 10,
+                       "row_total": 10 * qty, "tax_amount": Decimal("0.8") * qty}], **over}
+
+
+def books(sb: RunningSandbox, dispatcher: Dispatcher) -> Books:
+    async def answer(cmd: Any) -> Any:
+        return await dispatcher.handle(cmd)
+
+    return Books(CFG, REALM, answer)
+
+
+def docs(sb: RunningSandbox, entity: str) -> list[dict[str, Any]]:
+    return list(sb.sandbox.company.entities[entity].values())
+
+
+async def test_two_partial_refunds_of_a_sales_receipt_net_to_what_was_kept(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order(blueprint_order())
+    await b.creditmemo(memo(1, 100000001), "cm1")
+    await b.creditmemo(memo(2, 100000001, shipping_amount=5, grand_total=Decimal("15.8")), "cm2")
+    await b.creditmemo(memo(2, 100000001, shipping_amount=5, grand_total=Decimal("15.8")), "cm2-again")
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    refunds = docs(qbo_sandbox, "RefundReceipt")
+    assert sorted((r["DocNumber"], Decimal(str(r["TotalAmt"]))) for r in refunds) == [
+        ("MAG-CM-200000001", Decimal("10.80")), ("MAG-CM-200000002", Decimal("15.80"))]
+    assert all(r["CustomerRef"]["value"] == sale["CustomerRef"]["value"] for r in refunds)
+    assert all(r["DepositToAccountRef"]["value"] == "4" for r in refunds)  # out of where the sale went
+    net = Decimal(str(sale["TotalAmt"])) - sum(Decimal(str(r["TotalAmt"])) for r in refunds)
+    assert net == Decimal("53.60") - Decimal("26.60")
+    assert b.parked == []
+
+
+async def test_an_invoice_order_paid_later_then_credited(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}})
+    paid = {"entity_id": 31, "increment_id": "000000031", "order_id": 100000001, "state": 2, "grand_total": 53.6}
+    await b.invoice(paid)
+    await b.invoice(paid, "inv-again")
+    await b.creditmemo(memo(3, 100000001), "cm3")
+    [invoice] = docs(qbo_sandbox, "Invoice")
+    [payment] = docs(qbo_sandbox, "Payment")
+    [credit] = docs(qbo_sandbox, "CreditMemo")
+    assert (Decimal(str(invoice["Balance"])), invoice["LinkedTxn"]) == (Decimal(0), [{"TxnId": payment["Id"],
+                                                                                       "TxnType": "Payment"}])
+    assert (payment["PaymentRefNum"], Decimal(str(payment["TotalAmt"]))) == ("MAG-PAY-000000031", Decimal("53.60"))
+    assert (credit["DocNumber"], Decimal(str(credit["TotalAmt"]))) == ("MAG-CM-200000003", Decimal("10.80"))
+    customer = qbo_sandbox.sandbox.company.get("Customer", invoice["CustomerRef"]["value"])
+    assert customer is not None and Decimal(str(customer["Balance"])) == Decimal("-10.80")  # owed back to them
+
+
+async def test_a_cancelled_order_is_voided_even_when_someone_edited_it_since(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order(blueprint_order())
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    sale["SyncToken"] = "3"  # edited in QuickBooks after magqb created it: the void's token is stale (5010)
+    reads = dispatcher.client.reads
+    await b.order({**blueprint_order(), "state": "canceled", "status": "canceled"}, "ev-cancel")
+    await b.order({**blueprint_order(), "state": "canceled", "status": "canceled"}, "ev-cancel-again")
+    assert (Decimal(str(sale["TotalAmt"])), sale["PrivateNote"], sale["SyncToken"]) == (Decimal(0), "Voided", "4")
+    assert dispatcher.client.reads - reads == 1  # the stale token cost one read, the duplicate nothing
+    assert len(docs(qbo_sandbox, "SalesReceipt")) == 1 and b.parked == []
+    state = b.states["100000001"]
+    assert [(f.kind, f.status) for f in state.follow_ups] == [("void", "done")]
+
+
+async def test_a_void_quickbooks_refuses_is_given_up_and_a_voided_document_is_found(qbo_sandbox, session,
+                                                                                     tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}})
+    await b.invoice({"entity_id": 31, "order_id": 100000001, "state": 2, "grand_total": 20})
+    [invoice] = docs(qbo_sandbox, "Invoice")
+    void = VoidDocument(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id="mq-void-1",
+                        doc_type="Invoice", qbo_id=invoice["Id"], doc_number=invoice["DocNumber"], sync_token=None)
+    refused = await dispatcher.handle(void)
+    assert isinstance(refused, GiveUp) and "payments applied" in refused.message
+    # The flow never sends that void: the cancellation is parked with both facts.
+    await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}, "state": "canceled"}, "ev-c")
+    assert b.parked == [("100000001", "cancel_with_linked")]
+    # A document voided by an earlier attempt whose answer was lost: found by a read, not voided twice.
+    await b.order({**blueprint_order(), "entity_id": 7, "increment_id": "000000007"}, "ev7")
+    receipt = next(d for d in docs(qbo_sandbox, "SalesReceipt") if d["DocNumber"] == "MAG-000000007")
+    qbo_sandbox.sandbox.company.void("SalesReceipt", {"Id": receipt["Id"], "SyncToken": receipt["SyncToken"]})
+    again = VoidDocument(order_id="7", order_ref="000000007", realm_id=REALM, request_id="mq-void-7",
+                         doc_type="SalesReceipt", qbo_id=receipt["Id"], doc_number="MAG-000000007", sync_token="0")
+    assert isinstance(await dispatcher.handle(again, verify=True), DocumentVoided)
+    assert receipt["SyncToken"] == "1"
+
+
+async def test_a_payment_whose_answer_was_lost_is_found_not_made_twice(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}})
+    await b.invoice({"entity_id": 31, "increment_id": "000000031", "order_id": 100000001, "state": 2,
+                     "grand_total": 53.6})
+    [cmd] = [c for c in b.sent if c.type == "receive_payment"]
+    second, _ = make_dispatcher(qbo_sandbox, session, tmp_path)  # a restarted worker, the sandbox forgot the id
+    again = cmd.model_copy(update={"request_id": "mq-pay-other"})
+    found = await second.handle(again, verify=True)
+    assert getattr(found, "created", None) is False and len(docs(qbo_sandbox, "Payment")) == 1
