@@ -242,11 +242,13 @@ def _advance_payment(state: OrderState, fu: FollowUp, cfg: MappingConfig, realm_
         request_id=request_ids.request_id(realm_id, "pay", f"{payment.PaymentRefNum}:{payment.TotalAmt}", fu.salt),
         invoice_ref=invoice.invoice_ref, payment=payment, verify=bool(fu.salt),
     )
-    paid, credited = _in_quickbooks(state, "payment"), _in_quickbooks(state, "refund")
-    if state.total_amt is not None and paid + credited + payment.TotalAmt > state.total_amt:
+    # The Invoice's open balance is its total less its payments (a CreditMemo is the customer's credit,
+    # not applied to the Invoice by itself).
+    paid = _in_quickbooks(state, "payment")
+    if state.total_amt is not None and paid + payment.TotalAmt > state.total_amt:
         return _park(state, fu, "over_payment", f"invoice {invoice.invoice_ref} pays {payment.TotalAmt}; Invoice "
-                     f"Id={state.qbo_id} of order {state.order_ref} is {state.total_amt}, {paid} paid and {credited} "
-                     f"credited before: that is more than it is open for", command)
+                     f"Id={state.qbo_id} of order {state.order_ref} is {state.total_amt} with {paid} paid before: "
+                     f"that is more than it is open for", command)
     requested = fu.model_copy(update={"status": "requested", "outstanding": [command.request_id], "doc_type": "Payment",
                                       "doc_number": payment.PaymentRefNum, "total_amt": payment.TotalAmt, "error": None})
     return Decision(state=put(state, requested), commands=[command], outcome="payment_requested")
