@@ -168,6 +168,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
+        elif decision.outcome == "stale":
+            log.info("order_id=%s order=%s delivery older (updated_at %s) than one already handled: ignored",
+                     order.key, order.order_ref, order.updated_at)
         elif decision.outcome == "skipped":
             log.info("order_id=%s order=%s cancelled in Magento and never booked: not booked", order.key,
                      order.order_ref)

@@ -135,6 +135,9 @@ class MagentoOrder(_Lenient):
     status: Text | None = None
     store_id: Id | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
+    # When Magento last changed the order: of two deliveries, the older one must not undo the newer
+    # (a new-order webhook retried after the cancellation was accepted).
+    updated_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
 
     customer_email: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$",
                                                       max_length=254)]

@@ -102,6 +102,7 @@ class OrderState(BaseModel):
     # When the webhook (or import, replay) of the delivery being booked was received: booking latency.
     received_at: datetime | None = None
     total_amt: Decimal | None = None
+    order_updated_at: datetime | None = None  # the newest order delivery's updated_at (Magento's clock)
     sync_token: str | None = None  # the document's SyncToken when created: what a void sends first
     sale: SaleFacts | None = None  # set when the document is requested
     # Credit memos, payments and the cancellation, in the order they came.

@@ -19,6 +19,7 @@ failed always has a dead letter; nothing waits on nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -188,7 +189,34 @@ def on_order(
     recheck: bool = False,
     received_at: datetime | None = None,
 ) -> Decision:
-    """A Magento order event arrived (first delivery, duplicate webhook, replay or `dlq retry`)."""
+    """A Magento order event arrived (first delivery, duplicate webhook, replay, `dlq retry`, cancellation)."""
+    seen = state.order_updated_at if state is not None else None
+    if seen is not None and order.updated_at is not None and order.updated_at < seen and not retry_of:
+        # Older than a delivery already handled (webhooks race and are retried): it must not undo it,
+        # e.g. book an order whose cancellation came first.
+        return Decision(state=None, outcome="stale")
+    decision = _on_order(state, order, raw_order, event_id, customers, items, cfg, realm_id, retry_of, replay_id,
+                         recheck, received_at)
+    newest = max((t for t in (seen, order.updated_at) if t is not None), default=None)
+    if decision.state is not None and newest is not None and decision.state.order_updated_at != newest:
+        decision = dataclasses.replace(decision, state=decision.state.model_copy(update={"order_updated_at": newest}))
+    return decision
+
+
+def _on_order(
+    state: OrderState | None,
+    order: MagentoOrder,
+    raw_order: dict[str, Any],
+    event_id: str,
+    customers: CustomerLookup,
+    items: ItemLookup,
+    cfg: MappingConfig,
+    realm_id: str,
+    retry_of: str | None = None,
+    replay_id: str | None = None,
+    recheck: bool = False,
+    received_at: datetime | None = None,
+) -> Decision:
     # A replay (and a retry) books under request ids of its own, so QBO does not answer with what it
     # answered an earlier attempt; and since that attempt may have created the document, the
     # dispatcher looks its DocNumber up first (a non-empty salt asks for that).

@@ -209,13 +209,13 @@ class ChaosRun:
         self.orders = orders
         return orders
 
-    def post(self, order: dict[str, Any], timeout: float = 120) -> int:
+    def post(self, order: dict[str, Any], timeout: float = 120, webhook: str = "new-order") -> int:
         """Post like Magento: a 503 (or no answer) is re-sent until it is accepted. Returns 503s seen."""
         assert self.stack is not None
         refused = 0
         deadline = time.monotonic() + timeout
         while True:
-            status, _ = self.stack.post_order(order)
+            status, _ = self.stack.post_order(order, webhook)
             if status == 202:
                 return refused
             if status not in (0, 503) or time.monotonic() > deadline:
@@ -234,14 +234,18 @@ class ChaosRun:
              lambda: f"{len(self.orders)} SalesReceipts (have {self.created('SalesReceipt')}); worker log:\n"
              + "\n".join(self.stack.log_tail(w, 15) for w in self.web_ports if self.stack))
 
-    def report(self, seconds: float) -> Report:
-        s = self.stack
-        assert s is not None
-        # The books are read back through the sandbox's own API: calm it first, as an operator would.
-        status, _ = http("PUT", f"{s.sandbox_url}/_sandbox/faults", json.dumps({
+    def calm(self) -> None:
+        """The books are read back through the sandbox's own API: calm it first, as an operator would."""
+        assert self.stack is not None
+        status, _ = http("PUT", f"{self.stack.sandbox_url}/_sandbox/faults", json.dumps({
             "fail_rate": 0, "throttle_rate": 0, "commit_then_fail_rate": 0, "hang_rate": 0,
             "quota_per_minute": 0, "quota_per_second": 0}).encode(), {"Content-Type": "application/json"})
         assert status == 200
+
+    def report(self, seconds: float) -> Report:
+        s = self.stack
+        assert s is not None
+        self.calm()
         stats_before_reads = s.sandbox_stats()
         receipts: list[dict[str, Any]] = []
         start_at = 1

@@ -63,9 +63,10 @@ class Stack:
     _access_token: str | None = None
 
     # ---- Magento side
-    def post_order(self, order: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def post_order(self, order: dict[str, Any], webhook: str = "new-order") -> tuple[int, dict[str, Any]]:
+        """POST a signed webhook (new-order, order-cancelled, creditmemo-created, invoice-paid)."""
         body = json.dumps(order).encode()
-        status, raw = http("POST", f"{self.ingress_url}/webhooks/magento/new-order", body, {
+        status, raw = http("POST", f"{self.ingress_url}/webhooks/magento/{webhook}", body, {
             "Content-Type": "application/json",
             "X-Magento-Signature": sign(body, self.env["MAGENTO_WEBHOOK_SECRET"]),
         })

@@ -246,3 +246,15 @@ def test_a_refund_refused_by_quickbooks_is_parked_with_its_own_event_and_retried
     assert retry.outcome == "refund_requested"
     [again] = retry.commands
     assert isinstance(again, CreateDocument) and again.verify and again.request_id != cmd.request_id
+
+
+def test_an_older_delivery_never_undoes_a_newer_one() -> None:
+    """The new-order webhook retried after the cancellation was accepted: the order stays unbooked."""
+    placed = {**RAW, "updated_at": "2023-10-26 10:00:00"}
+    cancelled = {**RAW, "state": "canceled", "updated_at": "2023-10-26 11:00:00"}
+    c = on_order(None, MagentoOrder.model_validate(cancelled), cancelled, "ev2", customers, items, CFG, REALM)
+    assert c.outcome == "skipped" and c.state is not None
+    late = on_order(c.state, MagentoOrder.model_validate(placed), placed, "ev1", customers, items, CFG, REALM)
+    assert (late.outcome, late.commands, late.state) == ("stale", [], None)
+    # A delivery without updated_at (older senders) is judged as before: a non-cancelled one books.
+    assert on_order(c.state, ORDER, RAW, "ev3", customers, items, CFG, REALM).outcome == "requested"

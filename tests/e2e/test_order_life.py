@@ -1,0 +1,129 @@
+"""An order's whole life on the real broker, under QBO's faults, with webhooks out of order and twice:
+two partial credit memos of one order, the cancellation of another, an edit, an Invoice paid later."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import blueprint_order
+from tests.e2e.chaos import ChaosPlan, ChaosRun
+from tests.e2e.harness import poll
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def run(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ChaosRun]:
+    # 10 % 5xx, 5 % 429, 2 % commit-then-fail, and QBO forgetting every requestid: reads and voids, too.
+    chaos = ChaosRun(ChaosPlan(orders=0, seed=13, requestid_forget_rate=1.0), tmp_path / "life")
+    chaos.start()
+    try:
+        yield chaos
+    finally:
+        chaos.stop()
+        chaos.cleanup()
+
+
+def order(entity_id: int, **over: Any) -> dict[str, Any]:
+    """The blueprint (2 × PROD001 at 10 + 1 × PROD002 at 25, tax 3.60, shipping 5: 53.60) as order `entity_id`."""
+    return {**blueprint_order(), "entity_id": entity_id, "increment_id": f"{entity_id:09d}",
+            "updated_at": "2026-11-30 10:00:00", **over}
+
+
+def cancelled(raw: dict[str, Any]) -> dict[str, Any]:
+    return {**raw, "state": "canceled", "status": "canceled", "updated_at": "2026-11-30 11:00:00"}
+
+
+def memo(entity_id: int, order_id: int, lines: list[tuple[int, str, int, str, str]], **over: Any) -> dict[str, Any]:
+    """Shaped as tests/fixtures/magento/creditmemo/*.json: lines (order_item_id, sku, qty, price, tax)."""
+    items = [{"order_item_id": oid, "sku": sku, "name": sku, "qty": qty, "price": price,
+              "row_total": str(Decimal(price) * qty), "tax_amount": tax} for oid, sku, qty, price, tax in lines]
+    subtotal = sum(Decimal(i["row_total"]) for i in items)
+    tax = sum(Decimal(i["tax_amount"]) for i in items)
+    body = {"entity_id": entity_id, "increment_id": f"{entity_id:09d}", "order_id": order_id, "state": 2,
+            "subtotal": str(subtotal), "tax_amount": str(tax), "shipping_amount": "0", "adjustment_positive": 0,
+            "adjustment_negative": 0, "discount_amount": 0, "items": items, **over}
+    body["grand_total"] = str(subtotal + tax + Decimal(str(body["shipping_amount"]))
+                              + Decimal(str(body["adjustment_positive"])) - Decimal(str(body["adjustment_negative"])))
+    return body
+
+
+def docs(run: ChaosRun, entity: str, numbers: list[str]) -> dict[str, list[dict[str, Any]]]:
+    assert run.stack is not None
+    listed = ", ".join(f"'{n}'" for n in numbers)
+    field = "PaymentRefNum" if entity == "Payment" else "DocNumber"
+    rows = run.stack.query(f"SELECT * FROM {entity} WHERE {field} IN ({listed}) MAXRESULTS 1000").get(entity, [])
+    found: dict[str, list[dict[str, Any]]] = {n: [] for n in numbers}
+    for row in rows:
+        found[str(row[field])].append(row)
+    return found
+
+
+def test_refunds_cancellation_edit_and_later_payment_each_booked_once(run: ChaosRun) -> None:
+    base = random.Random(13).randint(10**7, 10**8)
+    a, b, e, p = order(base), order(base + 1), order(base + 2), order(base + 3, payment={"method": "purchaseorder"})
+    c = order(base + 5)  # cancelled before it was placed, as far as the webhooks tell
+    edit = order(base + 4, increment_id=f"{base + 2:09d}-1", relation_parent_real_id=f"{base + 2:09d}",
+                 relation_parent_id=str(base + 2))
+    a1 = memo(base + 50, base, [(1, "PROD001", 1, "10", "0.80")])  # 10.80
+    a2 = memo(base + 51, base, [(2, "PROD002", 1, "25", "2.00")], shipping_amount="5",
+              adjustment_negative="3")  # 25 + 2 + 5 − 3 = 29.00, the fee kept
+    paid = {"entity_id": base + 70, "increment_id": f"{base + 70:09d}", "order_id": base + 3, "state": 2,
+            "grand_total": 53.6, "updated_at": "2026-12-02 09:00:00"}
+
+    assert run.stack is not None
+    # B, and E (the order that will be edited), are booked first.
+    run.post(b)
+    run.post(e)
+    poll(lambda: run.created("SalesReceipt") == 2, 120, "orders B and E booked")
+    # Then everything out of order, and twice: a memo and the payment before their orders, B cancelled
+    # twice, E cancelled and its edit placed, C's placement retried after its cancellation.
+    for body, hook in [(a2, "creditmemo-created"), (paid, "invoice-paid"), (cancelled(c), "order-cancelled"),
+                       (a, "new-order"), (cancelled(b), "order-cancelled"), (p, "new-order"),
+                       (a1, "creditmemo-created"), (c, "new-order"), (a2, "creditmemo-created"),
+                       (edit, "new-order"), (cancelled(e), "order-cancelled"), (a, "new-order"),
+                       (paid, "invoice-paid"), (cancelled(b), "order-cancelled"), (a1, "creditmemo-created"),
+                       (edit, "new-order"), (cancelled(e), "order-cancelled")]:
+        run.post(body, webhook=hook)
+
+    receipts = [f"MAG-{n:09d}" for n in (base, base + 1, base + 2)] + [f"MAG-{base + 2:09d}-1", f"MAG-{base + 5:09d}"]
+    refunds = [f"MAG-CM-{base + 50:09d}", f"MAG-CM-{base + 51:09d}"]
+
+    def settled() -> bool:  # read without QBO's faults in the way: the sandbox's counts and the worker's log
+        made = {k: run.created(k) for k in ("SalesReceipt", "Invoice", "RefundReceipt", "Payment")}
+        log = (run.stack.logs / "worker0.log").read_text(errors="replace")  # type: ignore[union-attr]
+        return made == {"SalesReceipt": 4, "Invoice": 1, "RefundReceipt": 2, "Payment": 1} and \
+            f"DocNumber=MAG-{base + 1:09d} voided" in log and f"DocNumber=MAG-{base + 2:09d} voided" in log
+
+    poll(settled, 240, lambda: "every document; worker log:\n" + run.stack.log_tail("worker0", 30))  # type: ignore[union-attr]
+    run.calm()
+
+    sales = docs(run, "SalesReceipt", receipts)
+    assert {n: [(Decimal(str(d["TotalAmt"])), d["PrivateNote"][:6]) for d in rows] for n, rows in sales.items()} == {
+        receipts[0]: [(Decimal("53.60"), "Magent")],
+        receipts[1]: [(Decimal("0"), "Voided")],  # cancelled after booking: voided
+        receipts[2]: [(Decimal("0"), "Voided")],  # the edit's original: voided by its cancellation
+        receipts[3]: [(Decimal("53.60"), "Magent")],  # the edit: one live document for the sale
+        receipts[4]: [],  # its placement came after its cancellation: never booked
+    }
+    back = docs(run, "RefundReceipt", refunds)
+    assert {n: [Decimal(str(d["TotalAmt"])) for d in rows] for n, rows in back.items()} == {
+        refunds[0]: [Decimal("10.80")], refunds[1]: [Decimal("29.00")]}
+    # Order A nets to Magento's grand_total − total_refunded, to the cent.
+    assert Decimal("53.60") - Decimal("10.80") - Decimal("29.00") == Decimal("13.80")
+    [invoice] = docs(run, "Invoice", [f"MAG-{base + 3:09d}"])[f"MAG-{base + 3:09d}"]
+    [payment] = docs(run, "Payment", [f"MAG-PAY-{base + 70:09d}"])[f"MAG-PAY-{base + 70:09d}"]
+    assert Decimal(str(payment["TotalAmt"])) == Decimal("53.60") and Decimal(str(invoice["Balance"])) == 0
+    assert payment["Line"][0]["LinkedTxn"] == [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]
+    # Nothing else was made: no second document of any kind, nothing parked.
+    stats = run.stack.sandbox_stats()["documents_created"]
+    assert {k: stats.get(k, 0) for k in ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo", "Payment")} == {
+        "SalesReceipt": 4, "Invoice": 1, "RefundReceipt": 2, "CreditMemo": 0, "Payment": 1}
+    assert "dead-lettered" not in (run.stack.logs / "worker0.log").read_text()
+    assert sum(run.stack.sandbox_stats()["injected"].values()) > 0  # the faults really happened
