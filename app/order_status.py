@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from app import jsonutil, order_log, topics
 from app.adapters import kafka_io
 from app.dead_letters import read_log
+from app.domain.money import ZERO
 from app.domain.retry_ladder import attempts_of, due_of, history_of
+from schemas.state import OrderState
 
 
 async def pending_retries(bootstrap: str, app_id: str, rung_topics: tuple[str, ...],
@@ -59,10 +62,10 @@ async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
     if found is None:
         return await _not_handled(settings, wanted)
     st = found.state
-    events = [h.model_dump(mode="json") for h in st.history if h.what == "order event"]
+    events = [h.model_dump(mode="json") for h in st.history if h.what in ("order event", "later event")]
     story = [h.model_dump(mode="json") for h in st.history]
-    retries = await pending_retries(bootstrap, app_id, tuple(r.topic for r in settings.retry_ladder),
-                                    set(st.outstanding))
+    waiting = set(st.outstanding) | {r for f in st.follow_ups for r in f.outstanding}
+    retries = await pending_retries(bootstrap, app_id, tuple(r.topic for r in settings.retry_ladder), waiting)
     letters = [
         {"id": d.id, "status": status, "reason": d.reason, "command_type": d.command_type,
          "dead_at": d.dead_at.isoformat(), "attempts": len(d.attempts),
@@ -74,13 +77,24 @@ async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
     if st.qbo_id:
         document = {"type": st.doc_type, "Id": st.qbo_id, "DocNumber": st.doc_number,
                     "TotalAmt": str(st.total_amt) if st.total_amt is not None else None}
+    later = [{"kind": f.kind, "magento": f.ref, "status": f.status, "type": f.doc_type, "Id": f.qbo_id,
+              "number": f.doc_number, "amount": str(f.total_amt) if f.total_amt is not None else None,
+              "error": f.error} for f in st.follow_ups]
     return {
-        "order_id": found.order_id, "order_ref": st.order_ref, "state": st.status,
+        "order_id": found.order_id, "order_ref": st.order_ref, "state": st.status, "later": later,
+        "net": str(net_booked(st)) if st.qbo_id else None,
         "updated_at": st.updated_at.isoformat(), "error": st.error, "duplicates_seen": st.duplicates_seen,
         "doc_type": st.doc_type, "doc_number": st.doc_number, "document": document,
-        "outstanding_commands": list(st.outstanding), "retries": retries, "events": events, "story": story,
+        "outstanding_commands": sorted(waiting), "retries": retries, "events": events, "story": story,
         "dead_letters": letters,
     }
+
+
+def net_booked(st: OrderState) -> Decimal:
+    """What the order's documents net to in QuickBooks: the sale (0 once voided) less its refunds."""
+    voided = any(f.kind == "void" and f.status == "done" for f in st.follow_ups)
+    sale = ZERO if voided else (st.total_amt or ZERO)
+    return sale - sum((f.total_amt or ZERO for f in st.follow_ups if f.kind == "refund" and f.status == "done"), ZERO)
 
 
 async def _letters(bootstrap: str, order_id: str) -> list[tuple[Any, str]]:

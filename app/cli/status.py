@@ -19,8 +19,9 @@ def status(order: str, as_json: bool) -> None:
 
     Every event seen for it (webhook, import, replay; topic, partition, offset, time), its state,
     each command and result, commands waiting on a retry rung (attempts, next retry time), its
-    dead letters with their QuickBooks fault, and its QuickBooks document (type, Id, DocNumber,
-    TotalAmt). Reads the order-state changelog from its end: fast for a recent order.
+    dead letters with their QuickBooks fault, its QuickBooks document (type, Id, DocNumber,
+    TotalAmt), its credit memos, paid invoices and cancellation with theirs (RefundReceipt or
+    CreditMemo, Payment, void) and what the order nets to. Reads the order-state changelog from its end: fast for a recent order.
     Exit status 1 when no such order is in the log.
     """
     s = get_settings()  # read-only: a log without the topics has no such order
@@ -44,6 +45,15 @@ def _text(i: dict[str, Any]) -> str:
         lines.append(f"  QuickBooks: {doc['type']} Id={doc['Id']} DocNumber={doc['DocNumber']} TotalAmt={doc['TotalAmt']}")
     elif i.get("doc_number"):
         lines.append(f"  QuickBooks: not booked yet; it will be {i.get('doc_type')} DocNumber={i['doc_number']}")
+    names = {"refund": "credit memo", "payment": "invoice paid", "void": "cancellation"}
+    for f in i.get("later") or []:
+        doc = f" → {f['type']} {f['number'] or ''} Id={f['Id'] or '-'} {f['amount'] or ''}".rstrip() if f.get("type") \
+            else ""
+        why = f" ({f['error']})" if f.get("error") else ""
+        what = "cancellation" if f["kind"] == "void" else f"{names.get(f['kind'], f['kind'])} {f['magento']}"
+        lines.append(f"  {what}: {f['status']}{doc}{' voided' if f['kind'] == 'void' and doc else ''}{why}")
+    if i.get("later") and i.get("net") is not None:
+        lines.append(f"  net in QuickBooks: {i['net']} (the sale, 0 once voided, less refunds booked)")
     if i.get("duplicates_seen"):
         lines.append(f"  duplicate deliveries seen: {i['duplicates_seen']}")
     lines.append("  story:")

@@ -139,6 +139,13 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def magqb(stack: Stack, *args: str, stdin: str | None = None, timeout: float = 180,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A `magqb` command of the operator's, against the stack."""
+    return subprocess.run([MAGQB, *args], env={**stack.env, **(env or {})}, cwd=stack.logs, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def start(stack: Stack, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(stack.logs / f"{name}.log", "ab")  # closed with the process
     proc = subprocess.Popen([MAGQB, *args], env={**stack.env, **(env or {})}, cwd=stack.logs, stdout=out,

@@ -15,15 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_order, read_topics
-from tests.e2e.harness import MAGQB, REPO, Stack, free_port, http, poll
+from tests.e2e.harness import MAGQB, REPO, Stack, free_port, http, magqb, poll
 
 pytestmark = pytest.mark.kafka
-
-
-def magqb(stack: Stack, *args: str, stdin: str | None = None, timeout: float = 180,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MAGQB, *args], env={**stack.env, **(env or {})}, cwd=stack.logs, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def receipts(stack: Stack, doc_number: str) -> list[dict[str, Any]]:

@@ -3,7 +3,9 @@ two partial credit memos of one order, the cancellation of another, an edit, an 
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from tests.conftest import blueprint_order
 from tests.e2e.chaos import ChaosPlan, ChaosRun
-from tests.e2e.harness import poll
+from tests.e2e.harness import magqb, poll
 
 pytestmark = pytest.mark.kafka
 
@@ -127,3 +129,14 @@ def test_refunds_cancellation_edit_and_later_payment_each_booked_once(run: Chaos
         "SalesReceipt": 4, "Invoice": 1, "RefundReceipt": 2, "CreditMemo": 0, "Payment": 1}
     assert "dead-lettered" not in (run.stack.logs / "worker0.log").read_text()
     assert sum(run.stack.sandbox_stats()["injected"].values()) > 0  # the faults really happened
+
+    # `magqb status` tells each order's later life and what it nets to.
+    out = magqb(run.stack, "status", str(base), "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert [(f["kind"], f["status"], f["type"], f["amount"]) for f in info["later"]] == [
+        ("refund", "done", "RefundReceipt", "29.00"), ("refund", "done", "RefundReceipt", "10.80")]
+    assert Decimal(info["net"]) == Decimal("13.80")
+    text = magqb(run.stack, "status", str(base + 1)).stdout
+    assert re.search(rf"cancellation: done → SalesReceipt MAG-{base + 1:09d} Id=\d+ 53.60 voided", text), text
+    assert "net in QuickBooks: 0 " in text
