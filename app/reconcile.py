@@ -1,9 +1,11 @@
 """`magqb reconcile`: the orders of the log against the documents in QuickBooks, for a date range.
 
-The log side is every order event of `magento.orders` (the latest event of each order) with the
-order-state table beside it; the QuickBooks side is every SalesReceipt and Invoice dated in the range
-(a day of slack each side: TxnDate is the store's calendar day, created_at is UTC), read in pages
-of 1,000 — a handful of reads for a month. `compare` is pure; the rest is IO.
+The log side is every order event of `magento.orders` (the latest event of each order) and its credit
+memos, with the order-state table beside it; the QuickBooks side is every SalesReceipt and Invoice dated
+in the range (a day of slack each side: TxnDate is the store's calendar day, created_at is UTC) and every
+RefundReceipt and CreditMemo dated from its start on (a refund comes after its sale), read in pages of
+1,000 — a handful of reads for a month. Each order must net, in QuickBooks, to Magento's grand_total less
+its credit memos (0 once cancelled: its document voided). `compare` is pure; the rest is IO.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pydantic import ValidationError
 from app import jsonutil, topics
 from app.adapters import kafka_io
 from app.adapters.qbo_client import QboClient
-from app.domain.mapping import MappingConfig, doc_number
+from app.domain.mapping import MappingConfig, doc_number, number_for
+from app.domain.money import to_cents
 from app.domain.naming import qbo_quote
-from schemas.magento import MagentoOrder
+from schemas.magento import MagentoCreditMemo, MagentoOrder
 from schemas.state import OrderState
 
 DOC_TYPES = ("SalesReceipt", "Invoice")
+REFUND_TYPES = ("RefundReceipt", "CreditMemo")
 PAGE = 1000
 
 
@@ -39,6 +43,15 @@ class LogOrder:
     doc_number: str
     cancelled: bool  # cancelled in Magento (nothing is booked for it unless it was booked before)
     state: OrderState | None = None
+    refunds: dict[str, Decimal] = field(default_factory=dict)  # its credit memos: DocNumber → grand_total
+
+    @property
+    def magento_net(self) -> Decimal | None:
+        if self.cancelled:
+            return Decimal(0)
+        if self.grand_total is None:
+            return None
+        return self.grand_total - sum(self.refunds.values(), Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class QboDoc:
 
 @dataclass
 class Finding:
-    kind: str  # missing | booked_twice | total_differs | unknown
+    kind: str  # missing | booked_twice | total_differs | not_voided | refund_missing | unknown
     order_id: str = ""
     order_ref: str = ""
     doc_number: str = ""
@@ -85,6 +98,27 @@ def _why_missing(o: LogOrder) -> str:
     return s.status
 
 
+def _sale_findings(o: LogOrder, found: list[QboDoc]) -> list[Finding]:
+    if not found:
+        if o.cancelled or (o.state is not None and o.state.status == "skipped"):
+            return []  # cancelled in Magento: nothing belongs in the books (a booked one's document removed)
+        return [Finding("missing", o.order_id, o.order_ref, o.doc_number, o.grand_total, None, [], _why_missing(o))]
+    if len(found) > 1:
+        return [Finding("booked_twice", o.order_id, o.order_ref, o.doc_number, o.grand_total,
+                        sum((d.total for d in found), Decimal(0)), [f"{d.doc_type}:{d.qbo_id}" for d in found],
+                        f"{len(found)} documents carry its DocNumber")]
+    d = found[0]
+    if o.cancelled:
+        if d.total != 0:
+            return [Finding("not_voided", o.order_id, o.order_ref, o.doc_number, Decimal(0), d.total,
+                            [f"{d.doc_type}:{d.qbo_id}"], "cancelled in Magento, its document not voided")]
+        return []
+    if o.grand_total is not None and d.total != o.grand_total:
+        return [Finding("total_differs", o.order_id, o.order_ref, o.doc_number, o.grand_total, d.total,
+                        [f"{d.doc_type}:{d.qbo_id}"], f"difference {d.total - o.grand_total}")]
+    return []
+
+
 def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc], prefix: str) -> list[Finding]:
     """The differences between the orders of the range and QuickBooks' documents. `known_numbers` is
     every DocNumber of every order in the log (in the range or not): a document is unknown only when
@@ -94,20 +128,29 @@ def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc
         by_number[d.doc_number].append(d)
     out: list[Finding] = []
     for o in in_range:
-        found = by_number.get(o.doc_number, [])
-        if not found:
-            if o.cancelled or (o.state is not None and o.state.status == "skipped"):
-                continue  # cancelled in Magento: nothing belongs in the books (a booked one's document removed)
-            out.append(Finding("missing", o.order_id, o.order_ref, o.doc_number, o.grand_total, None, [],
-                               _why_missing(o)))
-        elif len(found) > 1:
-            out.append(Finding("booked_twice", o.order_id, o.order_ref, o.doc_number, o.grand_total,
-                               sum((d.total for d in found), Decimal(0)), [f"{d.doc_type}:{d.qbo_id}" for d in found],
-                               f"{len(found)} documents carry its DocNumber"))
-        elif o.grand_total is not None and found[0].total != o.grand_total:
-            d = found[0]
-            out.append(Finding("total_differs", o.order_id, o.order_ref, o.doc_number, o.grand_total, d.total,
-                               [f"{d.doc_type}:{d.qbo_id}"], f"difference {d.total - o.grand_total}"))
+        mine = _sale_findings(o, by_number.get(o.doc_number, []))
+        for number, amount in sorted(o.refunds.items()):
+            refunds = by_number.get(number, [])
+            if not refunds:
+                mine.append(Finding("refund_missing", o.order_id, o.order_ref, number, amount, None, [],
+                                    "a credit memo of the order without its RefundReceipt/CreditMemo"))
+            elif len(refunds) > 1:
+                mine.append(Finding("booked_twice", o.order_id, o.order_ref, number, amount,
+                                    sum((d.total for d in refunds), Decimal(0)),
+                                    [f"{d.doc_type}:{d.qbo_id}" for d in refunds], f"{len(refunds)} refund documents"))
+            elif refunds[0].total != amount:
+                d = refunds[0]
+                mine.append(Finding("total_differs", o.order_id, o.order_ref, number, amount, d.total,
+                                    [f"{d.doc_type}:{d.qbo_id}"], f"refund difference {d.total - amount}"))
+        net = o.magento_net
+        sale = by_number.get(o.doc_number, [])
+        qbo_net = sum((d.total for d in sale), Decimal(0)) - sum(
+            (d.total for n in o.refunds for d in by_number.get(n, [])), Decimal(0))
+        if net is not None and qbo_net != net:
+            # Each finding says what it does to the order's net (the sum tells the books' error).
+            for f in mine:
+                f.detail += f"; the order nets {qbo_net} in QuickBooks, {net} in Magento (grand_total less credit memos)"
+        out += mine
     for number, found in sorted(by_number.items()):
         if prefix and number.startswith(prefix) and number not in known_numbers:  # no prefix: ours are not told
             for d in found:
@@ -131,16 +174,25 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
     spans = await kafka_io.whole(c, topics.ORDERS)
     total = sum(s.size for s in spans)
     latest: dict[str, dict[str, Any]] = {}
+    memos: dict[str, dict[str, tuple[str, Decimal]]] = defaultdict(dict)  # order → memo id → (DocNumber, total)
     done = 0
     async for batch in kafka_io.read_spans(c, spans):
         for r in batch:
             try:
                 data = jsonutil.loads(r.value or b"")
                 order = data.get("order") if isinstance(data, dict) else None
+                memo = data.get("creditmemo") if isinstance(data, dict) else None
             except ValueError:
-                order = None
+                order = memo = None
             if isinstance(order, dict) and r.key:
                 latest[r.key.decode(errors="replace")] = order
+            elif isinstance(memo, dict) and r.key:
+                try:
+                    m = MagentoCreditMemo.model_validate(memo)
+                except ValidationError:
+                    continue  # its dead letter tells
+                memos[m.key][str(m.entity_id)] = (number_for(m.refund_ref, cfg.refund_number_prefix),
+                                                  to_cents(m.grand_total))
         done += len(batch)
         on_batch(done, total)
     known: set[str] = set()
@@ -151,6 +203,8 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
         number = (state.doc_number if state is not None and state.doc_number else
                   doc_number(SimpleNamespace(order_ref=ref), cfg.doc_number_prefix))  # type: ignore[arg-type]
         known.add(number)
+        refunds = {n: total for n, total in memos.get(key, {}).values()}
+        known.update(refunds)
         try:
             order = MagentoOrder.model_validate(raw)
         except ValidationError:
@@ -158,21 +212,23 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
         created = order.created_at.replace(tzinfo=UTC) if order.created_at else None
         if created is None or created < since or (until is not None and created >= until):
             continue
-        in_range.append(LogOrder(key, order.order_ref, created, order.grand_total, number,
-                                 (order.state or "").lower() == "canceled", state))
+        in_range.append(LogOrder(key, order.order_ref, created, to_cents(order.grand_total), number,
+                                 (order.state or "").lower() == "canceled", state, refunds))
     return in_range, known
 
 
 async def read_documents(client: QboClient, since: date, until: date,
                          on_page: Callable[[int], None] = lambda n: None) -> tuple[list[QboDoc], int]:
-    """Every SalesReceipt and Invoice with TxnDate in [since, until], 1,000 a page: (documents, reads)."""
+    """Every SalesReceipt and Invoice with TxnDate in [since, until], and every RefundReceipt and CreditMemo
+    from `since` on, 1,000 a page: (documents, reads)."""
     docs: list[QboDoc] = []
     reads = 0
-    for entity in DOC_TYPES:
+    for entity in (*DOC_TYPES, *REFUND_TYPES):
         start = 1
+        upto = f" AND TxnDate <= {qbo_quote(until.isoformat())}" if entity in DOC_TYPES else ""
         while True:
-            sql = (f"SELECT * FROM {entity} WHERE TxnDate >= {qbo_quote(since.isoformat())} AND TxnDate <= "
-                   f"{qbo_quote(until.isoformat())} ORDERBY Id STARTPOSITION {start} MAXRESULTS {PAGE}")
+            sql = (f"SELECT * FROM {entity} WHERE TxnDate >= {qbo_quote(since.isoformat())}{upto} "
+                   f"ORDERBY Id STARTPOSITION {start} MAXRESULTS {PAGE}")
             rows = (await client.query(sql)).get(entity) or []
             reads += 1
             for row in rows:

@@ -24,9 +24,12 @@ def reconcile(since: datetime, until: datetime | None, fix: bool, fmt: str) -> N
 
     Reports every order created in the range that is missing in QuickBooks (with why: parked,
     in progress, never handled, or booked but gone), booked twice (two documents with its
-    DocNumber), or booked at a total other than Magento's grand_total; and every document with
-    our DocNumber prefix that no order in the log accounts for. QuickBooks is read in pages of
-    1,000 (a handful of reads for a month).
+    DocNumber), or booked at a total other than Magento's grand_total; cancelled but not voided;
+    a credit memo without its RefundReceipt/CreditMemo (or with another total), each finding
+    saying what the order nets to in QuickBooks and in Magento (grand_total less credit memos,
+    0 once cancelled); and every document with our
+    DocNumber prefix that no order or credit memo in the log accounts for. QuickBooks is read in
+    pages of 1,000 (a handful of reads for a month).
 
     Exit status 0 only when the books match; 1 when there are findings.
     """
@@ -55,6 +58,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
     return (f"reconcile {summary['range']}: {summary['orders']} order(s) in the log, {summary['documents']} "
             f"QuickBooks document(s) read in {summary['qbo_reads']} quer(ies): {summary['missing']} missing, "
             f"{summary['booked_twice']} booked twice, {summary['total_differs']} total differs, "
+            f"{summary['not_voided']} cancelled but not voided, {summary['refund_missing']} refund(s) missing, "
             f"{summary['unknown']} unknown to the log — {verdict}")
 
 
@@ -88,7 +92,7 @@ async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[l
         fail(f"QuickBooks refused the query: {exc}")
     findings = compare(in_range, known, docs, cfg.doc_number_prefix)
     kinds = {k: sum(1 for f in findings if f.kind == k) for k in ("missing", "booked_twice", "total_differs",
-                                                                    "unknown")}
+                                                                    "not_voided", "refund_missing", "unknown")}
     rng = f"{since.isoformat()} .. {until.isoformat() if until else 'now'}"
     return findings, {"range": rng, "orders": len(in_range), "documents": len(docs), "qbo_reads": reads,
                       "findings": len(findings), **kinds}

@@ -140,3 +140,7 @@ def test_refunds_cancellation_edit_and_later_payment_each_booked_once(run: Chaos
     text = magqb(run.stack, "status", str(base + 1)).stdout
     assert re.search(rf"cancellation: done → SalesReceipt MAG-{base + 1:09d} Id=\d+ 53.60 voided", text), text
     assert "net in QuickBooks: 0 " in text
+    # `magqb reconcile` finds the books equal to Magento, net of refunds and voids.
+    out = magqb(run.stack, "reconcile", "--since", "2023-10-26", "--until", "2023-10-27", "--format", "json")
+    report = json.loads(out.stdout)
+    assert (out.returncode, report["findings"], report["summary"]["orders"]) == (0, [], 6), out.stdout + out.stderr

@@ -45,3 +45,25 @@ def test_each_kind_of_difference_is_reported_with_its_figures() -> None:
 
 def test_an_order_cancelled_before_booking_needs_no_document() -> None:
     assert compare([order(1, state="skipped"), order(2, state=None, cancelled=True)], set(), [], "MAG-") == []
+
+
+def test_refunds_and_cancellations_are_judged_by_what_the_order_nets_to() -> None:
+    refunded = order(1, "53.60")
+    refunded.refunds = {"MAG-CM-000000051": D("10.80"), "MAG-CM-000000052": D("29.00")}
+    voided, not_voided, short = order(2, "53.60", cancelled=True), order(3, "53.60", cancelled=True), order(4, "20.00")
+    short.refunds = {"MAG-CM-000000053": D("5.00")}
+    lost = order(5, "30.00")
+    lost.refunds = {"MAG-CM-000000054": D("5.00")}
+    orders = [refunded, voided, not_voided, short, lost]
+    known = {o.doc_number for o in orders} | {n for o in orders for n in o.refunds}
+    docs = [doc(1, "53.60"), doc("MAG-CM-000000051", "10.80", "21", "RefundReceipt"),
+            doc("MAG-CM-000000052", "29.00", "22", "RefundReceipt"), doc(2, "0", "2"), doc(3, "53.60", "3"),
+            doc(4, "20.00", "4", "Invoice"), doc("MAG-CM-000000053", "4.00", "23", "CreditMemo"),
+            doc(5, "30.00", "5"), doc("MAG-CM-000000099", "1.00", "24", "RefundReceipt")]
+    found = {(f.kind, f.doc_number): f for f in compare(orders, known, docs, "MAG-")}
+    assert set(found) == {("not_voided", "MAG-000000003"), ("total_differs", "MAG-CM-000000053"),
+                          ("refund_missing", "MAG-CM-000000054"), ("unknown", "MAG-CM-000000099")}
+    assert found[("not_voided", "MAG-000000003")].qbo_total == D("53.60")
+    assert found[("refund_missing", "MAG-CM-000000054")].detail.endswith(
+        "the order nets 30.00 in QuickBooks, 25.00 in Magento (grand_total less credit memos)")
+    assert refunded.magento_net == D("13.80") and voided.magento_net == D(0)
