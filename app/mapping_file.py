@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.domain.mapping import DOC_NUMBER_PREFIX_MAX, MappingConfig, PaymentRule, normalise_rate
 from app.domain.naming import ITEM_NAME_MAX
@@ -36,6 +36,8 @@ class Items(_Section):
     type: Literal["NonInventory", "Service"] = "NonInventory"
     shipping: str = Field("Shipping", min_length=1, max_length=ITEM_NAME_MAX)
     adjustment: str = Field("Rounding Adjustment", min_length=1, max_length=ITEM_NAME_MAX)
+    refund_adjustment: str = Field("Refund Adjustment", min_length=1, max_length=ITEM_NAME_MAX)
+    refund_fee: str = Field("Refund Fee", min_length=1, max_length=ITEM_NAME_MAX)
 
 
 class Customers(_Section):
@@ -74,6 +76,7 @@ class Totals(_Section):
 class Payment(_Section):
     document: Literal["SalesReceipt", "Invoice"] = "SalesReceipt"
     deposit_account: str | None = None
+    refund_account: str | None = None
     payment_method: str | None = None
     terms: str | None = None
     due_days: int | None = Field(None, ge=0, le=3650)
@@ -96,6 +99,8 @@ class Payments(_Section):
 class MappingFile(_Section):
     # ≤ 8: a shortened DocNumber needs 13 characters of hash within QBO's 21.
     doc_number_prefix: str = Field("MAG-", max_length=DOC_NUMBER_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.#/-]*$")
+    refund_number_prefix: str = Field("MAG-CM-", max_length=DOC_NUMBER_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.#/-]*$")
+    payment_number_prefix: str = Field("MAG-PAY-", max_length=DOC_NUMBER_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.#/-]*$")
     store_timezone: str = "UTC"
     home_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     accounts: Accounts = Accounts()
@@ -104,6 +109,14 @@ class MappingFile(_Section):
     tax: Tax = Tax()
     totals: Totals = Totals()
     payment: Payments = Payments()
+
+    @model_validator(mode="after")
+    def _distinct_numbers(self) -> MappingFile:
+        # A refund's DocNumber lives in the sales forms' number space: it must never be a sale's.
+        if self.refund_number_prefix == self.doc_number_prefix:
+            raise ValueError("refund_number_prefix must differ from doc_number_prefix (a RefundReceipt shares the "
+                             "sales forms' DocNumbers)")
+        return self
 
     @field_validator("store_timezone")
     @classmethod
@@ -117,7 +130,8 @@ class MappingFile(_Section):
     def to_config(self) -> MappingConfig:
         def rule(p: Payment) -> PaymentRule:
             return PaymentRule(document=p.document, deposit_account_id=p.deposit_account,
-                               payment_method_id=p.payment_method, terms_id=p.terms, due_days=p.due_days)
+                               refund_account_id=p.refund_account, payment_method_id=p.payment_method,
+                               terms_id=p.terms, due_days=p.due_days)
 
         return MappingConfig(
             doc_number_prefix=self.doc_number_prefix,
@@ -128,6 +142,10 @@ class MappingFile(_Section):
             item_type=self.items.type,
             shipping_item_name=self.items.shipping,
             adjustment_item_name=self.items.adjustment,
+            refund_adjustment_item_name=self.items.refund_adjustment,
+            refund_fee_item_name=self.items.refund_fee,
+            refund_number_prefix=self.refund_number_prefix,
+            payment_number_prefix=self.payment_number_prefix,
             adjustment_tolerance=self.totals.adjustment_tolerance,
             store_timezone=self.store_timezone,
             home_currency=self.home_currency,

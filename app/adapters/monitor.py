@@ -25,7 +25,7 @@ from app.domain.retry_ladder import Rung
 log = logging.getLogger("magqb.monitor")
 MONITOR_SECONDS = 15.0
 STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "parked", "synced": "booked",
-               "skipped": "cancelled"}
+               "skipped": "cancelled", "pending": "waiting_for_order"}
 
 
 def _count(rows: Any, counts: Counter[str], oldest: datetime | None) -> datetime | None:

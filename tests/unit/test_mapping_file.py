@@ -61,6 +61,8 @@ due_days = 14
     ('[payment.methods.checkmo]\ndocument = "Bill"', "payment.methods.checkmo.document: Input should be"),
     ('home_currency = "usd"', "home_currency: String should match pattern"),
     ("doc_number_prefix = ", "is not valid TOML"),
+    ('refund_number_prefix = "MAG-"', "refund_number_prefix must differ from doc_number_prefix"),
+    ('payment_number_prefix = "MAG-PAYMENT-"', "payment_number_prefix: String should have at most 8 characters"),
 ])
 def test_a_bad_file_names_the_key_and_why(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "bad.toml"
@@ -104,3 +106,13 @@ def test_a_worker_with_a_bad_mapping_file_stops_on_start_naming_the_key(tmp_path
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"mapping file {bad}: tax.mode: Input should be 'us' or 'global'" in done.stderr
+
+
+def test_refund_and_payment_keys_are_read(tmp_path: Path) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text('refund_number_prefix = "RF-"\npayment_number_prefix = "PY-"\n[items]\nrefund_fee = "Restocking"\n'
+                 '[payment.methods.checkmo]\nrefund_account = "35"\n')
+    cfg = load_mapping(f)
+    assert (cfg.refund_number_prefix, cfg.payment_number_prefix, cfg.refund_fee_item_name) == ("RF-", "PY-",
+                                                                                                 "Restocking")
+    assert cfg.payment_rules["checkmo"].refund_account_id == "35"
