@@ -168,6 +168,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
+        elif decision.outcome == "facts_filled":
+            log.info("order_id=%s order=%s booked by an older magqb: its sale facts are filled in, %d later "
+                     "document(s) go on", order.key, order.order_ref, len(decision.commands))
         elif decision.outcome == "stale":
             log.info("order_id=%s order=%s delivery older (updated_at %s) than one already handled: ignored",
                      order.key, order.order_ref, order.updated_at)
@@ -237,6 +240,15 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                 decision.outcome in ("refunded", "voided", "paid"):
             log.info("order_id=%s order=%s %s: QBO %s Id=%s (%s)", result.order_id, result.order_ref, decision.outcome,
                      getattr(result, "doc_type", "Payment"), result.qbo_id, _describe_result(result))
+        elif decision.outcome == "conflict" and isinstance(result, PaymentReceived):
+            log.error("order_id=%s order=%s a SECOND QuickBooks Payment for a paid Magento invoice: Payment Id=%s "
+                      "PaymentRefNum=%s Amount=%s; check and void one", result.order_id, result.order_ref,
+                      result.qbo_id, result.ref_num, result.amount)
+        elif decision.outcome == "conflict" and isinstance(result, DocumentCreated) and \
+                result.doc_type in ("RefundReceipt", "CreditMemo"):
+            log.error("order_id=%s order=%s a SECOND QuickBooks %s for one credit memo: Id=%s DocNumber=%s TotalAmt=%s;"
+                      " check and void one", result.order_id, result.order_ref, result.doc_type, result.qbo_id,
+                      result.doc_number, result.total_amt)
         elif decision.outcome == "conflict" and isinstance(result, DocumentCreated):
             log.error("order_id=%s order=%s a SECOND QuickBooks document for a booked order: %s Id=%s DocNumber=%s "
                       "TotalAmt=%s (the order is booked as Id=%s); check and void one", result.order_id,
@@ -251,6 +263,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         row = ctx.order_state.get(key) if key else None
         if not isinstance(row, dict) or row.get("status") != "synced" or not raw:
             return False
+        if row.get("follow_ups") and not row.get("sale"):
+            return False  # booked by an older magqb: the replay brings what its refunds need
         try:
             data = jsonutil.loads(raw)
         except ValueError:

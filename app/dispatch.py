@@ -86,6 +86,7 @@ Outcome = Result | RetryLater | GiveUp
 
 
 DOCUMENTS_REMEMBERED = 10_000  # answers to documents this process created, by requestid
+PAGE = 1000  # QBO's largest query page
 
 
 class Dispatcher:
@@ -98,6 +99,7 @@ class Dispatcher:
         self._customers: dict[str, CustomerResolved] = {}
         self._items: dict[str, ItemResolved] = {}
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._payments: dict[str, dict[str, Any]] = {}  # by requestid: payments are few
         self._by_email: LookupBatcher[str, list[dict[str, Any]]] = LookupBatcher(self._fetch_customers, lookup_window)
         self._by_name: LookupBatcher[str, dict[str, Any]] = LookupBatcher(self._fetch_items, lookup_window)
         self._by_number: dict[str, LookupBatcher[str, list[dict[str, Any]]]] = {}
@@ -396,12 +398,14 @@ class Dispatcher:
     # ------------------------------------------------------------ payments (a paid invoice)
 
     async def _receive_payment(self, cmd: ReceivePayment, verify: bool) -> PaymentReceived:
-        """One create; a lookup of the customer's payments first only when an earlier attempt may have
-        landed (QBO has no DocNumber on a Payment: PaymentRefNum and the note name it)."""
-        found = await self._find_payment(cmd) if verify else None
+        """A lookup of the customer's payments, then one create. A Payment has no DocNumber for QBO to
+        refuse twice, so its requestid is the only other guard — and QBO forgets those: payments are rare
+        enough that the read always earns its place."""
+        found = self._payments.get(cmd.request_id) or await self._find_payment(cmd)
         created = found is None
         if found is None:
             found = await self.client.create("Payment", cmd.payment.to_qbo(), cmd.request_id)
+        self._payments[cmd.request_id] = found
         metrics.DOCUMENTS.labels(doc_type="Payment", how="created" if created else "found").inc()
         return PaymentReceived(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
                                request_id=cmd.request_id, qbo_id=str(found["Id"]),
@@ -409,14 +413,19 @@ class Dispatcher:
                                amount=Decimal(str(found.get("TotalAmt", cmd.payment.TotalAmt))), created=created)
 
     async def _find_payment(self, cmd: ReceivePayment) -> dict[str, Any] | None:
-        customer = cmd.payment.CustomerRef.value
-        rows = (await self.client.query(f"SELECT * FROM Payment WHERE CustomerRef = {qbo_quote(customer)} "
-                                        f"MAXRESULTS 1000")).get("Payment") or []
-        for row in rows:
-            if str(row.get("PaymentRefNum", "")) == cmd.payment.PaymentRefNum and \
-                    note_names_order(row.get("PrivateNote"), cmd.order_ref):
-                return dict(row)
-        return None
+        """The customer's Payment with this PaymentRefNum whose note names the order, page by page."""
+        customer = qbo_quote(cmd.payment.CustomerRef.value)
+        start = 1
+        while True:
+            rows = (await self.client.query(f"SELECT * FROM Payment WHERE CustomerRef = {customer} ORDERBY Id "
+                                            f"STARTPOSITION {start} MAXRESULTS {PAGE}")).get("Payment") or []
+            for row in rows:
+                if str(row.get("PaymentRefNum", "")) == cmd.payment.PaymentRefNum and \
+                        note_names_order(row.get("PrivateNote"), cmd.order_ref):
+                    return dict(row)
+            if len(rows) < PAGE:
+                return None
+            start += PAGE
 
 
 def _is_voided(doc: dict[str, Any]) -> bool:

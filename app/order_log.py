@@ -76,6 +76,9 @@ async def read_states(bootstrap: str, app_id: str,
     return out
 
 
+NEEDS_SALE_FACTS = "synced_needs_sale_facts"
+
+
 async def order_statuses(bootstrap: str, app_id: str,
                          on_progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, str]:
     """Each order's status now (synced, requested, failed …): only the status is read of each row."""
@@ -89,6 +92,8 @@ async def order_statuses(bootstrap: str, app_id: str,
             continue
         if isinstance(row, dict) and isinstance(row.get("status"), str):
             out[key] = row["status"]
+            if row["status"] == "synced" and row.get("follow_ups") and not row.get("sale"):
+                out[key] = NEEDS_SALE_FACTS  # booked by an older magqb; a replay of it lets its refunds go on
     return out
 
 

@@ -63,6 +63,7 @@ class FollowUp(BaseModel):
     body: dict[str, Any] | None = None  # the credit memo / invoice, until QuickBooks has its document
     outstanding: list[str] = Field(default_factory=list)
     salt: str = ""
+    refs_refreshed: bool = False  # QBO refused a cached item id of it: resolved again once
     doc_type: str | None = None
     doc_number: str | None = None
     qbo_id: str | None = None

@@ -49,11 +49,14 @@ from schemas.state import SaleFacts
 REFUND_FOR: dict[str, RefundType] = {"SalesReceipt": "RefundReceipt", "Invoice": "CreditMemo"}
 
 
-def refund_type(sale_doc_type: str) -> RefundType:
+def refund_type(sale_doc_type: str, paid: bool = False) -> RefundType:
+    """A SalesReceipt's refund is money paid back: a RefundReceipt. An Invoice's is a CreditMemo (the
+    customer owes less) — unless the Invoice was paid: then the money goes back too, a RefundReceipt."""
     try:
-        return REFUND_FOR[sale_doc_type]
+        kind = REFUND_FOR[sale_doc_type]
     except KeyError:
         raise MappingError(f"an order booked as {sale_doc_type!r} has no refund document") from None
+    return "RefundReceipt" if paid else kind
 
 
 def refund_note(order_ref: str, memo: MagentoCreditMemo) -> str:
@@ -171,9 +174,10 @@ def refund_item_needs(memo: MagentoCreditMemo, sale: SaleFacts, cfg: MappingConf
 
 
 def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, sale: SaleFacts,
-                   item_ids: dict[str, str], cfg: MappingConfig) -> MappedDocument:
-    """The RefundReceipt or CreditMemo of a credit memo whose items are resolved (`refund_item_needs`)."""
-    doc_type = refund_type(sale_doc_type)
+                   item_ids: dict[str, str], cfg: MappingConfig, paid: bool = False) -> MappedDocument:
+    """The RefundReceipt or CreditMemo of a credit memo whose items are resolved (`refund_item_needs`);
+    `paid`: the order's Invoice has a Payment (`refund_type`)."""
+    doc_type = refund_type(sale_doc_type, paid)
     lines = []
     for line in _refund_lines(memo, sale, cfg):
         detail = line.SalesItemLineDetail

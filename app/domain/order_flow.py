@@ -191,9 +191,15 @@ def on_order(
 ) -> Decision:
     """A Magento order event arrived (first delivery, duplicate webhook, replay, `dlq retry`, cancellation)."""
     seen = state.order_updated_at if state is not None else None
-    if seen is not None and order.updated_at is not None and order.updated_at < seen and not retry_of:
+    cancelled = (order.state or "").lower() == "canceled"
+    was_cancelled = state is not None and (state.status == "skipped" or order_life.find(state, "void", "void"))
+    if seen is not None and order.updated_at is not None and not retry_of and (
+            order.updated_at < seen or (order.updated_at == seen and was_cancelled and not cancelled)):
         # Older than a delivery already handled (webhooks race and are retried): it must not undo it,
-        # e.g. book an order whose cancellation came first.
+        # e.g. book an order whose cancellation came first (in the same second, the cancellation wins).
+        return Decision(state=None, outcome="stale")
+    if retry_of and was_cancelled and not cancelled:
+        # `dlq retry` of a letter parked before Magento cancelled the order: the letter's body is old.
         return Decision(state=None, outcome="stale")
     decision = _on_order(state, order, raw_order, event_id, customers, items, cfg, realm_id, retry_of, replay_id,
                          recheck, received_at)
@@ -240,6 +246,10 @@ def _on_order(
     if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing. A replayed
         # event does not even count (a replay of 100,000 booked orders writes nothing).
+        if state.status == "synced" and state.sale is None and state.follow_ups:
+            filled = _sale_facts_of(state, order, customers, cfg)
+            if filled is not None:  # booked by a magqb that kept none: its credit memos and invoices go on
+                return order_life.after_booking(filled, items, cfg, realm_id, outcome="facts_filled")
         if replay_id:
             return Decision(state=None, outcome="duplicate")
         return Decision(
@@ -254,6 +264,19 @@ def _on_order(
                       salt=salt, history=state.history if state is not None else [], received_at=received_at,
                       follow_ups=later)
     return _advance(order, base, customers, items, cfg, realm_id)
+
+
+def _sale_facts_of(state: OrderState, order: MagentoOrder, customers: CustomerLookup,
+                   cfg: MappingConfig) -> OrderState | None:
+    """The state with the facts later documents need, from a delivery of the booked order and the customer
+    it was booked to (None when the customer is not known here, or the order cannot be read so)."""
+    try:
+        customer = customers(customer_need(order, cfg).key)
+        if customer is None:
+            return None
+        return state.model_copy(update={"sale": sale_facts(order, customer.customer_id, customer.display_name, cfg)})
+    except MappingError:
+        return None
 
 
 def _answered(state: OrderState, result: Result) -> OrderState:
@@ -278,8 +301,10 @@ def on_result(
     later = order_life.follow_up_of(state, result)
     if later is not None and state is not None:  # a refund's, payment's or void's
         return order_life.on_follow_up_result(state, later, result, items, cfg, realm_id)
-    if isinstance(result, DocumentVoided | PaymentReceived):
-        return Decision(state=None, outcome="ignored")  # an answer nothing waits for (already done)
+    if isinstance(result, DocumentVoided | PaymentReceived) or (
+            isinstance(result, DocumentCreated) and result.doc_type in ("RefundReceipt", "CreditMemo")):
+        # A later document's answer nothing waits for: the same again (a redelivery), or a second one.
+        return Decision(state=None, outcome=order_life.repeated(state, result))
     if isinstance(result, DocumentCreated):
         if state is not None and state.status == "synced" and state.qbo_id and result.qbo_id != state.qbo_id:
             # A second document for a booked order: it must not pass as a duplicate (the agent logs it loudly).

@@ -40,7 +40,13 @@ ItemLookup = Callable[[str], ItemEntry | None]
 FollowUpResult = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived | CommandFailed
 
 VOID_KEY = "void"
+STALE_REFERENCE = "stale_reference"  # as app.domain.order_flow's
 LIVE = ("resolving", "requested", "done")  # a follow-up that is, or will be, in QuickBooks
+
+
+def may_be_in_quickbooks(fu: FollowUp) -> bool:
+    """Live, or parked after its command went out (its answer may have been lost: it may exist)."""
+    return fu.status in LIVE or (fu.status == "failed" and fu.doc_type is not None)
 
 
 def find(state: OrderState | None, kind: str, key: str) -> FollowUp | None:
@@ -81,6 +87,10 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, replay_id: s
             return Decision(state=None, outcome="duplicate")
         return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
                         outcome="duplicate")
+    if existing is not None and not fu.salt:
+        # A new delivery of a parked one: an earlier attempt may have landed, so ids of its own and a
+        # lookup first (as `dlq retry` gets).
+        fu = fu.model_copy(update={"salt": f"again:{fu.event_id}"})
     if state is None:
         pending = OrderState(status="pending", order_ref=order_key, event_id=fu.event_id, follow_ups=[fu])
         return Decision(state=pending, outcome="waiting_for_order")
@@ -119,19 +129,27 @@ def on_cancel(state: OrderState, raw_order: dict[str, Any], event_id: str, cfg: 
     return _arrive(state, fu, "", replay_id, bool(retry_of), lambda s, f: _advance_void(s, f, realm_id))
 
 
-def after_booking(state: OrderState, items: ItemLookup, cfg: MappingConfig, realm_id: str) -> Decision:
-    """The order's document exists: the follow-ups that waited for it go on, in the order they came."""
-    decision = Decision(state=state, outcome="synced")
+NO_SALE_FACTS = "no_sale_facts"
+
+
+def after_booking(state: OrderState, items: ItemLookup, cfg: MappingConfig, realm_id: str,
+                  outcome: str = "synced") -> Decision:
+    """The order's document exists (or the facts its later documents need came): the follow-ups that
+    waited for it go on, in the order they came — and those parked for want of those facts."""
+    decision = Decision(state=state, outcome=outcome)
     for fu in state.follow_ups:
-        if fu.status != "waiting":
+        reopen = fu.status == "failed" and (fu.error or "").startswith(NO_SALE_FACTS) and state.sale is not None
+        if fu.status != "waiting" and not reopen:
             continue
+        if reopen:
+            fu = fu.model_copy(update={"status": "waiting", "error": None})
         current = decision.state
         assert current is not None
         fu = find(current, fu.kind, fu.key) or fu
         step = _advance(current, fu, items, cfg, realm_id)
         parked = [p for p in (decision.parked, *decision.more_parked, step.parked, *step.more_parked) if p]
         decision = Decision(state=step.state or current, commands=[*decision.commands, *step.commands],
-                            outcome="synced", parked=parked[0] if parked else None, more_parked=tuple(parked[1:]))
+                            outcome=outcome, parked=parked[0] if parked else None, more_parked=tuple(parked[1:]))
     return decision
 
 
@@ -153,8 +171,9 @@ def _park(state: OrderState, fu: FollowUp, reason: str, message: str, command: C
 
 def _booked_facts(state: OrderState, fu: FollowUp) -> Decision | SaleFacts:
     if state.sale is None or state.qbo_id is None or state.doc_type not in ("SalesReceipt", "Invoice"):
-        return _park(state, fu, "no_sale_facts", f"order {state.order_ref} was booked by a magqb that kept no sale "
-                     "facts: re-deliver the order (`magqb replay --order`), then `magqb dlq retry`")
+        return _park(state, fu, NO_SALE_FACTS, f"order {state.order_ref} was booked by a magqb that kept no sale "
+                     f"facts: `magqb replay --order {state.order_ref}` re-delivers the order, which fills them in and "
+                     f"books this (then `magqb dlq purge` this letter)")
     if voided(state):
         return _park(state, fu, "order_voided", f"order {state.order_ref} was cancelled and its {state.doc_type} "
                      f"Id={state.qbo_id} voided: a {fu.kind} of it cannot be booked")
@@ -165,12 +184,13 @@ def _booked_facts(state: OrderState, fu: FollowUp) -> Decision | SaleFacts:
 
 
 def _in_quickbooks(state: OrderState, kind: str) -> Decimal:
-    return sum((f.total_amt or ZERO for f in state.follow_ups if f.kind == kind and f.status in ("requested", "done")),
-               ZERO)
+    """What the order's refunds (or payments) in QuickBooks come to, counting those that may be there."""
+    return sum((f.total_amt or ZERO for f in state.follow_ups
+                if f.kind == kind and f.status != "resolving" and may_be_in_quickbooks(f)), ZERO)
 
 
 def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: MappingConfig,
-                    realm_id: str) -> Decision:
+                    realm_id: str, fresh: bool = False) -> Decision:
     sale = _booked_facts(state, fu)
     if isinstance(sale, Decision):
         return sale
@@ -192,14 +212,16 @@ def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: Map
         if fu.outstanding:
             return Decision(state=put(state, fu.model_copy(update={"status": "resolving"})), outcome="waiting")
         commands: list[Command] = [EnsureItem(
-            **common, request_id=request_ids.item_request_id(realm_id, n.name, fu.salt), name=n.name, sku=n.sku,
+            **common, request_id=request_ids.item_request_id(realm_id, n.name, fu.salt), fresh=fresh, name=n.name,
+            sku=n.sku,
             description=n.description, item_type=n.item_type, income_account_id=cfg.income_account_id,
         ) for n in missing]
         resolving = fu.model_copy(update={"status": "resolving", "outstanding": [c.request_id for c in commands]})
         return Decision(state=put(state, resolving), commands=commands, outcome="waiting")
     ids = {name: entry.item_id for name, entry in known.items() if entry is not None}
     try:
-        mapped = map_creditmemo(memo, state.order_ref, state.doc_type, sale, ids, cfg)
+        paid = any(f.kind == "payment" and may_be_in_quickbooks(f) for f in state.follow_ups)
+        mapped = map_creditmemo(memo, state.order_ref, state.doc_type, sale, ids, cfg, paid=paid)
     except MappingError as exc:
         return _park(state, fu, "mapping", str(exc))
     body = jsonutil.dumps(mapped.document.to_qbo())
@@ -260,15 +282,16 @@ def _advance_payment(state: OrderState, fu: FollowUp, cfg: MappingConfig, realm_
 def _advance_void(state: OrderState, fu: FollowUp, realm_id: str) -> Decision:
     if state.qbo_id is None or state.doc_type not in ("SalesReceipt", "Invoice"):
         return _park(state, fu, "no_document", f"order {state.order_ref} was cancelled but its document is unknown")
-    linked = [f for f in state.follow_ups if f.kind in ("refund", "payment") and f.status in LIVE
+    linked = [f for f in state.follow_ups if f.kind in ("refund", "payment") and may_be_in_quickbooks(f)
               and f.doc_type is not None]
     if linked:
         facts = "; ".join(f"{f.doc_type} {f.doc_number or ''} Id={f.qbo_id or '(on its way)'} {f.total_amt} "
                           f"(Magento {'credit memo' if f.kind == 'refund' else 'invoice'} {f.ref})" for f in linked)
         return _park(state, fu, "cancel_with_linked",
                      f"order {state.order_ref} was cancelled in Magento, but its {state.doc_type} {state.doc_number} "
-                     f"Id={state.qbo_id} ({state.total_amt}) has {facts} linked in QuickBooks: decide by hand (void "
-                     f"those first, then `magqb dlq retry`, or leave the books as they are and purge the letter)")
+                     f"Id={state.qbo_id} ({state.total_amt}) has {facts} linked in QuickBooks: decide by hand in "
+                     f"QuickBooks (void the sale and what is linked to it, or leave the books as they are), then "
+                     f"`magqb dlq purge` this letter — a retry would find the same facts")
     assert state.doc_number is not None
     command = VoidDocument(order_id=_order_key(state, fu), order_ref=state.order_ref, realm_id=realm_id,
                            request_id=request_ids.request_id(realm_id, "void", f"{state.doc_type}:{state.qbo_id}",
@@ -296,6 +319,17 @@ def follow_up_of(state: OrderState | None, result: FollowUpResult) -> FollowUp |
     return next((f for f in state.follow_ups if result.request_id in f.outstanding), None)
 
 
+def repeated(state: OrderState | None, result: FollowUpResult) -> str:
+    """"duplicate" for an answer already recorded; "conflict" when QuickBooks answered with another document
+    than the one recorded for the same credit memo or invoice (a second one: a person must look)."""
+    number = getattr(result, "doc_number", None) or getattr(result, "ref_num", None)
+    qbo_id = getattr(result, "qbo_id", None)
+    for f in state.follow_ups if state is not None else []:
+        if f.status == "done" and f.doc_number == number and f.qbo_id and f.qbo_id != qbo_id and f.kind != "void":
+            return "conflict"
+    return "duplicate"
+
+
 def on_follow_up_result(state: OrderState, fu: FollowUp, result: FollowUpResult, items: ItemLookup,
                         cfg: MappingConfig, realm_id: str) -> Decision:
     outstanding = [r for r in fu.outstanding if r != result.request_id]
@@ -308,6 +342,20 @@ def on_follow_up_result(state: OrderState, fu: FollowUp, result: FollowUpResult,
             update |= {"doc_number": result.ref_num, "total_amt": result.amount}
         outcome = {"refund": "refunded", "payment": "paid", "void": "voided"}[fu.kind]
         return Decision(state=put(state, fu.model_copy(update=update)), outcome=outcome)
+    if isinstance(result, CommandFailed) and result.reason == STALE_REFERENCE and fu.kind == "refund" \
+            and not fu.refs_refreshed and fu.body is not None and state.sale is not None:
+        # QBO refused a cached item id (made inactive, merged): forget the memo's items and resolve them
+        # again, once, under request ids of their own — as an order does.
+        try:
+            names = tuple(n.name.lower() for n in refund_item_needs(MagentoCreditMemo.model_validate(fu.body),
+                                                                     state.sale, cfg))
+        except MappingError as exc:
+            return _park(state, fu, "mapping", str(exc))
+        again = fu.model_copy(update={"refs_refreshed": True, "outstanding": [], "status": "waiting",
+                                      "salt": f"{fu.salt}|fresh:{result.request_id}"})
+        d = _advance_refund(state, again, lambda n: None if n.lower() in names else items(n), cfg, realm_id,
+                            fresh=True)
+        return dataclasses.replace(d, forget_items=names)
     if isinstance(result, CommandFailed):
         parked = _park(state, fu, result.reason or "permanent", result.message)
         assert parked.parked is not None

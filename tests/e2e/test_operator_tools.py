@@ -237,7 +237,7 @@ def test_reconcile_finds_what_differs_fixes_the_missing_and_then_the_books_match
     found = json.loads(report.stdout)
     kinds = sorted((f["kind"], f["order_id"] or f["doc_number"]) for f in found["findings"])
     assert kinds == [("missing", str(orders[1]["entity_id"])), ("unknown", "MAG-STRAY-1")]
-    assert found["summary"]["qbo_reads"] == 2  # one page of SalesReceipts, one of Invoices
+    assert found["summary"]["qbo_reads"] == 4  # one page each of SalesReceipts, Invoices, RefundReceipts, CreditMemos
 
     fixed = magqb(stack, *args, "--fix", "--format", "csv")
     assert fixed.returncode == 1 and "re-drove 1 missing order(s)" in fixed.stderr, fixed.stderr

@@ -64,7 +64,7 @@ async def test_two_partial_refunds_of_a_sales_receipt_net_to_what_was_kept(qbo_s
     assert b.parked == []
 
 
-async def test_an_invoice_order_paid_later_then_credited(qbo_sandbox, session, tmp_path) -> None:
+async def test_an_invoice_order_paid_later_then_refunded(qbo_sandbox, session, tmp_path) -> None:
     dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
     b = books(qbo_sandbox, dispatcher)
     await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}})
@@ -74,13 +74,27 @@ async def test_an_invoice_order_paid_later_then_credited(qbo_sandbox, session, t
     await b.creditmemo(memo(3, 100000001), "cm3")
     [invoice] = docs(qbo_sandbox, "Invoice")
     [payment] = docs(qbo_sandbox, "Payment")
-    [credit] = docs(qbo_sandbox, "CreditMemo")
     assert (Decimal(str(invoice["Balance"])), invoice["LinkedTxn"]) == (Decimal(0), [{"TxnId": payment["Id"],
                                                                                        "TxnType": "Payment"}])
     assert (payment["PaymentRefNum"], Decimal(str(payment["TotalAmt"]))) == ("MAG-PAY-000000031", Decimal("53.60"))
+    # Paid, then refunded: the money goes back out of the account it came into (not a credit on account).
+    [refund] = docs(qbo_sandbox, "RefundReceipt")
+    assert (refund["DocNumber"], Decimal(str(refund["TotalAmt"]))) == ("MAG-CM-200000003", Decimal("10.80"))
+    assert docs(qbo_sandbox, "CreditMemo") == []
+    customer = qbo_sandbox.sandbox.company.get("Customer", invoice["CustomerRef"]["value"])
+    assert customer is not None and Decimal(str(customer["Balance"])) == Decimal(0)
+
+
+async def test_an_unpaid_invoice_order_credited_owes_less(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    b = books(qbo_sandbox, dispatcher)
+    await b.order({**blueprint_order(), "payment": {"method": "purchaseorder"}})
+    await b.creditmemo(memo(3, 100000001), "cm3")
+    [invoice] = docs(qbo_sandbox, "Invoice")
+    [credit] = docs(qbo_sandbox, "CreditMemo")
     assert (credit["DocNumber"], Decimal(str(credit["TotalAmt"]))) == ("MAG-CM-200000003", Decimal("10.80"))
     customer = qbo_sandbox.sandbox.company.get("Customer", invoice["CustomerRef"]["value"])
-    assert customer is not None and Decimal(str(customer["Balance"])) == Decimal("-10.80")  # owed back to them
+    assert customer is not None and Decimal(str(customer["Balance"])) == Decimal("42.80")  # 53.60 − 10.80
 
 
 async def test_a_cancelled_order_is_voided_even_when_someone_edited_it_since(qbo_sandbox, session, tmp_path) -> None:
@@ -131,6 +145,8 @@ async def test_a_payment_whose_answer_was_lost_is_found_not_made_twice(qbo_sandb
                      "grand_total": 53.6})
     [cmd] = [c for c in b.sent if c.type == "receive_payment"]
     second, _ = make_dispatcher(qbo_sandbox, session, tmp_path)  # a restarted worker, the sandbox forgot the id
+    reads = second.client.reads
     again = cmd.model_copy(update={"request_id": "mq-pay-other"})
-    found = await second.handle(again, verify=True)
+    found = await second.handle(again)  # no verify asked: a Payment is always looked for first
     assert getattr(found, "created", None) is False and len(docs(qbo_sandbox, "Payment")) == 1
+    assert second.client.reads - reads == 1

@@ -258,3 +258,86 @@ def test_an_older_delivery_never_undoes_a_newer_one() -> None:
     assert (late.outcome, late.commands, late.state) == ("stale", [], None)
     # A delivery without updated_at (older senders) is judged as before: a non-cancelled one books.
     assert on_order(c.state, ORDER, RAW, "ev3", customers, items, CFG, REALM).outcome == "requested"
+
+
+def test_a_cancellation_in_the_same_second_wins_and_a_retry_of_an_old_letter_does_not_book() -> None:
+    placed = {**RAW, "updated_at": "2023-10-26 10:00:00"}
+    cancelled = {**RAW, "state": "canceled", "updated_at": "2023-10-26 10:00:00"}
+    c = on_order(None, MagentoOrder.model_validate(cancelled), cancelled, "ev2", customers, items, CFG, REALM)
+    assert c.state is not None
+    tie = on_order(c.state, MagentoOrder.model_validate(placed), placed, "ev1", customers, items, CFG, REALM)
+    assert (tie.outcome, tie.commands) == ("stale", [])
+    # Parked, then cancelled: `dlq retry` of the parked letter (the old body) books nothing.
+    retried = on_order(c.state, ORDER, RAW, "ev3", customers, items, CFG, REALM, retry_of="dl-9")
+    assert (retried.outcome, retried.commands) == ("stale", [])
+
+
+def test_a_cancellation_after_a_refund_whose_answer_was_lost_is_parked_not_voided() -> None:
+    d = refund(booked(), memo())
+    assert d.state is not None
+    [cmd] = d.commands
+    lost = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
+                         command_type="create_document", error_class="retriable", message="timeout",
+                         reason="retries_exhausted")
+    f = on_result(d.state, lost, customers, items, CFG, REALM)
+    assert f.state is not None and f.state.follow_ups[0].status == "failed"
+    cancelled = {**RAW, "state": "canceled"}
+    c = on_order(f.state, MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
+    assert c.commands == [] and c.parked is not None and c.parked.reason == "cancel_with_linked"
+
+
+def test_a_refund_of_a_paid_invoice_pays_the_money_back_and_a_second_answer_is_a_conflict() -> None:
+    state = booked({**RAW, "payment": {"method": "purchaseorder"}})
+    body = {"entity_id": 3, "order_id": 100000001, "state": 2, "grand_total": 53.6}
+    d = on_invoice(state, MagentoInvoice.model_validate(body), body, "inv1", CFG, REALM)
+    assert d.state is not None
+    r = refund(d.state, memo())
+    [cmd] = r.commands
+    assert isinstance(cmd, CreateDocument) and cmd.doc_type == "RefundReceipt"
+    assert r.state is not None
+    done = on_result(r.state, created(cmd, "77"), customers, items, CFG, REALM)
+    assert done.state is not None
+    assert on_result(done.state, created(cmd, "77"), customers, items, CFG, REALM).outcome == "duplicate"
+    assert on_result(done.state, created(cmd, "78"), customers, items, CFG, REALM).outcome == "conflict"
+
+
+def test_a_new_delivery_of_a_parked_credit_memo_looks_before_it_creates() -> None:
+    d = refund(booked(), memo(grand_total=12))  # parked: does not add up
+    assert d.state is not None and d.parked is not None
+    again = refund(d.state, memo(), event_id="cm-fixed")  # Magento sends it again (the memo fixed)
+    [cmd] = again.commands
+    assert isinstance(cmd, CreateDocument) and cmd.verify
+
+
+def test_a_refund_refused_for_a_stale_item_id_resolves_its_items_again_once() -> None:
+    d = refund(booked(), memo())
+    assert d.state is not None
+    [cmd] = d.commands
+    stale = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
+                          command_type="create_document", error_class="stale_reference", message="610 item gone",
+                          reason="stale_reference")
+    again = on_result(d.state, stale, customers, items, CFG, REALM)
+    assert again.forget_items == ("prod001",) and again.parked is None
+    [ensure] = again.commands
+    assert isinstance(ensure, EnsureItem) and ensure.fresh and ensure.name == "PROD001"
+    assert again.state is not None and again.state.follow_ups[0].status == "resolving"
+    resolved = on_result(again.state, ItemResolved(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                                   request_id=ensure.request_id, name="PROD001", item_id="1",
+                                                   created=False), customers, items, CFG, REALM)
+    assert resolved.outcome == "refund_requested" and resolved.state is not None
+    [retry] = resolved.commands
+    twice = on_result(resolved.state, stale.model_copy(update={"request_id": retry.request_id}), customers, items,
+                      CFG, REALM)
+    assert twice.parked is not None and twice.parked.reason == "stale_reference"  # once only
+
+
+def test_an_order_booked_before_sale_facts_existed_gets_them_from_a_replay_and_its_refund_goes_on() -> None:
+    old = booked().model_copy(update={"sale": None})  # as an older magqb left it
+    parked = refund(old, memo())
+    assert parked.parked is not None and parked.parked.reason == "no_sale_facts"
+    assert f"magqb replay --order {old.order_ref}" in parked.parked.message
+    assert parked.state is not None
+    d = on_order(parked.state, ORDER, RAW, "ev-replay", customers, items, CFG, REALM, replay_id="r1")
+    assert d.outcome == "facts_filled" and d.state is not None and d.state.sale is not None
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and cmd.doc_type == "RefundReceipt" and cmd.document.CustomerRef.value == "9"
