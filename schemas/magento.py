@@ -234,6 +234,12 @@ def extract_order(body: Any) -> Any:
 # ---------------------------------------------------------------- what happens to an order later
 
 
+# Keys only one of the two carries (InvoiceInterface / CreditmemoInterface): a body sent to the wrong
+# webhook is refused rather than booked as the other.
+INVOICE_ONLY = ("can_void_flag", "is_used_for_refund")
+CREDITMEMO_ONLY = ("adjustment_positive", "adjustment_negative", "creditmemo_status")
+
+
 class MagentoCreditMemoItem(_Lenient):
     """A refunded line (`CreditmemoItemInterface`). Its `parent_id` is the credit memo, not a parent item:
     a configurable's child comes with price 0, and a bundle books either its parent or its children."""
@@ -276,6 +282,14 @@ class MagentoCreditMemo(_Lenient):
     adjustment_negative: Money | None = None
     items: list[MagentoCreditMemoItem] = Field(default_factory=list, max_length=MAX_LINES)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_an_invoice(cls, data: Any) -> Any:
+        # Posted to the wrong webhook, an invoice would validate here and book a refund of a sale.
+        if isinstance(data, dict) and any(k in data for k in INVOICE_ONLY):
+            raise ValueError(f"this is an invoice ({', '.join(k for k in INVOICE_ONLY if k in data)}), not a credit memo")
+        return data
+
     _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
 
     @property
@@ -317,6 +331,14 @@ class MagentoInvoice(_Lenient):
     updated_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
     order_currency_code: Text | None = Field(None, pattern=r"^[A-Za-z]{3}$")
     grand_total: Annotated[Decimal, Field(allow_inf_nan=False, ge=0, lt=MAX_AMOUNT)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_credit_memo(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in CREDITMEMO_ONLY):
+            raise ValueError(f"this is a credit memo ({', '.join(k for k in CREDITMEMO_ONLY if k in data)}), "
+                             f"not an invoice")
+        return data
 
     _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
 

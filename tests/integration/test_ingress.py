@@ -160,6 +160,12 @@ async def test_the_later_webhooks_answer_bad_input_like_new_order(ingress, kafka
     body, sig = signed({**blueprint_order(), "state": "processing"})
     status, answer = await post(url, body, sig, CANCELLED_PATH)
     assert status == 422 and answer["errors"][0]["field"] == "state"
+    body, sig = signed(sales_fixture("invoice"))  # an invoice sent to the credit memo webhook
+    status, answer = await post(url, body, sig, CREDITMEMO_PATH)
+    assert status == 422 and "this is an invoice (can_void_flag), not a credit memo" in answer["errors"][0]["message"]
+    body, sig = signed(sales_fixture("creditmemo"))
+    status, answer = await post(url, body, sig, INVOICE_PATH)
+    assert status == 422 and "not an invoice" in answer["errors"][0]["message"]
     body, sig = signed({**sales_fixture("invoice"), "order_id": "x"})
     status, answer = await post(url, body, sig, INVOICE_PATH)
     assert status == 422 and answer["errors"][0]["field"] == "order_id"
