@@ -144,3 +144,63 @@ def test_refunds_cancellation_edit_and_later_payment_each_booked_once(run: Chaos
     out = magqb(run.stack, "reconcile", "--since", "2023-10-26", "--until", "2023-10-27", "--format", "json")
     report = json.loads(out.stdout)
     assert (out.returncode, report["findings"], report["summary"]["orders"]) == (0, [], 6), out.stdout + out.stderr
+
+
+def test_a_deploy_in_the_middle_of_refunds_voids_and_payments_loses_and_doubles_nothing(tmp_path: Path,
+                                                                                      kafka_bootstrap: str) -> None:
+    """SIGTERM (every deploy) while later events are in flight, QBO answering slowly: each is booked once."""
+    run = ChaosRun(ChaosPlan(orders=0, seed=17, latency_ms=150, requestid_forget_rate=1.0), tmp_path / "deploy")
+    run.start()
+    try:
+        assert run.stack is not None
+        base = random.Random(17).randint(10**7, 10**8)
+        events: list[tuple[dict[str, Any], str]] = []
+        for n in range(12):
+            kind = n % 3  # 0: refunded, 1: cancelled, 2: an Invoice paid later
+            raw = order(base + n, **({"payment": {"method": "purchaseorder"}} if kind == 2 else {}))
+            later: tuple[dict[str, Any], str]
+            if kind == 0:
+                later = (memo(base + 100 + n, base + n, [(1, "PROD001", 1, "10", "0.80")]), "creditmemo-created")
+            elif kind == 1:
+                later = (cancelled(raw), "order-cancelled")
+            else:
+                later = ({"entity_id": base + 200 + n, "increment_id": f"{base + 200 + n:09d}", "order_id": base + n,
+                          "state": 2, "grand_total": 53.6}, "invoice-paid")
+            # Half of the later events come before their orders.
+            events += [later, (raw, "new-order")] if n % 2 else [(raw, "new-order"), later]
+        for body, hook in events:
+            run.post(body, webhook=hook)
+        # The deploy: once bookings are under way (QBO answering in 150 ms, so commands are in flight).
+        poll(lambda: run.created("SalesReceipt") >= 3, 120, "bookings under way")
+        seconds = run.term_worker("worker0")
+        assert seconds < 30
+        stopped_at = {k: run.created(k) for k in ("SalesReceipt", "Invoice", "RefundReceipt", "Payment")}
+        assert sum(stopped_at.values()) < 18  # work was left for the next worker
+        run.start_worker("worker0")
+
+        def settled() -> bool:
+            made = {k: run.created(k) for k in ("SalesReceipt", "Invoice", "RefundReceipt", "Payment")}
+            log = "".join(p.read_text(errors="replace") for p in run.stack.logs.glob("worker0.log"))  # type: ignore[union-attr]
+            # A cancellation before its order (odd n) means the order is never booked; after it, a void.
+            return made == {"SalesReceipt": 6, "Invoice": 4, "RefundReceipt": 4, "Payment": 4} and all(
+                f"DocNumber=MAG-{base + n:09d} voided" in log for n in (4, 10))
+
+        poll(settled, 240, lambda: "every document; worker log:\n" + run.stack.log_tail("worker0", 30))  # type: ignore[union-attr]
+        run.calm()
+        numbers = [f"MAG-{base + n:09d}" for n in range(12)]
+        sales = docs(run, "SalesReceipt", numbers)
+        for n in range(12):
+            rows = sales[numbers[n]]
+            if n % 3 == 2 or n in (1, 7):
+                assert rows == []  # an Invoice; or cancelled before it was placed, as the webhooks tell
+                continue
+            assert [Decimal(str(r["TotalAmt"])) for r in rows] == [Decimal("53.60") if n % 3 == 0 else Decimal(0)]
+        refunds = docs(run, "RefundReceipt", [f"MAG-CM-{base + 100 + n:09d}" for n in range(0, 12, 3)])
+        assert all([Decimal(str(r["TotalAmt"])) for r in rows] == [Decimal("10.80")] for rows in refunds.values())
+        invoices = docs(run, "Invoice", [numbers[n] for n in range(2, 12, 3)])
+        assert all(len(rows) == 1 and Decimal(str(rows[0]["Balance"])) == 0 for rows in invoices.values())
+        assert run.stack.count("Payment", "TotalAmt > '0'") == 4
+        assert "dead-lettered" not in (run.stack.logs / "worker0.log").read_text()
+    finally:
+        run.stop()
+        run.cleanup()
