@@ -10,7 +10,10 @@ ingress and worker, real processes. Three phases, one run:
   steady  — the same customers and SKUs again (the tables know them), posted at once;
   latency — after a minute's rest (so the quota allows it), steady orders at a steady rate
             (5/s), each one's latency from the webhook's acceptance (its record on magento.orders)
-            to the document (its DocumentCreated).
+            to the document (its DocumentCreated);
+  later   — after another minute's rest, the later life of booked orders, posted at once: a third
+            refunded in part (a credit memo → RefundReceipt), a third cancelled (→ void), a third
+            invoiced (a paid invoice of a SalesReceipt order: nothing to book).
 
 Printed per phase: orders/min against the 500/min line, QBO requests per order, reads per order,
 429s per 1,000 requests; and booking latency p50/p99. Nothing is asserted.
@@ -85,6 +88,57 @@ def phase(run: ChaosRun, name: str, orders: list[dict[str, Any]], rate: float | 
     }
 
 
+def later_events(orders: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """A credit memo of one unit of the first line, a cancellation, or a paid invoice: one per order."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for n, o in enumerate(orders):
+        first = o["items"][0]
+        if n % 3 == 0:
+            out.append(("creditmemo-created", {
+                "entity_id": o["entity_id"], "increment_id": f"{o['entity_id']:09d}", "order_id": o["entity_id"],
+                "state": 2, "grand_total": first["price"], "subtotal": first["price"], "adjustment_positive": 0,
+                "adjustment_negative": 0, "items": [{"order_item_id": first["item_id"], "sku": first["sku"],
+                                                     "qty": 1, "price": first["price"], "row_total": first["price"]}]}))
+        elif n % 3 == 1:
+            out.append(("order-cancelled", {**o, "state": "canceled", "status": "canceled"}))
+        else:
+            out.append(("invoice-paid", {"entity_id": o["entity_id"], "increment_id": f"{o['entity_id']:09d}",
+                                         "order_id": o["entity_id"], "state": 2, "grand_total": o["grand_total"]}))
+    return out
+
+
+def later_phase(run: ChaosRun, orders: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+    """Requests per later event, by kind; done when the worker has logged each outcome."""
+    assert run.stack is not None
+    events = later_events(orders)
+    log = run.stack.logs / "worker0.log"
+    marks = ("refunded: QBO", "voided: QBO", "nothing to book (paid at checkout)")
+
+    def done() -> list[int]:
+        text = log.read_text(errors="replace")
+        return [text.count(m) for m in marks]
+
+    before, started = Counts.of(run.stack.sandbox_stats()), time.monotonic()
+    counted = done()
+    for hook, body in events:
+        run.post(body, webhook=hook)
+    want = [counted[i] + sum(1 for h, _ in events if h == k)
+            for i, k in enumerate(("creditmemo-created", "order-cancelled", "invoice-paid"))]
+    poll(lambda: done() >= want, timeout, "later: every refund, void and paid invoice")
+    seconds = time.monotonic() - started
+    spent = Counts.of(run.stack.sandbox_stats()).minus(before)
+    requests = spent.reads + spent.writes
+    n = len(events)
+    return {"phase": "later", "orders": n, "seconds": round(seconds, 1),
+            "orders_per_min": round(n / seconds * 60, 1), "requests_per_order": round(requests / n, 3),
+            "reads_per_order": round(spent.reads / n, 3), "requests": requests, "reads": spent.reads,
+            "writes": spent.writes, "throttled": spent.throttled,
+            "throttled_per_1000": round(1000 * spent.throttled / requests, 2) if requests else 0.0,
+            "refunds": sum(1 for h, _ in events if h == "creditmemo-created"),
+            "voids": sum(1 for h, _ in events if h == "order-cancelled"),
+            "invoices": sum(1 for h, _ in events if h == "invoice-paid")}
+
+
 def latencies(bootstrap: str, order_ids: set[str]) -> list[float]:
     """Seconds from each order's record on magento.orders to its first DocumentCreated on qbo.results."""
     accepted: dict[str, int] = {}
@@ -112,6 +166,7 @@ def main() -> None:
     ap.add_argument("--steady-orders", type=int, default=1000)
     ap.add_argument("--latency-seconds", type=float, default=60.0, help="length of the steady-rate phase")
     ap.add_argument("--rate", type=float, default=5.0, help="orders per second in the latency phase")
+    ap.add_argument("--later-events", type=int, default=600, help="refunds, cancellations, paid invoices (a third each)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -134,6 +189,8 @@ def main() -> None:
         lat = latencies(stack.env["KAFKA_BOOTSTRAP_SERVERS"], {str(o["entity_id"]) for o in paced})
         results[-1].update({"latency_p50": round(percentile(lat, 50), 3), "latency_p99": round(percentile(lat, 99), 3),
                             "latency_max": round(max(lat), 3) if lat else None, "latency_samples": len(lat)})
+        time.sleep(61)
+        results.append(later_phase(run, steady[: args.later_events], 3600))
     finally:
         run.stop()
         run.cleanup()
@@ -141,14 +198,21 @@ def main() -> None:
     print(f"quota benchmark: QBO's real per-realm quota ({QUOTA_PER_MINUTE}/min, 10/s), {args.customers} customers, "
           f"{args.skus} SKUs")
     for r in results:
+        if r["phase"] == "later":
+            continue
         print(f"  {r['phase']:<8} {r['orders']:>5} orders in {r['seconds']:>6.1f} s: {r['orders_per_min']:6.1f} "
               f"orders/min ({r['orders_per_min'] / QUOTA_PER_MINUTE:.0%} of the {QUOTA_PER_MINUTE}/min line) · "
               f"{r['requests_per_order']:.3f} requests/order · {r['reads_per_order']:.3f} reads/order · "
               f"{r['throttled_per_1000']:.2f} 429s per 1,000 requests ({r['requests']} requests)")
-    paced_result = results[-1]
+    paced_result = next(r for r in results if r["phase"] == "latency")
     print(f"  latency  webhook accepted → document created at {args.rate:g} orders/s: "
           f"p50 {paced_result['latency_p50'] * 1000:.0f} ms, p99 {paced_result['latency_p99'] * 1000:.0f} ms, "
           f"max {paced_result['latency_max'] * 1000:.0f} ms ({paced_result['latency_samples']} orders)")
+    later = results[-1]
+    print(f"  later    {later['refunds']} refunds + {later['voids']} cancellations + {later['invoices']} paid invoices of "
+          f"receipts: {later['writes']} writes, {later['reads']} reads = "
+          f"{later['writes'] / max(1, later['refunds'] + later['voids']):.3f} writes per refund or void, "
+          f"{later['orders_per_min']:.1f} events/min")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
