@@ -134,12 +134,13 @@ def wanted(key: str, value: bytes | None, orders: frozenset[str]) -> bool:
 
 
 def replayed_value(value: bytes, replay_id: str, recheck: bool = False) -> bytes | None:
-    """The event again, as a new event of this replay (the order exactly as it was received)."""
+    """The event again, as a new event of this replay (the order, credit memo or invoice exactly as it was
+    received)."""
     try:
         data = jsonutil.loads(value)
     except ValueError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("order"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get(str(data.get("kind") or "order")), dict):
         return None
     from datetime import UTC, datetime
 
@@ -157,6 +158,7 @@ class ReplayProgress:
     ends: dict[str, int] = field(default_factory=dict)
     read: int = 0
     replayed: int = 0
+    later: int = 0  # credit memos and invoices of the replayed orders, re-sent after them
     repeated: int = 0  # further events of an order already replayed in this run
     booked: int = 0  # orders already booked when the replay started: not published (the worker would ignore them)
     in_progress: int = 0  # orders whose commands are out: left to the worker
@@ -220,23 +222,29 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
         for r in batch:
             key = r.key.decode(errors="replace") if r.key else ""
             progress.read += 1
-            if latest.get(key) != (r.partition, r.offset):
+            later = not is_order_event(r.value)
+            if latest.get(key) != (r.partition, r.offset) and not (later and key in latest):
                 if key in latest:
                     progress.repeated += 1
                 continue
+            # An order's credit memos and invoices go with it (each is known by its id: one already
+            # handled is a no-op, one the worker lost is looked for in QuickBooks before it is booked).
             status = statuses.get(key)
             if status == "synced" and not recheck:
-                progress.booked += 1
+                progress.booked += 0 if later else 1
                 continue
             if status in IN_PROGRESS:
-                progress.in_progress += 1
+                progress.in_progress += 0 if later else 1
                 continue
             value = replayed_value(r.value or b"", progress.replay_id, recheck) if r.value else None
             if value is None:
                 progress.unreadable += 1
                 continue
             futures.append(await producer.send(topics.ORDERS, value, key=r.key))
-            progress.replayed += 1
+            if later:
+                progress.later += 1
+            else:
+                progress.replayed += 1
         for fut in futures:
             meta = await fut
             part = str(meta.partition)

@@ -35,7 +35,8 @@ def replay(from_time: datetime | None, from_offset: int | None, to_time: datetim
     exactly once (their DocNumber is looked up first, in batches); parked ones are mapped again
     with the worker's current mapping; orders in progress are left to the worker. Each order
     is replayed once per run, from its newest event in the span (a cancellation, not the
-    placement before it).
+    placement before it), and its credit memos and paid invoices with it (one already handled
+    is a no-op; one the worker lost is looked for in QuickBooks before it is booked).
 
     --dry-run prints one line per order — already booked (QBO id), would book (type, DocNumber,
     total), would park (reason) — and a summary, reading the log and the order-state changelog only.
@@ -111,7 +112,8 @@ async def _replay(s: Any, sel: Any, restart: bool, wait: bool, wait_timeout: flo
         bar.close()
         await kafka_io.close(producer)
         await kafka_io.close(c)
-    click.echo(f"replay {progress.replay_id}: {progress.read} event(s) read, {progress.replayed} order(s) replayed, "
+    click.echo(f"replay {progress.replay_id}: {progress.read} event(s) read, {progress.replayed} order(s) replayed "
+               f"with {progress.later} credit memo(s) and invoice(s), "
                f"{progress.booked} already booked (nothing to do, not sent), {progress.in_progress} in progress (left "
                f"to the worker), {progress.repeated} older event(s) of the same orders left out, "
                f"{progress.unreadable} unreadable")
@@ -126,7 +128,7 @@ async def _follow(s: Any, progress: Any, timeout: float) -> None:
     from app.adapters import kafka_io
 
     targets = {int(p): o for p, o in progress.produced.items()}
-    bar = Progress("workers handling the replay", total=progress.replayed, unit="events")
+    bar = Progress("workers handling the replay", total=progress.replayed + progress.later, unit="events")
     deadline = time.monotonic() + timeout
     first: dict[int, int] | None = None
     while True:
@@ -135,9 +137,9 @@ async def _follow(s: Any, progress: Any, timeout: float) -> None:
             first = {p: min(done.get(p, 0), o) for p, o in targets.items()}
         behind = {p: o - done.get(p, 0) for p, o in targets.items() if done.get(p, 0) < o}
         handled = sum(min(done.get(p, 0), o) - first[p] for p, o in targets.items())
-        bar.update(min(progress.replayed, max(0, handled)))
+        bar.update(min(progress.replayed + progress.later, max(0, handled)))
         if not behind:
-            bar.update(progress.replayed, force=True)
+            bar.update(progress.replayed + progress.later, force=True)
             bar.close()
             click.echo("the workers have handled every replayed event (see `magqb status ORDER` for one order)", err=True)
             return

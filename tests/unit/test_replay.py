@@ -96,3 +96,13 @@ def test_orders_are_picked_by_entity_or_increment_id() -> None:
     assert wanted("5", value, frozenset({ORDER.order_ref}))
     assert not wanted("5", value, frozenset({"6"}))
     assert Selection(from_offset=0).fingerprint() != Selection(from_offset=1).fingerprint()
+
+
+def test_a_credit_memo_is_replayed_as_itself_and_is_not_taken_for_its_orders_newest_event() -> None:
+    from app.replay import is_order_event
+
+    memo = {"entity_id": 5, "order_id": 100000001, "grand_total": 1, "items": []}
+    _, value = envelope_bytes(memo, "magento-webhook", kind="creditmemo")
+    assert not is_order_event(value) and is_order_event(envelope_bytes(RAW, "magento-webhook")[1])
+    again = decode_envelope(replayed_value(value, "r7"))
+    assert (again.kind, again.creditmemo, again.order, again.replay_id) == ("creditmemo", memo, None, "r7")
