@@ -230,11 +230,13 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
             # An order's credit memos and invoices go with it (each is known by its id: one already
             # handled is a no-op, one the worker lost is looked for in QuickBooks before it is booked).
             status = statuses.get(key)
-            if status == "synced" and not recheck:
-                progress.booked += 0 if later else 1
+            # Refunds and payments are of booked orders: their events go whatever the order's status
+            # (the worker answers one it has handled with nothing, and books one it lost, looking first).
+            if status == "synced" and not recheck and not later:
+                progress.booked += 1
                 continue
-            if status in IN_PROGRESS:
-                progress.in_progress += 0 if later else 1
+            if status in IN_PROGRESS and not later:
+                progress.in_progress += 1
                 continue
             value = replayed_value(r.value or b"", progress.replay_id, recheck) if r.value else None
             if value is None:

@@ -76,7 +76,7 @@ class OrderState(BaseModel):
     create-document command is out; `synced`: the QBO document exists; `failed`: a command
     failed for good or the order could not be mapped/reconciled (parked in the dead-letter
     topic; `magqb dlq retry` or a new delivery of the order tries again); `skipped`: cancelled
-    in Magento before it was booked (a later, non-cancelled delivery books it)."""
+    in Magento before it was booked (final: no later delivery books it)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -5,8 +5,10 @@ what the order's new state is, and when the order is parked in the dead-letter t
 
 The state machine, whole:
 
-    (none | failed | skipped) --order event--> resolving (Ensure* out) | requested (CreateDocument out)
+    (none | failed | pending) --order event--> resolving (Ensure* out) | requested (CreateDocument out)
                                                | failed (parked: mapping, reconciliation) | skipped (cancelled)
+    skipped is final: a delivery of the order from before its cancellation books nothing ("stale");
+    a booked order's cancellation, credit memos and paid invoices: app.domain.order_life
     resolving --CustomerResolved/ItemResolved--> resolving | requested
     resolving | requested --CommandFailed--> failed (parked)
                           --CommandFailed(stale_reference), first time--> resolving (ids resolved again)
@@ -198,8 +200,9 @@ def on_order(
         # Older than a delivery already handled (webhooks race and are retried): it must not undo it,
         # e.g. book an order whose cancellation came first (in the same second, the cancellation wins).
         return Decision(state=None, outcome="stale")
-    if retry_of and was_cancelled and not cancelled:
-        # `dlq retry` of a letter parked before Magento cancelled the order: the letter's body is old.
+    if was_cancelled and not cancelled and not recheck:
+        # Magento's cancellation is final: a delivery of the order as it was before (a retried webhook,
+        # `dlq retry` of a letter parked earlier, a replay of an older event) must not book it.
         return Decision(state=None, outcome="stale")
     decision = _on_order(state, order, raw_order, event_id, customers, items, cfg, realm_id, retry_of, replay_id,
                          recheck, received_at)

@@ -44,9 +44,16 @@ STALE_REFERENCE = "stale_reference"  # as app.domain.order_flow's
 LIVE = ("resolving", "requested", "done")  # a follow-up that is, or will be, in QuickBooks
 
 
+# Why a sent command may have been given up although QuickBooks made the document (its answer lost).
+# A refusal (a validation fault, docnumber_taken, document_differs, stale_reference) proves nothing was made.
+AMBIGUOUS = ("retries_exhausted", "internal")
+
+
 def may_be_in_quickbooks(fu: FollowUp) -> bool:
-    """Live, or parked after its command went out (its answer may have been lost: it may exist)."""
-    return fu.status in LIVE or (fu.status == "failed" and fu.doc_type is not None)
+    """Live, or parked after its command went out with no answer (it may exist)."""
+    if fu.status in LIVE:
+        return True
+    return fu.status == "failed" and fu.doc_type is not None and (fu.error or "").split(":")[0] in AMBIGUOUS
 
 
 def find(state: OrderState | None, kind: str, key: str) -> FollowUp | None:
@@ -183,10 +190,12 @@ def _booked_facts(state: OrderState, fu: FollowUp) -> Decision | SaleFacts:
 # ---------------------------------------------------------------- refunds
 
 
-def _in_quickbooks(state: OrderState, kind: str) -> Decimal:
-    """What the order's refunds (or payments) in QuickBooks come to, counting those that may be there."""
+def _in_quickbooks(state: OrderState, fu: FollowUp) -> Decimal:
+    """What the order's other refunds (or payments) in QuickBooks come to, counting those that may be there
+    (`fu` itself, coming back after it was parked, is not one of them)."""
     return sum((f.total_amt or ZERO for f in state.follow_ups
-                if f.kind == kind and f.status != "resolving" and may_be_in_quickbooks(f)), ZERO)
+                if f.kind == fu.kind and f.key != fu.key and f.status != "resolving" and may_be_in_quickbooks(f)),
+               ZERO)
 
 
 def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: MappingConfig,
@@ -196,7 +205,7 @@ def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: Map
         return sale
     assert fu.body is not None and state.doc_type is not None
     memo = MagentoCreditMemo.model_validate(fu.body)
-    refunded, amount = _in_quickbooks(state, "refund"), to_cents(memo.grand_total)
+    refunded, amount = _in_quickbooks(state, fu), to_cents(memo.grand_total)
     if state.total_amt is not None and refunded + amount > state.total_amt:
         # Checked before any QBO call: Magento never refunds more than was paid; a memo that would is wrong.
         return _park(state, fu, "over_refund", f"credit memo {memo.refund_ref} refunds {amount}; with the {refunded} "
@@ -266,7 +275,7 @@ def _advance_payment(state: OrderState, fu: FollowUp, cfg: MappingConfig, realm_
     )
     # The Invoice's open balance is its total less its payments (a CreditMemo is the customer's credit,
     # not applied to the Invoice by itself).
-    paid = _in_quickbooks(state, "payment")
+    paid = _in_quickbooks(state, fu)
     if state.total_amt is not None and paid + payment.TotalAmt > state.total_amt:
         return _park(state, fu, "over_payment", f"invoice {invoice.invoice_ref} pays {payment.TotalAmt}; Invoice "
                      f"Id={state.qbo_id} of order {state.order_ref} is {state.total_amt} with {paid} paid before: "

@@ -256,8 +256,8 @@ def test_an_older_delivery_never_undoes_a_newer_one() -> None:
     assert c.outcome == "skipped" and c.state is not None
     late = on_order(c.state, MagentoOrder.model_validate(placed), placed, "ev1", customers, items, CFG, REALM)
     assert (late.outcome, late.commands, late.state) == ("stale", [], None)
-    # A delivery without updated_at (older senders) is judged as before: a non-cancelled one books.
-    assert on_order(c.state, ORDER, RAW, "ev3", customers, items, CFG, REALM).outcome == "requested"
+    # Without updated_at (older senders) too: Magento's cancellation is final, nothing books it again.
+    assert on_order(c.state, ORDER, RAW, "ev3", customers, items, CFG, REALM).outcome == "stale"
 
 
 def test_a_cancellation_in_the_same_second_wins_and_a_retry_of_an_old_letter_does_not_book() -> None:
@@ -341,3 +341,29 @@ def test_an_order_booked_before_sale_facts_existed_gets_them_from_a_replay_and_i
     assert d.outcome == "facts_filled" and d.state is not None and d.state.sale is not None
     [cmd] = d.commands
     assert isinstance(cmd, CreateDocument) and cmd.doc_type == "RefundReceipt" and cmd.document.CustomerRef.value == "9"
+
+
+def test_a_full_payment_or_refund_parked_with_its_answer_lost_is_not_counted_against_itself() -> None:
+    state = booked({**RAW, "payment": {"method": "purchaseorder"}})
+    body = {"entity_id": 3, "order_id": 100000001, "state": 2, "grand_total": 53.6}
+    d = on_invoice(state, MagentoInvoice.model_validate(body), body, "inv1", CFG, REALM)
+    assert d.state is not None
+    [cmd] = d.commands
+    lost = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
+                         command_type="receive_payment", error_class="retriable", message="timeout",
+                         reason="retries_exhausted")
+    f = on_result(d.state, lost, customers, items, CFG, REALM)
+    assert f.state is not None
+    again = on_invoice(f.state, MagentoInvoice.model_validate(body), body, "inv1-retry", CFG, REALM, retry_of="dl-1")
+    assert again.outcome == "payment_requested" and again.parked is None
+    # A refusal (nothing was made) does not count as linked: a cancellation then voids.
+    r = refund(booked(), memo())
+    assert r.state is not None
+    [rc] = r.commands
+    refused = lost.model_copy(update={"request_id": rc.request_id, "command_type": "create_document",
+                                      "reason": "permanent", "message": "6000 business validation"})
+    p = on_result(r.state, refused, customers, items, CFG, REALM)
+    assert p.state is not None
+    cancelled = {**RAW, "state": "canceled"}
+    c = on_order(p.state, MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
+    assert c.outcome == "void_requested"
