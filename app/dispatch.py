@@ -127,7 +127,7 @@ class Dispatcher:
                     return RetryLater(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
                 log.error("order_id=%s order=%s %s refused by QuickBooks (%s): %s", cmd.order_id, cmd.order_ref,
                           cmd.type, exc.error_class, exc)
-                if isinstance(cmd, CreateDocument) and exc.fault.code in STALE_REFERENCE_CODES:
+                if isinstance(cmd, CreateDocument | ReceivePayment) and exc.fault.code in STALE_REFERENCE_CODES:
                     return GiveUp("stale_reference", str(exc)[:1000], exc.fault.as_dict())
                 return GiveUp(str(exc.error_class), str(exc)[:1000], exc.fault.as_dict())
             except DocNumberTaken as exc:
@@ -363,6 +363,7 @@ class Dispatcher:
             doc_type=cmd.doc_type, doc_number=str(found.get("DocNumber", cmd.document.DocNumber)),
             qbo_id=str(found["Id"]), total_amt=found.get("TotalAmt", 0), created=created,
             sync_token=str(found["SyncToken"]) if found.get("SyncToken") is not None else None,
+            customer_id=str((found.get("CustomerRef") or {}).get("value") or "") or None,
         )
 
     # ------------------------------------------------------------ void (a cancelled order)

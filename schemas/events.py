@@ -54,6 +54,9 @@ class DocumentCreated(_Result):
     total_amt: Decimal
     created: bool = Field(description="False when an existing document with the DocNumber was found")
     sync_token: str | None = None  # what a void needs (None: older events)
+    # The customer the document is booked to (QuickBooks' word, not the table's): its refunds and payments go
+    # to the same one. None: older events.
+    customer_id: str | None = None
 
 
 class DocumentVoided(_Result):

@@ -318,6 +318,11 @@ def on_result(
                                           "outstanding": [], "doc_type": result.doc_type,
                                           "doc_number": result.doc_number, "total_amt": result.total_amt,
                                           "sync_token": result.sync_token})
+        if booked.sale is not None and result.customer_id and result.customer_id != booked.sale.customer_id:
+            # Found, not created (an earlier attempt, or a document someone re-assigned): its later documents
+            # go to the customer QuickBooks has it booked to.
+            booked = booked.model_copy(update={"sale": booked.sale.model_copy(
+                update={"customer_id": result.customer_id})})
         # Credit memos, payments and a cancellation that came while it was on its way go on now.
         return order_life.after_booking(booked, items, cfg, realm_id)
     if isinstance(result, CommandFailed):

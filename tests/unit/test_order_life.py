@@ -367,3 +367,15 @@ def test_a_full_payment_or_refund_parked_with_its_answer_lost_is_not_counted_aga
     cancelled = {**RAW, "state": "canceled"}
     c = on_order(p.state, MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
     assert c.outcome == "void_requested"
+
+
+def test_refunds_go_to_the_customer_quickbooks_has_the_sale_booked_to() -> None:
+    d = on_order(None, ORDER, RAW, "ev1", customers, items, CFG, REALM)
+    assert d.state is not None
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    found = created(cmd, "42").model_copy(update={"created": False, "customer_id": "31"})  # booked earlier to 31
+    s = on_result(d.state, found, customers, items, CFG, REALM).state
+    assert s is not None and s.sale is not None and s.sale.customer_id == "31"
+    [refund_cmd] = refund(s, memo()).commands
+    assert isinstance(refund_cmd, CreateDocument) and refund_cmd.document.CustomerRef.value == "31"
