@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from app.domain.mapping import (
     NOTE_PREFIX,
@@ -23,26 +21,26 @@ from app.domain.mapping import (
     MappingError,
     PaymentRule,
     TotalMismatch,
-    _plain,
     _tax_code,
     exchange_rate,
     number_for,
+    quantity_line,
+    rounding_line,
+    store_day,
+    unit_line,
 )
-from app.domain.money import ZERO, line_product, to_cents
+from app.domain.money import ZERO, to_cents
 from app.domain.naming import item_name
 from schemas.magento import MagentoCreditMemo, MagentoCreditMemoItem, MagentoInvoice, MagentoOrder
 from schemas.qbo import (
     DiscountDetail,
     DocLine,
-    DocType,
     PaymentDocument,
     PaymentLine,
     Ref,
     RefundType,
     SalesDocument,
-    SalesItemDetail,
     TaxDetail,
-    lines_total,
 )
 from schemas.state import SaleFacts
 
@@ -68,12 +66,6 @@ def payment_note(order_ref: str, invoice: MagentoInvoice) -> str:
     return f"{NOTE_PREFIX}{order_ref} Invoice: {invoice.invoice_ref} (paid)"
 
 
-def _store_day(when: datetime | None, cfg: MappingConfig) -> date | None:
-    if when is None:
-        return None
-    return when.replace(tzinfo=UTC).astimezone(ZoneInfo(cfg.store_timezone)).date()
-
-
 def _rule(sale: SaleFacts, cfg: MappingConfig) -> PaymentRule:
     return cfg.payment_rules.get(sale.payment_method, cfg.default_payment)
 
@@ -91,12 +83,6 @@ def sale_facts(order: MagentoOrder, customer_id: str, customer_name: str, cfg: M
 # ---------------------------------------------------------------- credit memo → refund document
 
 
-def _line_on(name: str, amount: Decimal, description: str, tax: Ref) -> DocLine:
-    return DocLine(Amount=amount, DetailType="SalesItemLineDetail", Description=description,
-                   SalesItemLineDetail=SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=Decimal(1),
-                                                       UnitPrice=amount, TaxCodeRef=tax))
-
-
 def _item_line(it: MagentoCreditMemoItem, sale: SaleFacts, cfg: MappingConfig) -> DocLine:
     name = item_name(it.sku)
     inclusive = cfg.prices_include_tax
@@ -106,15 +92,7 @@ def _item_line(it: MagentoCreditMemoItem, sale: SaleFacts, cfg: MappingConfig) -
         raise MappingError(f"credit memo item {it.sku}: taxed ({it.tax_amount}) but its order line has no tax rate")
     tax = _tax_code(cfg, it.tax_amount > ZERO, rate, f"credit memo item {it.sku}")
     unit = it.price if not inclusive else (it.row_total + it.tax_amount) / it.qty
-    if line_product(it.qty, unit) == amount and unit == unit.quantize(Decimal("0.0001")):
-        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=_plain(it.qty), UnitPrice=_plain(unit),
-                                 TaxCodeRef=tax)
-        description = it.name
-    else:  # QBO refuses Amount ≠ round(Qty × UnitPrice) (6070): the amount alone
-        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), TaxCodeRef=tax)
-        description = f"{it.name or it.sku} (qty {_plain(it.qty)})"
-    return DocLine(Amount=amount, DetailType="SalesItemLineDetail", Description=description,
-                   SalesItemLineDetail=detail)
+    return quantity_line(name, amount, it.qty, unit, tax, it.name, it.sku)
 
 
 def _shipping_tax(memo: MagentoCreditMemo, cfg: MappingConfig) -> Ref:
@@ -134,7 +112,7 @@ def _refund_lines(memo: MagentoCreditMemo, sale: SaleFacts, cfg: MappingConfig) 
     untaxed = _tax_code(cfg, False, None, "refund adjustment")
     if memo.shipping_amount > ZERO:
         ship = memo.shipping_amount + (memo.shipping_tax_amount if cfg.prices_include_tax else ZERO)
-        lines.append(_line_on(cfg.shipping_item_name, to_cents(ship), "Shipping refunded", _shipping_tax(memo, cfg)))
+        lines.append(unit_line(cfg.shipping_item_name, to_cents(ship), "Shipping refunded", _shipping_tax(memo, cfg)))
     if memo.discount_amount != ZERO:
         # The discount the refunded lines had: given back less.
         lines.append(DocLine(Amount=to_cents(abs(memo.discount_amount)), DetailType="DiscountLineDetail",
@@ -143,16 +121,13 @@ def _refund_lines(memo: MagentoCreditMemo, sale: SaleFacts, cfg: MappingConfig) 
                              DiscountLineDetail=DiscountDetail(PercentBased=False,
                                                                DiscountAccountRef=Ref(value=cfg.discount_account_id))))
     if memo.refunded_extra > ZERO:
-        lines.append(_line_on(cfg.refund_adjustment_item_name, to_cents(memo.refunded_extra), "Adjustment refund",
+        lines.append(unit_line(cfg.refund_adjustment_item_name, to_cents(memo.refunded_extra), "Adjustment refund",
                               untaxed))
     if memo.fee_kept > ZERO:
-        lines.append(_line_on(cfg.refund_fee_item_name, -to_cents(memo.fee_kept), "Adjustment fee (kept)", untaxed))
-    total = lines_total(lines, to_cents(memo.tax_amount), cfg.prices_include_tax)
-    difference = to_cents(memo.grand_total) - total
-    if difference != ZERO and abs(difference) <= cfg.adjustment_tolerance:
-        lines.append(_line_on(cfg.adjustment_item_name, difference,
-                              f"Rounding adjustment to Magento's credit memo total {to_cents(memo.grand_total)}",
-                              untaxed))
+        lines.append(unit_line(cfg.refund_fee_item_name, -to_cents(memo.fee_kept), "Adjustment fee (kept)", untaxed))
+    rounding = rounding_line(lines, memo.grand_total, memo.tax_amount, cfg, "credit memo total")
+    if rounding is not None:
+        lines.append(rounding)
     if not lines:
         raise MappingError(f"credit memo {memo.refund_ref} refunds nothing (no line, shipping or adjustment)")
     return lines
@@ -187,7 +162,7 @@ def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, 
                 update={"ItemRef": Ref(value=item_ids[name], name=name)})})
         lines.append(line)
     rule = _rule(sale, cfg)
-    day = _store_day(memo.created_at, cfg)
+    day = store_day(memo.created_at, cfg)
     receipt = doc_type == "RefundReceipt"
     document = SalesDocument(
         Line=lines,
@@ -218,7 +193,7 @@ def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoic
     if amount <= ZERO:
         raise MappingError(f"invoice {invoice.invoice_ref} pays {amount}: nothing to receive")
     rule = _rule(sale, cfg)
-    day = _store_day(invoice.updated_at or invoice.created_at, cfg)
+    day = store_day(invoice.updated_at or invoice.created_at, cfg)
     return PaymentDocument(
         CustomerRef=Ref(value=sale.customer_id, name=sale.customer_name),
         TotalAmt=amount,
@@ -232,8 +207,3 @@ def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoic
         ExchangeRate=sale.exchange_rate,
     )
 
-
-def sale_doc_type_of(value: str | None) -> DocType:
-    if value not in ("SalesReceipt", "Invoice"):
-        raise MappingError(f"the order's document type {value!r} is not a sale")
-    return value  # type: ignore[return-value]

@@ -9,7 +9,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -280,9 +280,14 @@ def doc_type_for(order: MagentoOrder, cfg: MappingConfig) -> DocType:
 
 def txn_date(order: MagentoOrder, cfg: MappingConfig) -> date | None:
     """Magento's created_at is UTC; the books want the store's calendar day."""
-    if order.created_at is None:
+    return store_day(order.created_at, cfg)
+
+
+def store_day(when: datetime | None, cfg: MappingConfig) -> date | None:
+    """The store's calendar day of a Magento time (UTC, naive)."""
+    if when is None:
         return None
-    return order.created_at.replace(tzinfo=UTC).astimezone(ZoneInfo(cfg.store_timezone)).date()
+    return when.replace(tzinfo=UTC).astimezone(ZoneInfo(cfg.store_timezone)).date()
 
 
 def exchange_rate(order: MagentoOrder, cfg: MappingConfig) -> Decimal | None:
@@ -359,31 +364,47 @@ def _item_line(it: MagentoOrderItem, cfg: MappingConfig) -> DocLine:
         raise MappingError(f"item {it.sku}: taxed ({it.tax_amount}) but Magento sent no tax_percent")
     tax_code = _tax_code(cfg, it.tax_amount > ZERO, it.tax_percent, f"item {it.sku}")
     unit_price = it.price if not inclusive else (row_total + it.tax_amount) / it.qty_ordered
-    description = it.name
-    if line_product(it.qty_ordered, unit_price) == amount and unit_price == unit_price.quantize(Decimal("0.0001")):
-        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=_plain(it.qty_ordered),
-                                 UnitPrice=_plain(unit_price), TaxCodeRef=tax_code)
+    return quantity_line(name, amount, it.qty_ordered, unit_price, tax_code, it.name, it.sku)
+
+
+def quantity_line(name: str, amount: Decimal, qty: Decimal, unit_price: Decimal, tax_code: Ref,
+                  description: str | None, sku: str) -> DocLine:
+    """A product line: with Qty and UnitPrice where QBO's 6070 check (Amount = round(Qty × UnitPrice))
+    holds, else the amount alone with the quantity in the description."""
+    if line_product(qty, unit_price) == amount and unit_price == unit_price.quantize(Decimal("0.0001")):
+        detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=_plain(qty), UnitPrice=_plain(unit_price),
+                                 TaxCodeRef=tax_code)
     else:
-        # QBO rejects Amount ≠ round(Qty × UnitPrice) with 6070: send the amount alone.
         detail = SalesItemDetail(ItemRef=Ref(value=name, name=name), TaxCodeRef=tax_code)
-        description = f"{it.name or it.sku} (qty {_plain(it.qty_ordered)})"
+        description = f"{description or sku} (qty {_plain(qty)})"
     return DocLine(Amount=amount, DetailType="SalesItemLineDetail", Description=description, SalesItemLineDetail=detail)
+
+
+def unit_line(name: str, amount: Decimal, description: str | None, tax_code: Ref) -> DocLine:
+    """A line of one unit at `amount` on a Service item (shipping, adjustments)."""
+    return DocLine(Amount=amount, DetailType="SalesItemLineDetail", Description=description,
+                   SalesItemLineDetail=SalesItemDetail(ItemRef=Ref(value=name, name=name), Qty=Decimal(1),
+                                                       UnitPrice=amount, TaxCodeRef=tax_code))
+
+
+def rounding_line(lines: list[DocLine], grand_total: Decimal, total_tax: Decimal, cfg: MappingConfig,
+                  what: str) -> DocLine | None:
+    """The adjustment line that brings the lines to Magento's total, when they differ by rounding only
+    (at most the tolerance); None when they agree or differ by more (the caller parks that)."""
+    difference = to_cents(grand_total) - lines_total(lines, to_cents(total_tax), cfg.prices_include_tax)
+    if difference == ZERO or abs(difference) > cfg.adjustment_tolerance:
+        return None
+    return unit_line(cfg.adjustment_item_name, difference,
+                     f"Rounding adjustment to Magento's {what} {to_cents(grand_total)}",
+                     _tax_code(cfg, False, None, "rounding adjustment"))
 
 
 def _shipping_line(order: MagentoOrder, cfg: MappingConfig) -> DocLine:
     base = order.shipping_amount + (order.shipping_tax_amount if cfg.prices_include_tax else ZERO)
     amount = to_cents(base)
     rate = shipping_tax_rate(order, cfg) if cfg.tax_mode == "global" else None
-    ship = cfg.shipping_item_name
-    return DocLine(
-        Amount=amount,
-        DetailType="SalesItemLineDetail",
-        Description=order.shipping_description,
-        SalesItemLineDetail=SalesItemDetail(
-            ItemRef=Ref(value=ship, name=ship), Qty=Decimal(1), UnitPrice=amount,
-            TaxCodeRef=_tax_code(cfg, order.shipping_tax_amount > ZERO, rate, "shipping"),
-        ),
-    )
+    return unit_line(cfg.shipping_item_name, amount, order.shipping_description,
+                     _tax_code(cfg, order.shipping_tax_amount > ZERO, rate, "shipping"))
 
 
 _last_draft: tuple[MagentoOrder, MappingConfig, tuple[DocLine, ...]] | None = None
@@ -419,21 +440,8 @@ def _draft(order: MagentoOrder, cfg: MappingConfig) -> tuple[DocLine, ...]:
                 ),
             )
         )
-    difference = to_cents(order.grand_total) - lines_total(lines, to_cents(order.tax_amount), cfg.prices_include_tax)
-    if difference != ZERO and abs(difference) <= cfg.adjustment_tolerance:
-        adj = cfg.adjustment_item_name
-        lines.append(
-            DocLine(
-                Amount=difference,
-                DetailType="SalesItemLineDetail",
-                Description=f"Rounding adjustment to Magento's grand total {to_cents(order.grand_total)}",
-                SalesItemLineDetail=SalesItemDetail(
-                    ItemRef=Ref(value=adj, name=adj), Qty=Decimal(1), UnitPrice=difference,
-                    TaxCodeRef=_tax_code(cfg, False, None, "rounding adjustment"),
-                ),
-            )
-        )
-    return tuple(lines)
+    rounding = rounding_line(lines, order.grand_total, order.tax_amount, cfg, "grand total")
+    return tuple([*lines, rounding] if rounding is not None else lines)
 
 
 def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:
