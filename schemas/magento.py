@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 
 def _lines(v: Any) -> Any:
@@ -38,6 +38,16 @@ Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 Text = str  # numbers sent where Magento declares strings ("increment_id": 1000017) become text
 Flag = bool  # 0/1, "0"/"1", true/false
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(v: str | None) -> str | None:
+    if v is not None and (not v.strip() or _CONTROL.search(v)):
+        raise ValueError("must be printable text (it names the order in QuickBooks)")
+    return v
+
+
+# An order's, credit memo's or invoice's increment id (Magento: varchar(32)): it names documents in QuickBooks.
+IncrementId = Annotated[Text | None, Field(max_length=32), AfterValidator(_printable)]
 
 
 class _Lenient(BaseModel):
@@ -130,7 +140,7 @@ class MagentoOrder(_Lenient):
     """The fields of a Magento order the product reads. Amounts are in the order currency."""
 
     entity_id: int = Field(ge=1, le=MAX_ID)
-    increment_id: Text | None = Field(None, max_length=32)  # Magento: varchar(32)
+    increment_id: IncrementId = None
     state: Text | None = None
     status: Text | None = None
     store_id: Id | None = None
@@ -166,15 +176,6 @@ class MagentoOrder(_Lenient):
     items: list[MagentoOrderItem] = Field(min_length=1, max_length=MAX_LINES)
     billing_address: MagentoAddress | None = None
     payment: MagentoPayment | None = None
-
-    @field_validator("increment_id")
-    @classmethod
-    def _printable_ref(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not v.strip() or _CONTROL.search(v):
-            raise ValueError("must be printable text (it names the order in QuickBooks)")
-        return v
 
     @field_validator("created_at")
     @classmethod
@@ -264,7 +265,7 @@ class MagentoCreditMemo(_Lenient):
     + adjustment_positive − adjustment_negative."""
 
     entity_id: int = Field(ge=1, le=MAX_ID)
-    increment_id: Text | None = Field(None, max_length=32)
+    increment_id: IncrementId = None
     order_id: int = Field(ge=1, le=MAX_ID)
     invoice_id: Id | None = None
     state: Text | None = None
@@ -289,8 +290,6 @@ class MagentoCreditMemo(_Lenient):
         if isinstance(data, dict) and any(k in data for k in INVOICE_ONLY):
             raise ValueError(f"this is an invoice ({', '.join(k for k in INVOICE_ONLY if k in data)}), not a credit memo")
         return data
-
-    _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
 
     @property
     def refund_ref(self) -> str:
@@ -324,7 +323,7 @@ class MagentoInvoice(_Lenient):
     order) its state 2 says the money came in; for one booked as a SalesReceipt it says nothing new."""
 
     entity_id: int = Field(ge=1, le=MAX_ID)
-    increment_id: Text | None = Field(None, max_length=32)
+    increment_id: IncrementId = None
     order_id: int = Field(ge=1, le=MAX_ID)
     state: Text | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
@@ -339,8 +338,6 @@ class MagentoInvoice(_Lenient):
             raise ValueError(f"this is a credit memo ({', '.join(k for k in CREDITMEMO_ONLY if k in data)}), "
                              f"not an invoice")
         return data
-
-    _printable_ref = field_validator("increment_id")(MagentoOrder._printable_ref.__func__)  # type: ignore[attr-defined]
 
     @property
     def invoice_ref(self) -> str:

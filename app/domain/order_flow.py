@@ -194,7 +194,7 @@ def on_order(
     """A Magento order event arrived (first delivery, duplicate webhook, replay, `dlq retry`, cancellation)."""
     seen = state.order_updated_at if state is not None else None
     cancelled = (order.state or "").lower() == "canceled"
-    was_cancelled = state is not None and (state.status == "skipped" or order_life.find(state, "void", "void"))
+    was_cancelled = state is not None and (state.status == "skipped" or order_life.find(state, "void", order_life.VOID_KEY))
     if seen is not None and order.updated_at is not None and not retry_of and (
             order.updated_at < seen or (order.updated_at == seen and was_cancelled and not cancelled)):
         # Older than a delivery already handled (webhooks race and are retried): it must not undo it,

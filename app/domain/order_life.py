@@ -69,7 +69,7 @@ def put(state: OrderState, fu: FollowUp) -> OrderState:
     return state.model_copy(update={"follow_ups": [*rest[:at], fu, *rest[at:]]})
 
 
-def envelope_of(fu: FollowUp, order_ref: str) -> dict[str, Any] | None:
+def envelope_of(fu: FollowUp) -> dict[str, Any] | None:
     """The event `dlq retry` re-sends for a parked follow-up."""
     if fu.body is None:
         return None
@@ -172,7 +172,7 @@ def _park(state: OrderState, fu: FollowUp, reason: str, message: str, command: C
     failed = fu.model_copy(update={"status": "failed", "outstanding": [], "error": f"{reason}: {message}"[:1000]})
     parked = Parked(reason, message, command.type if command else f"map_{fu.kind}",
                     command.model_dump(mode="json") if command else None,
-                    retry_event=envelope_of(fu, state.order_ref))
+                    retry_event=envelope_of(fu))
     return Decision(state=put(state, failed), outcome="parked", parked=parked)
 
 
