@@ -3,6 +3,7 @@
 from decimal import Decimal
 from typing import Any
 
+from app.domain.decision import Command
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order, on_result
 from app.domain.order_life import on_creditmemo, on_invoice
@@ -55,6 +56,12 @@ def created(cmd: CreateDocument, qbo_id: str) -> DocumentCreated:
                            total_amt=cmd.document.computed_total(), created=True, sync_token="0")
 
 
+def failure(cmd: Command, reason: str, message: str, error_class: str | None = None, **kw: Any) -> CommandFailed:
+    """The dispatcher giving up on `cmd` (as agents/dispatcher.py says it on qbo.results)."""
+    return CommandFailed(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=REALM, request_id=cmd.request_id,
+                         command_type=cmd.type, error_class=error_class or reason, message=message, reason=reason, **kw)
+
+
 def refund(state: OrderState | None, body: dict[str, Any], event_id: str = "cm1", **kw: Any):
     return on_creditmemo(state, MagentoCreditMemo.model_validate(body), body, event_id, items, CFG, REALM, **kw)
 
@@ -91,12 +98,9 @@ def test_adjustments_and_shipping_are_lines_of_their_own_and_new_items_are_resol
     for i, cmd in enumerate(d.commands):
         assert isinstance(cmd, EnsureItem)
         ITEMS[cmd.name.lower()] = ItemEntry(item_id=f"8{i}")
-        try:
-            step = on_result(state, ItemResolved(order_id="100000001", order_ref="100000001", realm_id=REALM,
-                                                 request_id=cmd.request_id, name=cmd.name, item_id=f"8{i}",
-                                                 created=True), customers, items, CFG, REALM)
-        finally:
-            pass
+        step = on_result(state, ItemResolved(order_id="100000001", order_ref="100000001", realm_id=REALM,
+                                             request_id=cmd.request_id, name=cmd.name, item_id=f"8{i}",
+                                             created=True), customers, items, CFG, REALM)
         assert step.state is not None
         state = step.state
     try:
@@ -235,9 +239,7 @@ def test_a_refund_refused_by_quickbooks_is_parked_with_its_own_event_and_retried
     d = refund(booked(), memo())
     assert d.state is not None
     [cmd] = d.commands
-    failed = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
-                           command_type="create_document", error_class="permanent", message="6000 bad", reason="permanent",
-                           command=cmd.model_dump(mode="json"))
+    failed = failure(cmd, "permanent", "6000 bad", command=cmd.model_dump(mode="json"))
     f = on_result(d.state, failed, customers, items, CFG, REALM)
     assert f.outcome == "failed" and f.parked is not None and f.parked.retry_event is not None
     assert f.parked.retry_event["creditmemo"]["increment_id"] == "200000007"
@@ -276,9 +278,7 @@ def test_a_cancellation_after_a_refund_whose_answer_was_lost_is_parked_not_voide
     d = refund(booked(), memo())
     assert d.state is not None
     [cmd] = d.commands
-    lost = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
-                         command_type="create_document", error_class="retriable", message="timeout",
-                         reason="retries_exhausted")
+    lost = failure(cmd, "retries_exhausted", "timeout", error_class="retriable")
     f = on_result(d.state, lost, customers, items, CFG, REALM)
     assert f.state is not None and f.state.follow_ups[0].status == "failed"
     cancelled = {**RAW, "state": "canceled"}
@@ -313,9 +313,7 @@ def test_a_refund_refused_for_a_stale_item_id_resolves_its_items_again_once() ->
     d = refund(booked(), memo())
     assert d.state is not None
     [cmd] = d.commands
-    stale = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
-                          command_type="create_document", error_class="stale_reference", message="610 item gone",
-                          reason="stale_reference")
+    stale = failure(cmd, "stale_reference", "610 item gone")
     again = on_result(d.state, stale, customers, items, CFG, REALM)
     assert again.forget_items == ("prod001",) and again.parked is None
     [ensure] = again.commands
@@ -349,9 +347,7 @@ def test_a_full_payment_or_refund_parked_with_its_answer_lost_is_not_counted_aga
     d = on_invoice(state, MagentoInvoice.model_validate(body), body, "inv1", CFG, REALM)
     assert d.state is not None
     [cmd] = d.commands
-    lost = CommandFailed(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=cmd.request_id,
-                         command_type="receive_payment", error_class="retriable", message="timeout",
-                         reason="retries_exhausted")
+    lost = failure(cmd, "retries_exhausted", "timeout", error_class="retriable")
     f = on_result(d.state, lost, customers, items, CFG, REALM)
     assert f.state is not None
     again = on_invoice(f.state, MagentoInvoice.model_validate(body), body, "inv1-retry", CFG, REALM, retry_of="dl-1")
