@@ -226,10 +226,7 @@ def _on_order(
     recheck: bool = False,
     received_at: datetime | None = None,
 ) -> Decision:
-    # A replay (and a retry) books under request ids of its own, so QBO does not answer with what it
-    # answered an earlier attempt; and since that attempt may have created the document, the
-    # dispatcher looks its DocNumber up first (a non-empty salt asks for that).
-    salt = retry_of or (f"replay:{replay_id}" if replay_id else "")
+    salt = request_ids.attempt_salt(retry_of, replay_id)
     cancelled = (order.state or "").lower() == "canceled"
     if state is not None and state.status == "synced" and recheck and not cancelled:
         # `reconcile --fix` found no document for a booked order: ask again — its known Id first, then its

@@ -85,11 +85,12 @@ def voided(state: OrderState) -> bool:
 # ---------------------------------------------------------------- arrivals
 
 
-def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, replay_id: str | None, retry: bool,
+def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, retry_of: str | None, replay_id: str | None,
             advance: Callable[[OrderState, FollowUp], Decision]) -> Decision:
     """A later event arrived: a duplicate is a no-op; an early one waits for its order; else it goes on."""
+    fu = fu.model_copy(update={"salt": request_ids.attempt_salt(retry_of, replay_id)})
     existing = find(state, fu.kind, fu.key)
-    if existing is not None and state is not None and (existing.status != "failed" or (not retry and replay_id)):
+    if existing is not None and state is not None and (existing.status != "failed" or (not retry_of and replay_id)):
         if replay_id:
             return Decision(state=None, outcome="duplicate")
         return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
@@ -109,10 +110,9 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, replay_id: s
 def on_creditmemo(state: OrderState | None, memo: MagentoCreditMemo, raw: dict[str, Any], event_id: str,
                   items: ItemLookup, cfg: MappingConfig, realm_id: str, retry_of: str | None = None,
                   replay_id: str | None = None) -> Decision:
-    salt = retry_of or (f"replay:{replay_id}" if replay_id else "")
     fu = FollowUp(kind="refund", key=str(memo.entity_id), ref=memo.refund_ref, status="waiting", event_id=event_id,
-                  body=raw, salt=salt)
-    return _arrive(state, fu, memo.key, replay_id, bool(retry_of),
+                  body=raw)
+    return _arrive(state, fu, memo.key, retry_of, replay_id,
                    lambda s, f: _advance_refund(s, f, items, cfg, realm_id))
 
 
@@ -121,19 +121,17 @@ def on_invoice(state: OrderState | None, invoice: MagentoInvoice, raw: dict[str,
                replay_id: str | None = None) -> Decision:
     if not invoice.paid:  # an open or cancelled invoice moves no money
         return Decision(state=state, outcome="ignored")
-    salt = retry_of or (f"replay:{replay_id}" if replay_id else "")
     fu = FollowUp(kind="payment", key=str(invoice.entity_id), ref=invoice.invoice_ref, status="waiting",
-                  event_id=event_id, body=raw, salt=salt)
-    return _arrive(state, fu, invoice.key, replay_id, bool(retry_of),
+                  event_id=event_id, body=raw)
+    return _arrive(state, fu, invoice.key, retry_of, replay_id,
                    lambda s, f: _advance_payment(s, f, cfg, realm_id))
 
 
 def on_cancel(state: OrderState, raw_order: dict[str, Any], event_id: str, cfg: MappingConfig, realm_id: str,
               retry_of: str | None = None, replay_id: str | None = None) -> Decision:
     """Magento cancelled an order that is booked or on its way (one never booked is skipped by on_order)."""
-    fu = FollowUp(kind="void", key=VOID_KEY, ref="cancellation", status="waiting", event_id=event_id, body=raw_order,
-                  salt=retry_of or (f"replay:{replay_id}" if replay_id else ""))
-    return _arrive(state, fu, "", replay_id, bool(retry_of), lambda s, f: _advance_void(s, f, realm_id))
+    fu = FollowUp(kind="void", key=VOID_KEY, ref="cancellation", status="waiting", event_id=event_id, body=raw_order)
+    return _arrive(state, fu, "", retry_of, replay_id, lambda s, f: _advance_void(s, f, realm_id))
 
 
 NO_SALE_FACTS = "no_sale_facts"

@@ -43,3 +43,10 @@ def document_request_id(realm_id: str, doc_type: str, doc_number: str, body: byt
 def derived(base: str, purpose: str) -> str:
     """A second, equally stable id for a follow-up request of the same intent (e.g. a renamed retry)."""
     return _rid(purpose, base, purpose)
+
+
+def attempt_salt(retry_of: str | None, replay_id: str | None) -> str:
+    """What a delivery mixes into its request ids: "" for a first attempt; the dead letter's id for `dlq
+    retry`, the run's for a replay — so QBO does not answer with what it answered an earlier attempt (and a
+    non-empty salt makes the dispatcher look first: that attempt may have landed)."""
+    return retry_of or (f"replay:{replay_id}" if replay_id else "")
