@@ -271,7 +271,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             return False
         if not isinstance(data, dict) or not data.get("replay_id") or data.get("recheck"):
             return False
-        # A replayed cancellation still voids (the worker may never have seen it); a replay re-feeds orders only.
+        # A replayed cancellation still voids (the worker may never have seen it); a replayed credit memo or
+        # invoice goes the whole way (its follow-up in the state says whether it was handled).
         order = data.get("order")
         return isinstance(order, dict) and str(order.get("state") or "").lower() != "canceled"
 

@@ -86,7 +86,6 @@ Outcome = Result | RetryLater | GiveUp
 
 
 DOCUMENTS_REMEMBERED = 10_000  # answers to documents this process created, by requestid
-PAGE = 1000  # QBO's largest query page
 
 
 class Dispatcher:
@@ -415,18 +414,13 @@ class Dispatcher:
 
     async def _find_payment(self, cmd: ReceivePayment) -> dict[str, Any] | None:
         """The customer's Payment with this PaymentRefNum whose note names the order, page by page."""
-        customer = qbo_quote(cmd.payment.CustomerRef.value)
-        start = 1
-        while True:
-            rows = (await self.client.query(f"SELECT * FROM Payment WHERE CustomerRef = {customer} ORDERBY Id "
-                                            f"STARTPOSITION {start} MAXRESULTS {PAGE}")).get("Payment") or []
+        select = f"SELECT * FROM Payment WHERE CustomerRef = {qbo_quote(cmd.payment.CustomerRef.value)} ORDERBY Id"
+        async for rows in self.client.pages("Payment", select):
             for row in rows:
                 if str(row.get("PaymentRefNum", "")) == cmd.payment.PaymentRefNum and \
                         note_names_order(row.get("PrivateNote"), cmd.order_ref):
-                    return dict(row)
-            if len(rows) < PAGE:
-                return None
-            start += PAGE
+                    return row
+        return None
 
 
 def _is_voided(doc: dict[str, Any]) -> bool:

@@ -224,21 +224,15 @@ async def read_documents(client: QboClient, since: date, until: date,
     docs: list[QboDoc] = []
     reads = 0
     for entity in (*DOC_TYPES, *REFUND_TYPES):
-        start = 1
         upto = f" AND TxnDate <= {qbo_quote(until.isoformat())}" if entity in DOC_TYPES else ""
-        while True:
-            sql = (f"SELECT * FROM {entity} WHERE TxnDate >= {qbo_quote(since.isoformat())}{upto} "
-                   f"ORDERBY Id STARTPOSITION {start} MAXRESULTS {PAGE}")
-            rows = (await client.query(sql)).get(entity) or []
+        select = f"SELECT * FROM {entity} WHERE TxnDate >= {qbo_quote(since.isoformat())}{upto} ORDERBY Id"
+        async for rows in client.pages(entity, select, PAGE):
             reads += 1
             for row in rows:
                 total = _money(row.get("TotalAmt"))
                 if row.get("DocNumber") and total is not None:
                     docs.append(QboDoc(entity, str(row.get("Id")), str(row["DocNumber"]), total, row.get("TxnDate")))
             on_page(len(docs))
-            if len(rows) < PAGE:
-                break
-            start += PAGE
     return docs, reads
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -67,6 +68,17 @@ class QboClient:
         (as python-quickbooks does): an `IN (...)` of a hundred DocNumbers does not fit in a URL."""
         data = await self._request("POST", "query", "query", params={}, text=sql)
         return dict(data.get("QueryResponse") or {})
+
+    async def pages(self, entity: str, select: str, size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
+        """The rows of `select` (`SELECT * FROM <entity> WHERE … ORDERBY Id`), `size` a page (QBO's largest
+        is 1,000), one query per page, until a short page."""
+        start = 1
+        while True:
+            rows = (await self.query(f"{select} STARTPOSITION {start} MAXRESULTS {size}")).get(entity) or []
+            yield [dict(r) for r in rows]
+            if len(rows) < size:
+                return
+            start += size
 
     async def query_one(self, entity: str, sql: str) -> dict[str, Any] | None:
         rows = (await self.query(sql)).get(entity) or []
