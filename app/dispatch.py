@@ -29,12 +29,12 @@ from app.domain import request_ids
 from app.domain.faults import ErrorClass
 from app.domain.mapping import note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
-from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, ReceivePayment, VoidDocument
+from schemas.commands import AnyCommand, CreateDocument, EnsureCustomer, EnsureItem, ReceivePayment, VoidDocument
 from schemas.events import CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
 
 log = logging.getLogger("magqb.dispatcher")
 
-Command = EnsureCustomer | EnsureItem | CreateDocument | VoidDocument | ReceivePayment
+Command = AnyCommand
 Result = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived
 STALE_SYNC_TOKEN = "5010"  # someone changed the object since the SyncToken we sent
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.mapping import MappedDocument
-from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem, ReceivePayment, VoidDocument
+from schemas.commands import AnyCommand
 from schemas.dead_letter import Attempt
 from schemas.state import OrderState
 
-Command = EnsureCustomer | EnsureItem | CreateDocument | VoidDocument | ReceivePayment
+Command = AnyCommand
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ from app.domain.mapping import (
 )
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.dead_letter import Attempt
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
+from schemas.events import AnyResult, CommandFailed, DocumentCreated, DocumentVoided, PaymentReceived
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState, TotalMismatchRecord
 
-Result = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived | CommandFailed
+Result = AnyResult
 CustomerLookup = Callable[[str], CustomerEntry | None]
 ItemLookup = Callable[[str], ItemEntry | None]
 

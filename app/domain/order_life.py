@@ -32,12 +32,12 @@ from app.domain.mapping import MappingConfig, MappingError
 from app.domain.money import ZERO, to_cents
 from schemas.commands import CreateDocument, EnsureItem, ReceivePayment, VoidDocument
 from schemas.dead_letter import Attempt
-from schemas.events import CommandFailed, CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
+from schemas.events import AnyResult, CommandFailed, DocumentCreated, DocumentVoided, PaymentReceived
 from schemas.magento import MagentoCreditMemo, MagentoInvoice
 from schemas.state import FollowUp, ItemEntry, OrderState, SaleFacts
 
 ItemLookup = Callable[[str], ItemEntry | None]
-FollowUpResult = CustomerResolved | ItemResolved | DocumentCreated | DocumentVoided | PaymentReceived | CommandFailed
+FollowUpResult = AnyResult
 
 VOID_KEY = "void"
 STALE_REFERENCE = "stale_reference"  # as app.domain.order_flow's
