@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from app.adapters.magento_auth import MagentoAuth
     from app.domain.retry_ladder import Rung
 
 QBO_PRODUCTION_API = "https://quickbooks.api.intuit.com"
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     magento_webhook_secret: SecretStr = Field(validation_alias="MAGENTO_WEBHOOK_SECRET")
     magento_base_url: str = Field("", validation_alias="MAGENTO_BASE_URL")
     magento_access_token: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_ACCESS_TOKEN")
+    # The integration's other three values: with all four, REST calls are signed OAuth 1.0a (HMAC-SHA256).
+    magento_consumer_key: str = Field("", validation_alias="MAGENTO_CONSUMER_KEY")
+    magento_consumer_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_CONSUMER_SECRET")
+    magento_access_token_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_ACCESS_TOKEN_SECRET")
 
     # QuickBooks Online
     quickbooks_client_id: str = Field(validation_alias="QUICKBOOKS_CLIENT_ID")
@@ -128,6 +133,13 @@ class Settings(BaseSettings):
         """Faust wants kafka:// URLs; KAFKA_BOOTSTRAP_SERVERS is the plain host:port list."""
         return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(",") if h.strip())
 
+    def magento_auth(self) -> MagentoAuth:
+        """OAuth 1.0a with the integration's four values, or Bearer MAGENTO_ACCESS_TOKEN (MagentoAuthError)."""
+        from app.adapters.magento_auth import magento_auth
+
+        return magento_auth(self.magento_consumer_key, self.magento_consumer_secret, self.magento_access_token,
+                            self.magento_access_token_secret)
+
 
 def _env_name(field_name: str) -> str:
     field = Settings.model_fields[field_name]
@@ -160,8 +172,8 @@ def load_settings(**overrides: object) -> Settings:
     from app import redact
 
     redact.register(*(s.get_secret_value() for s in (
-        settings.magento_webhook_secret, settings.magento_access_token, settings.quickbooks_client_secret,
-        settings.quickbooks_refresh_token)))
+        settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
+        settings.magento_access_token_secret, settings.quickbooks_client_secret, settings.quickbooks_refresh_token)))
     return settings
 
 

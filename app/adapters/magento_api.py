@@ -1,8 +1,9 @@
-"""Magento's REST API, read-only: one page of `GET /V1/orders` at a time, with backoff.
+"""Magento's REST API, read-only: search pages (`GET /V1/orders`, `/V1/creditmemos`, `/V1/invoices`) and
+one order by id, with backoff.
 
-Authenticated with the integration access token as a Bearer token (`MAGENTO_ACCESS_TOKEN`). Since
-Magento 2.4.4 that needs "Allow OAuth Access Tokens to be used as standalone Bearer tokens" in the
-store's configuration; a 401 says so.
+Every call is authenticated by a MagentoAuth (OAuth 1.0a signed, or a Bearer token: see
+magento_auth.py). The query string is encoded here, once, and sent as encoded: the URL signed is
+the URL on the wire.
 """
 
 from __future__ import annotations
@@ -10,37 +11,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
-from pydantic import SecretStr
+from yarl import URL
 
 from app import jsonutil, redact
+from app.adapters.magento_auth import MagentoAuth
 from app.domain.order_search import OrderSearch, SearchPage, SearchResponseError, parse_page
 
 log = logging.getLogger("magqb.magento")
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+CLOCK_SKEW_WARN_SECONDS = 300  # Magento refuses an OAuth timestamp more than 600 s away
 
 
 class MagentoApiError(Exception):
-    """Magento refused for good (auth, not found, a body that is not a search result)."""
+    """Magento refused for good (auth, a body that is not what was asked for) or stayed down."""
 
 
 class MagentoClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, access_token: SecretStr,
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, auth: MagentoAuth,
                  max_attempts: int = 8, backoff_seconds: float = 1.0, max_backoff_seconds: float = 60.0,
                  sleep: Callable[[float], object] | None = None) -> None:
         if not base_url.strip():
             raise MagentoApiError("MAGENTO_BASE_URL is not set (the store's REST base, e.g. "
                                   "https://shop.example.com/rest/V1)")
-        if not access_token.get_secret_value().strip():
-            raise MagentoApiError("MAGENTO_ACCESS_TOKEN is not set (System > Extensions > Integrations: the "
-                                  "integration's access token)")
-        redact.register(access_token.get_secret_value())
         self._session = session
-        self._url = base_url.rstrip("/") + "/orders"
-        self._headers = {"Authorization": f"Bearer {access_token.get_secret_value()}", "Accept": "application/json"}
+        self._base = base_url.strip().rstrip("/")
+        self._auth = auth
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
@@ -48,42 +51,74 @@ class MagentoClient:
         self.requests = 0
         self.retries = 0
 
+    @property
+    def base_url(self) -> str:
+        return self._base
+
     async def orders_page(self, search: OrderSearch, after_id: int = 0) -> SearchPage:
-        """The page after `after_id`; 429, 5xx and dropped connections are retried with backoff
+        """The import's page after `after_id`."""
+        return await self.search("orders", search.params(after_id), f"after entity_id {after_id}")
+
+    async def search(self, resource: str, params: Sequence[tuple[str, str]], what: str = "") -> SearchPage:
+        """One page of `GET /V1/<resource>?searchCriteria…` (orders, creditmemos, invoices)."""
+        body = await self._get(resource, params, what or resource)
+        if body is None:
+            raise MagentoApiError(f"GET {self._base}/{resource}: HTTP 404 (is MAGENTO_BASE_URL the store's /rest/V1?)")
+        try:
+            return parse_page(body)
+        except SearchResponseError as exc:
+            raise MagentoApiError(f"{what or resource} of {self._base}/{resource} is not a Magento search result: "
+                                  f"{exc}") from None
+
+    async def order(self, entity_id: int) -> dict[str, Any] | None:
+        """`GET /V1/orders/{id}`: the order as Magento has it now, or None when Magento does not know it."""
+        body = await self._get(f"orders/{int(entity_id)}", (), f"order {entity_id}")
+        if body is not None and not isinstance(body, dict):
+            raise MagentoApiError(f"GET {self._base}/orders/{entity_id} is not an order")
+        return body
+
+    def url(self, path: str, params: Sequence[tuple[str, str]]) -> str:
+        """The URL as sent and as signed: RFC 3986 percent-encoding (`[` → %5B), space as %20."""
+        query = urlencode(list(params), quote_via=quote, safe="")
+        return f"{self._base}/{path}" + (f"?{query}" if query else "")
+
+    async def _get(self, path: str, params: Sequence[tuple[str, str]], what: str) -> Any | None:
+        """The JSON answer; None for 404. 429, 5xx and dropped connections are retried with backoff
         (Retry-After honoured)."""
-        page = f"after entity_id {after_id}"
+        url = self.url(path, params)
         attempt = 0
         while True:
             attempt += 1
             self.requests += 1
+            headers = {"Accept": "application/json", **self._auth.headers("GET", url)}
+            server_date = None
             try:
-                async with self._session.get(self._url, params=search.params(after_id), headers=self._headers) as resp:
+                async with self._session.get(URL(url, encoded=True), headers=headers) as resp:
                     body = await resp.read()
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
+                    server_date = resp.headers.get("Date")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 status, body, retry_after = 0, str(exc.__class__.__name__).encode(), None
             if status == 200:
                 try:
-                    return parse_page(jsonutil.loads(body))
-                except (ValueError, SearchResponseError) as exc:
-                    raise MagentoApiError(f"{page} of {self._url} is not a Magento search result: {exc}") \
-                        from None
+                    return jsonutil.loads(body)
+                except ValueError:
+                    raise MagentoApiError(f"{what}: {self._base}/{path} answered something that is not JSON") from None
+            if status == 404:
+                return None
             if status in (401, 403):
-                raise MagentoApiError(
-                    f"Magento refused the access token (HTTP {status}): check MAGENTO_ACCESS_TOKEN, the "
-                    "integration's access to Sales > Orders, and (Magento >= 2.4.4) that standalone Bearer "
-                    "tokens are allowed (Stores > Configuration > Services > OAuth)")
+                raise MagentoApiError(self._auth.refused(status) + _skew_note(server_date))
             if status and status not in RETRIED_STATUSES:
-                raise MagentoApiError(f"GET {self._url} ({page}): HTTP {status}: "
+                raise MagentoApiError(f"GET {self._base}/{path} ({what}): HTTP {status}: "
                                       f"{redact.scrub(body[:300].decode(errors='replace'))}")
             if attempt >= self._max_attempts:
-                raise MagentoApiError(f"GET {self._url} ({page}): still failing after {attempt} attempts "
+                raise MagentoApiError(f"GET {self._base}/{path} ({what}): still failing after {attempt} attempts "
                                       f"({'HTTP ' + str(status) if status else body.decode()})")
             delay = self._delay(attempt, retry_after)
             self.retries += 1
-            log.warning("Magento %s (page %s); retrying in %.1fs (attempt %d/%d)",
-                        f"answered HTTP {status}" if status else f"unreachable ({body.decode()})", page, delay,
+            log.warning("Magento %s (%s); retrying in %.1fs (attempt %d/%d)",
+                        f"answered HTTP {status}" if status else f"unreachable ({body.decode()})", what, delay,
                         attempt, self._max_attempts)
             await self._sleep(delay)  # type: ignore[misc]
 
@@ -94,3 +129,18 @@ class MagentoClient:
             except ValueError:
                 pass
         return min(self._max_backoff, self._backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+def _skew_note(server_date: str | None) -> str:
+    """Magento's Date header against this host's clock: an OAuth timestamp too far off is refused."""
+    if not server_date:
+        return ""
+    try:
+        skew = time.time() - parsedate_to_datetime(server_date).timestamp()
+    except (TypeError, ValueError):
+        return ""
+    if abs(skew) < CLOCK_SKEW_WARN_SECONDS:
+        return ""
+    # The Date header has whole seconds: minutes are what can be told.
+    return (f"; this host's clock is about {abs(skew) / 60:.0f} min {'ahead of' if skew > 0 else 'behind'} Magento's: "
+            "fix it (NTP)")

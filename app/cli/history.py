@@ -42,7 +42,8 @@ def import_orders(since: datetime, until: datetime | None, statuses: tuple[str, 
                   dry_run: bool, restart: bool, page_size: int) -> None:
     """Import order history from Magento's REST API into magento.orders.
 
-    Pages through GET /V1/orders (MAGENTO_BASE_URL, Bearer MAGENTO_ACCESS_TOKEN) by entity_id
+    Pages through GET /V1/orders (MAGENTO_BASE_URL; OAuth 1.0a with the integration's four values,
+    or Bearer MAGENTO_ACCESS_TOKEN alone) by entity_id
     (each page the orders after the last one taken) and publishes each order exactly as the webhook ingress would (source "import",
     keyed by entity_id). The worker books each order once: importing a range twice, or orders
     that also came by webhook, books nothing twice.
@@ -78,6 +79,7 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
 
     from app.adapters import kafka_io
     from app.adapters.magento_api import MagentoApiError, MagentoClient
+    from app.adapters.magento_auth import MagentoAuthError
     from app.importer import ImportCheckpoint, run_import
 
     checkpoint = ImportCheckpoint(s.data_dir, search)
@@ -90,8 +92,8 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=15)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
-            client = MagentoClient(session, s.magento_base_url, s.magento_access_token)
-        except MagentoApiError as exc:
+            client = MagentoClient(session, s.magento_base_url, s.magento_auth())
+        except (MagentoApiError, MagentoAuthError) as exc:
             fail(str(exc))
         if producer is not None:
             await producer.start()

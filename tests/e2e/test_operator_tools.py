@@ -18,6 +18,9 @@ from tests.conftest import make_order, read_topics
 from tests.e2e.harness import MAGQB, REPO, Stack, free_port, http, magqb, poll
 
 pytestmark = pytest.mark.kafka
+# An integration's four values (System > Extensions > Integrations): the stand-in checks OAuth 1.0a signatures.
+MAGENTO_OAUTH = {"MAGENTO_CONSUMER_KEY": "k" * 32, "MAGENTO_CONSUMER_SECRET": "c" * 32,
+                 "MAGENTO_ACCESS_TOKEN": "a" * 32, "MAGENTO_ACCESS_TOKEN_SECRET": "s" * 32}
 
 
 def receipts(stack: Stack, doc_number: str) -> list[dict[str, Any]]:
@@ -39,7 +42,7 @@ def standin(stack: Stack) -> Iterator[Any]:
         port = free_port()
         log = open(stack.logs / f"standin-{port}.log", "ab")
         procs.append(subprocess.Popen([sys.executable, "-m", "tests.magento_standin", "--port", str(port),
-                                       "--token", "magento-test-token", *args], cwd=REPO, stdout=log,
+                                       "--oauth", ":".join(MAGENTO_OAUTH.values()), *args], cwd=REPO, stdout=log,
                                       stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{port}"
         poll(lambda: http("GET", f"{url}/_standin/stats")[0] == 200, 30, "the Magento stand-in")
@@ -69,10 +72,10 @@ def test_import_pages_through_magento_resumes_after_an_interruption_and_books_ea
               "--bad", str(bad), "--throttle-every", "4"]
     # The integration token is revoked after 5 requests (3 pages and a 429 among them): the import stops.
     url = standin(*common, "--deny-after", "5")
-    env = {"MAGENTO_BASE_URL": f"{url}/rest/V1", "MAGENTO_ACCESS_TOKEN": "magento-test-token"}
+    env = {"MAGENTO_BASE_URL": f"{url}/rest/V1", **MAGENTO_OAUTH}
     args = ["import", "--since", "2032-05-01", "--until", "2032-05-03", "--page-size", "10"]
     cut = magqb(stack, *args, env=env)
-    assert cut.returncode == 2 and "refused the access token (HTTP 401)" in cut.stderr, cut.stderr
+    assert cut.returncode == 2 and "refused the OAuth 1.0a signature (HTTP 401)" in cut.stderr, cut.stderr
     first_run = imported_keys(stack, first, count, t0)
     assert 0 < sum(first_run.values()) < count - 1
 
@@ -107,7 +110,7 @@ def test_import_dry_run_filters_by_status_and_store_and_publishes_nothing(stack:
     t0 = int(time.time() * 1000)
     url = standin("--orders", str(count), "--first-entity-id", str(first), "--start", "2032-06-01T08:00:00",
                   "--throttle-every", "3")
-    env = {"MAGENTO_BASE_URL": f"{url}/rest/V1", "MAGENTO_ACCESS_TOKEN": "magento-test-token"}
+    env = {"MAGENTO_BASE_URL": f"{url}/rest/V1", **MAGENTO_OAUTH}
     out = magqb(stack, "import", "--since", "2032-06-01", "--status", "complete", "--store-id", "1", "--dry-run",
                 "--page-size", "10", env=env)
     assert out.returncode == 0, out.stderr
@@ -120,7 +123,7 @@ def test_import_dry_run_filters_by_status_and_store_and_publishes_nothing(stack:
 def test_import_without_magento_settings_says_what_to_set(stack: Stack) -> None:
     out = magqb(stack, "import", "--since", "2032-01-01",
                 env={"MAGENTO_BASE_URL": "http://127.0.0.1:9/rest/V1", "MAGENTO_ACCESS_TOKEN": ""})
-    assert out.returncode == 2 and "MAGENTO_ACCESS_TOKEN is not set" in out.stderr, out.stderr
+    assert out.returncode == 2 and "no Magento credentials: set MAGENTO_CONSUMER_KEY" in out.stderr, out.stderr
 
 
 # ---------------------------------------------------------------- replay and status
