@@ -33,7 +33,7 @@ from app.redact import scrub
 from app.worker_app import WorkerContext
 from schemas.commands import CreateDocument, ReceivePayment, VoidDocument, encode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
-from schemas.envelope import EnvelopeError, OrderEnvelope, decode_envelope
+from schemas.envelope import EnvelopeError, Notice, OrderEnvelope, decode_envelope
 from schemas.events import (
     CommandFailed,
     CustomerResolved,
@@ -137,9 +137,11 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         table.data[order_id] = value
         await fut
 
-    def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder | MagentoCreditMemo | MagentoInvoice]:
+    def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder | MagentoCreditMemo | MagentoInvoice | Notice]:
         try:
             envelope = decode_envelope(raw)
+            if envelope.kind == "notice":
+                return envelope, Notice.model_validate(envelope.body)
             if envelope.kind == "creditmemo":
                 return envelope, MagentoCreditMemo.model_validate(envelope.body)
             if envelope.kind == "invoice":
@@ -150,6 +152,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
     async def handle_order(raw: bytes | None, source: EventSource) -> None:
         envelope, body = read_order(raw)
+        if isinstance(body, Notice):
+            await handle_notice(envelope, body, source)
+            return
         if not isinstance(body, MagentoOrder):
             await handle_later(envelope, body, source)
             return
@@ -181,6 +186,18 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             log.info("order_id=%s order=%s resolving %d reference(s) in QuickBooks", order.key, order.order_ref,
                      len(decision.commands))
         _log_requested(order.key, order.order_ref, decision)
+
+    async def handle_notice(envelope: OrderEnvelope, notice: Notice, source: EventSource) -> None:
+        """A line in the order's story (put on hold; a notification Magento's REST API could not back)."""
+        state = load_state(notice.order_id)
+        detail = f"{notice.what}: {notice.detail} ({envelope.source} event {envelope.event_id})"
+        if state is None:
+            log.info("order_id=%s %s: not an order this worker knows yet, nothing to book", notice.order_id, detail)
+            return
+        entry = HistoryEntry(at=datetime.now(UTC), what="notice", detail=detail[:300], topic=source.topic,
+                             partition=source.partition, offset=source.offset)
+        await save_state(notice.order_id, with_history(state, entry))
+        log.info("order_id=%s order=%s %s", notice.order_id, state.order_ref, detail)
 
     async def handle_later(envelope: OrderEnvelope, body: MagentoCreditMemo | MagentoInvoice,
                            source: EventSource) -> None:

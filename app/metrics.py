@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 WEBHOOKS = Counter(
     "magqb_webhooks",
     "Webhook requests by outcome (accepted, bad_signature, bad_json, too_large, invalid, slow_body, "
-    "broker_unavailable).",
+    "broker_unavailable, duplicate).",
     ["result"],
 )
 INGRESS_CONNECTIONS_CLOSED = Counter(
@@ -106,7 +106,8 @@ TOKEN_REFRESHES = Counter(
 # from a series' first sample, so a counter born at 1 (the first dead letter) would never look increased.
 DEAD_LETTER_REASONS = ("permanent", "retries_exhausted", "docnumber_taken", "document_differs", "stale_reference",
                        "reconciliation", "mapping", "internal", "unreadable")
-WEBHOOK_RESULTS = ("accepted", "bad_signature", "bad_json", "too_large", "invalid", "slow_body", "broker_unavailable")
+WEBHOOK_RESULTS = ("accepted", "bad_signature", "bad_json", "too_large", "invalid", "slow_body", "broker_unavailable",
+                   "duplicate")
 for _reason in DEAD_LETTER_REASONS:
     DEAD_LETTERS.labels(reason=_reason)
 for _result in WEBHOOK_RESULTS:

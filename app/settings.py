@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     magento_consumer_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_CONSUMER_SECRET")
     magento_access_token_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_ACCESS_TOKEN_SECRET")
 
+    # Other ways a store speaks (README "Connect your store"): Mage-OS subscriptions whose
+    # verification_token is not MAGENTO_WEBHOOK_SECRET (`event=token,…`), Adobe Commerce Webhooks' public
+    # key (a path or the PEM), Adobe I/O Events' client id and key server.
+    mageos_event_secrets: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_MAGEOS_EVENT_SECRETS")
+    adobe_webhook_public_key: str = Field("", validation_alias="MAGQB_ADOBE_WEBHOOK_PUBLIC_KEY")
+    adobe_io_client_id: str = Field("", validation_alias="MAGQB_ADOBE_IO_CLIENT_ID")
+    adobe_io_key_url: str = Field("https://static.adobeioevents.com", validation_alias="MAGQB_ADOBE_IO_KEY_URL")
+    # The REST follower: seconds between passes (it runs when MAGENTO_BASE_URL and credentials are set).
+    follow_interval_seconds: float = Field(60.0, ge=1, le=86400, validation_alias="MAGQB_FOLLOW_INTERVAL")
+
     # QuickBooks Online
     quickbooks_client_id: str = Field(validation_alias="QUICKBOOKS_CLIENT_ID")
     quickbooks_client_secret: SecretStr = Field(validation_alias="QUICKBOOKS_CLIENT_SECRET")
@@ -99,6 +109,19 @@ class Settings(BaseSettings):
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
+
+    @field_validator("mageos_event_secrets")
+    @classmethod
+    def _mageos_secrets(cls, v: SecretStr) -> SecretStr:
+        from app.sources.mageos import parse_event_secrets
+
+        parse_event_secrets(v.get_secret_value())  # a ValueError names the bad entry, never a token
+        return v
+
+    @property
+    def magento_rest_configured(self) -> bool:
+        """A base URL and some credentials: the follower runs, notifications can be fetched."""
+        return bool(self.magento_base_url.strip() and self.magento_access_token.get_secret_value().strip())
 
     @field_validator("retry_delays")
     @classmethod
@@ -173,7 +196,8 @@ def load_settings(**overrides: object) -> Settings:
 
     redact.register(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
-        settings.magento_access_token_secret, settings.quickbooks_client_secret, settings.quickbooks_refresh_token)))
+        settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,
+        settings.quickbooks_refresh_token)))
     return settings
 
 

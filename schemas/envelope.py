@@ -12,11 +12,23 @@ from app import jsonutil
 
 ENVELOPE_VERSION: Literal[1] = 1
 # What the event carries. Events from before credit memos and invoices existed have no kind: orders.
-EventKind = Literal["order", "creditmemo", "invoice"]
+# A notice books nothing: a source told us something of an order worth its story (put on hold, a
+# notification whose order Magento's REST API does not know).
+EventKind = Literal["order", "creditmemo", "invoice", "notice"]
 
 
 class EnvelopeError(ValueError):
     """An event on `magento.orders` that cannot be read (not JSON, unknown version, bad fields)."""
+
+
+class Notice(BaseModel):
+    """What a `notice` event says of an order: a line for its story, nothing to book."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str = Field(pattern=r"^[1-9][0-9]{0,18}$")
+    what: str = Field(min_length=1, max_length=80)
+    detail: str = Field("", max_length=500)
 
 
 class OrderEnvelope(BaseModel):
@@ -32,6 +44,7 @@ class OrderEnvelope(BaseModel):
     order: dict[str, Any] | None = None
     creditmemo: dict[str, Any] | None = None
     invoice: dict[str, Any] | None = None
+    notice: dict[str, Any] | None = None  # {"order_id": "…", "what": "…", "detail": "…"}
     # Set by `magqb dlq retry`: the dead letter this delivery retries (it salts the request ids).
     retry_of: str | None = None
     # Set by `magqb replay`, `reconcile --fix` and `magqb import`: the run that (re-)fed this event, and
@@ -57,10 +70,12 @@ class OrderEnvelope(BaseModel):
         return body
 
 
-def envelope_bytes(order: dict[str, Any], source: str, kind: EventKind = "order", **extra: Any) -> tuple[str, bytes]:
+def envelope_bytes(order: dict[str, Any], source: str, kind: EventKind = "order", event_id: str | None = None,
+                   **extra: Any) -> tuple[str, bytes]:
     """(event id, serialized OrderEnvelope) for a verified order (or credit memo, invoice), without a
-    model round-trip: the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope."""
-    event_id = uuid.uuid4().hex
+    model round-trip: the ingress's hot path. `decode_envelope` reads it back as an OrderEnvelope.
+    `event_id`: the sender's own id of the event, where it has one that is the same on every retry."""
+    event_id = event_id or uuid.uuid4().hex
     body = {
         "schema_version": ENVELOPE_VERSION,
         "event_id": event_id,

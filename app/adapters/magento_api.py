@@ -144,3 +144,33 @@ def _skew_note(server_date: str | None) -> str:
     # The Date header has whole seconds: minutes are what can be told.
     return (f"; this host's clock is about {abs(skew) / 60:.0f} min {'ahead of' if skew > 0 else 'behind'} Magento's: "
             "fix it (NTP)")
+
+
+class MagentoConnection:
+    """A MagentoClient made on first use, for services that need REST now and then (the ingress's
+    notify-then-fetch sources, the follower); None when REST is not configured. `close()` at exit."""
+
+    def __init__(self, base_url: str, auth: Callable[[], MagentoAuth], configured: bool, total_timeout: float = 30.0,
+                 max_attempts: int = 8) -> None:
+        self._base_url = base_url
+        self._auth = auth
+        self._configured = configured
+        self._timeout = total_timeout
+        self._max_attempts = max_attempts
+        self._session: aiohttp.ClientSession | None = None
+        self._client: MagentoClient | None = None
+
+    def __call__(self) -> MagentoClient | None:
+        if not self._configured:
+            return None
+        if self._client is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout,
+                                                                                sock_connect=min(10.0, self._timeout)))
+            self._client = MagentoClient(self._session, self._base_url, self._auth(), max_attempts=self._max_attempts,
+                                         backoff_seconds=0.5, max_backoff_seconds=2.0)
+        return self._client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session, self._client = None, None

@@ -7,10 +7,13 @@ retries cover every failure before that point. It never waits on QuickBooks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -18,9 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from app import jsonutil, metrics, topics
+from app.adapters.magento_api import MagentoApiError, MagentoClient, MagentoConnection
 from app.domain.signature import SIGNATURE_HEADER, verify
 from app.ingress.guard import ConnectionGuard
 from app.settings import Settings
+from app.sources import adobe_commerce, adobe_io, mageos
+from app.sources.mageos import parse_event_secrets
+from app.sources.rsa import load_public_key
 from schemas.envelope import EventKind, envelope_bytes
 from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder, extract_entity, extract_order
 
@@ -89,10 +96,19 @@ def _validate(what: str, parsed: Any) -> tuple[dict[str, Any], EventKind, str, s
 
 
 class Ingress:
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer,
+                 magento: Callable[[], MagentoClient | None] | None = None,
+                 key_fetch: Callable[[str], Awaitable[bytes]] | None = None) -> None:
         self.settings = settings
         self.producer = producer
         self._secret = settings.magento_webhook_secret.get_secret_value()
+        self._mageos_secrets = parse_event_secrets(settings.mageos_event_secrets.get_secret_value())
+        self._adobe_key = (load_public_key(settings.adobe_webhook_public_key)
+                           if settings.adobe_webhook_public_key.strip() else None)
+        self._io_keys = adobe_io.KeyCache(settings.adobe_io_key_url, key_fetch or _fetch_key)
+        self._io_seen = adobe_io.SeenEvents()
+        # The REST client of notify-then-fetch sources (None: REST not configured).
+        self._magento = magento or (lambda: None)
 
     async def new_order(self, request: web.Request) -> web.Response:
         return await self._timed(request, "order")
@@ -113,8 +129,8 @@ class Ingress:
         finally:
             metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
 
-    async def _accept(self, request: web.Request, what: str) -> web.Response:
-        """Every webhook: the same limits, signature and answers; only the payload's schema differs."""
+    async def _read(self, request: web.Request) -> bytes | web.Response:
+        """The body, within the size limit and the read deadline — or the 413/408."""
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             metrics.WEBHOOKS.labels(result="too_large").inc()
@@ -122,7 +138,7 @@ class Ingress:
         deadline = self.settings.ingress_read_timeout_seconds
         try:
             async with asyncio.timeout(deadline):  # a client trickling its body cannot hold a handler
-                body = await request.read()
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             metrics.WEBHOOKS.labels(result="too_large").inc()
             return _problem(413, f"body is larger than {limit} bytes")
@@ -133,22 +149,50 @@ class Ingress:
             resp.force_close()
             return resp
 
-        if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret):
-            metrics.WEBHOOKS.labels(result="bad_signature").inc()
-            log.warning("rejected webhook from %s: missing or bad %s", request.remote, SIGNATURE_HEADER)
-            return _problem(401, f"missing or invalid {SIGNATURE_HEADER}")
+    def _refuse_signature(self, request: web.Request, header: str, why: str = "") -> web.Response:
+        metrics.WEBHOOKS.labels(result="bad_signature").inc()
+        log.warning("rejected webhook to %s from %s: missing or bad %s%s", request.path, request.remote, header,
+                    f" ({why})" if why else "")
+        return _problem(401, f"missing or invalid {header}")
 
+    @staticmethod
+    def _json(body: bytes) -> Any:
         try:
-            parsed = jsonutil.loads(body)
+            return jsonutil.loads(body)
         except ValueError:
             metrics.WEBHOOKS.labels(result="bad_json").inc()
-            return _problem(400, "body is not JSON")
+            return _NOT_JSON
 
+    async def _accept(self, request: web.Request, what: str, secret: str | None = None,
+                      source: str = SOURCE) -> web.Response:
+        """The blueprint's webhooks and Mage-OS's: hex HMAC-SHA256 of the body, one schema per URL."""
+        body = await self._read(request)
+        if isinstance(body, web.Response):
+            return body
+        if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret if secret is None else secret):
+            return self._refuse_signature(request, SIGNATURE_HEADER)
+        parsed = self._json(body)
+        if parsed is _NOT_JSON:
+            return _problem(400, "body is not JSON")
         checked = _validate(what, parsed)
         if isinstance(checked, web.Response):
             return checked
-        raw_order, kind, key, ref = checked
-        event_id, value = envelope_bytes(raw_order, SOURCE, kind=kind)
+        return await self._publish(*checked, source=source)
+
+    async def _publish(self, raw: dict[str, Any], kind: EventKind, key: str, ref: str, source: str = SOURCE,
+                       event_id: str | None = None) -> web.Response:
+        """Write the event (acks=all) and answer 202 — or 422 (too large to keep), 503 (Kafka did not
+        acknowledge: the sender retries)."""
+        published = await self._produce(raw, kind, key, ref, source, event_id)
+        if isinstance(published, web.Response):
+            return published
+        return web.Response(body=jsonutil.dumps({"event_id": published, "order_id": key}), status=202,
+                            content_type="application/json")
+
+    async def _produce(self, raw: dict[str, Any], kind: EventKind, key: str, ref: str, source: str,
+                       event_id: str | None = None) -> str | web.Response:
+        """The event's id once Kafka acknowledged it, or the answer that says why not."""
+        event_id, value = envelope_bytes(raw, source, kind=kind, event_id=event_id)
         room = self.settings.max_event_bytes - DEAD_LETTER_RESERVE
         if len(value) > room:
             metrics.WEBHOOKS.labels(result="invalid").inc()
@@ -167,12 +211,181 @@ class Ingress:
         except (KafkaError, TimeoutError, OSError) as exc:
             metrics.WEBHOOKS.labels(result="broker_unavailable").inc()
             log.error("order_id=%s %s not accepted: Kafka did not acknowledge (%s)", key, ref, exc.__class__.__name__)
-            return _problem(503, "event store unavailable, retry later", retry_after_seconds=5)
-
+            return _unavailable("event store unavailable, retry later")
         metrics.WEBHOOKS.labels(result="accepted").inc()
-        log.info("order_id=%s %s accepted as event %s", key, ref, event_id)
-        return web.Response(body=jsonutil.dumps({"event_id": event_id, "order_id": key}), status=202,
-                            content_type="application/json")
+        log.info("order_id=%s %s accepted from %s as event %s", key, ref, source, event_id)
+        return event_id
+
+    # ------------------------------------------------------------ Mage-OS async events
+
+    async def mageos_event(self, request: web.Request) -> web.Response:
+        event = request.match_info["event"]
+        what = mageos.EVENTS.get(event)
+        if what is None:
+            return _problem(404, f"unknown Mage-OS event {event[:60]!r}: subscribe one of {', '.join(mageos.EVENTS)}")
+        secret = self._mageos_secrets.get(event, self._secret)
+        started = time.perf_counter()
+        try:
+            if what in ("order", "cancellation"):
+                return await self._accept(request, what, secret, mageos.SOURCE)
+            return await self._mageos_other(request, event, what, secret)
+        finally:
+            metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+
+    async def _mageos_other(self, request: web.Request, event: str, what: str, secret: str) -> web.Response:
+        """`paid`: the order, then its paid invoices (from the REST API); `holded`: a notice."""
+        body = await self._read(request)
+        if isinstance(body, web.Response):
+            return body
+        if not verify(body, request.headers.get(SIGNATURE_HEADER), secret):
+            return self._refuse_signature(request, SIGNATURE_HEADER)
+        parsed = self._json(body)
+        if parsed is _NOT_JSON:
+            return _problem(400, "body is not JSON")
+        checked = _validate("order", parsed)
+        if isinstance(checked, web.Response):
+            return checked
+        raw, kind, key, ref = checked
+        if what == "notice":
+            notice = {"order_id": key, "what": event, "detail": f"status {str(raw.get('status'))[:40]}"}
+            return await self._publish(notice, "notice", key, ref, mageos.SOURCE)
+        published = await self._produce(raw, kind, key, ref, mageos.SOURCE)
+        if isinstance(published, web.Response):
+            return published
+        client = self._magento()
+        if client is None:
+            log.warning("order_id=%s %s %s: its invoices need Magento's REST API (MAGENTO_BASE_URL and credentials); "
+                        "the follower or the invoice-paid webhook must bring them", key, ref, event)
+            return _accepted(published, key)
+        try:
+            invoices = await client.search("invoices", invoices_of(int(key)), f"invoices of order {key}")
+        except MagentoApiError as exc:
+            log.error("order_id=%s %s %s: Magento's invoices could not be read (%s): answered 503, Mage-OS retries",
+                      key, ref, event, exc)
+            return _unavailable("Magento's REST API did not answer: retry later")
+        for invoice in invoices.items:
+            checked = _validate("invoice", invoice)
+            if isinstance(checked, web.Response):
+                log.warning("order_id=%s invoice %s from REST is not readable: skipped", key, invoice.get("entity_id"))
+                continue
+            answer = await self._produce(*checked, source=mageos.SOURCE)
+            if isinstance(answer, web.Response):
+                return answer
+        return _accepted(published, key)
+
+    # ------------------------------------------------------------ Adobe Commerce webhooks
+
+    async def adobe_commerce_hook(self, request: web.Request) -> web.Response:
+        """Inside checkout: 200 {"op": "success"} once Kafka has the order; an exception op otherwise
+        (the hook is `required="false"`: the order goes on, and the follower catches it)."""
+        body = await self._read(request)
+        if isinstance(body, web.Response):
+            return body
+        if self._adobe_key is None:
+            log.error("an Adobe Commerce webhook came but MAGQB_ADOBE_WEBHOOK_PUBLIC_KEY is not set: refused")
+            return self._refuse_signature(request, adobe_commerce.SIGNATURE_HEADER, "no public key configured")
+        if not adobe_commerce.verify(self._adobe_key, body, request.headers.get(adobe_commerce.SIGNATURE_HEADER)):
+            return self._refuse_signature(request, adobe_commerce.SIGNATURE_HEADER)
+        parsed = self._json(body)
+        if parsed is _NOT_JSON:
+            return _problem(400, "body is not JSON")
+        checked = _validate("order", adobe_commerce.extract_order(parsed))
+        if isinstance(checked, web.Response):
+            return checked
+        published = await self._produce(*checked, source=adobe_commerce.SOURCE)
+        if isinstance(published, web.Response):
+            return published
+        return web.json_response(adobe_commerce.SUCCESS)
+
+    # ------------------------------------------------------------ Adobe I/O Events
+
+    async def adobe_io_challenge(self, request: web.Request) -> web.Response:
+        challenge = request.query.get("challenge", "")
+        if not challenge or len(challenge) > 512:
+            return _problem(400, "expected ?challenge=…")
+        return web.Response(text=challenge, content_type="text/plain")
+
+    async def adobe_io_events(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            return await self._adobe_io(request)
+        finally:
+            metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+
+    async def _adobe_io(self, request: web.Request) -> web.Response:
+        body = await self._read(request)
+        if isinstance(body, web.Response):
+            return body
+        client_id = self.settings.adobe_io_client_id.strip()
+        if not client_id:
+            log.error("an Adobe I/O event came but MAGQB_ADOBE_IO_CLIENT_ID is not set: refused")
+            return self._refuse_signature(request, "recipientclientid", "MAGQB_ADOBE_IO_CLIENT_ID not set")
+        why = await adobe_io.verify(body, request.headers, self._io_keys)
+        if why is not None:
+            return self._refuse_signature(request, "x-adobe-digital-signature-1/-2", why)
+        parsed = self._json(body)
+        if parsed is _NOT_JSON:
+            return _problem(400, "body is not JSON")
+        if isinstance(parsed, dict) and "validationUrl" in parsed and "type" not in parsed:
+            return web.json_response({"status": "ok"})  # a POSTed challenge: answered by the GET handshake
+        try:
+            events = adobe_io.events_of(parsed)
+        except adobe_io.CloudEventError as exc:
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            return _problem(400, str(exc))
+        if any(adobe_io.recipient(e) != client_id for e in events):
+            metrics.WEBHOOKS.labels(result="bad_signature").inc()
+            log.warning("rejected Adobe I/O event from %s: recipientclientid is not MAGQB_ADOBE_IO_CLIENT_ID",
+                        request.remote)
+            return _problem(401, "recipientclientid is not this integration's client id")
+        header_id = request.headers.get("x-adobe-event-id") if len(events) == 1 else None
+        for event in events:
+            note = adobe_io.notification(event, header_id)
+            answer = await self._io_event(note)
+            if answer is not None:
+                return answer
+        return web.json_response({"status": "accepted", "events": len(events)})
+
+    async def _io_event(self, note: adobe_io.Notification) -> web.Response | None:
+        """Publish the order a notification names, fetched from REST (None: done, or nothing to do)."""
+        if note.event_id in self._io_seen:
+            metrics.WEBHOOKS.labels(result="duplicate").inc()
+            log.info("Adobe I/O event %s again: already published", note.event_id)
+            return None
+        if note.type not in adobe_io.ORDER_EVENT_TYPES:
+            log.info("Adobe I/O event %s of type %s: not an order event, nothing to do", note.event_id, note.type[:80])
+            return None
+        if note.entity_id is None:
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            return _problem(400, f"event {note.event_id[:64]} names no order (data.value.entity_id)")
+        client = self._magento()
+        if client is None:
+            log.error("Adobe I/O event %s: order %s cannot be fetched, MAGENTO_BASE_URL and credentials are not set "
+                      "(answered 503: Adobe retries for 24 h)", note.event_id, note.entity_id)
+            return _unavailable("Magento's REST API is not configured here: retry later")
+        try:
+            order = await client.order(note.entity_id)
+        except MagentoApiError as exc:
+            log.error("order_id=%s Adobe I/O event %s: the order could not be fetched (%s): answered 503, Adobe "
+                      "retries", note.entity_id, note.event_id, exc)
+            return _unavailable("Magento's REST API did not answer: retry later")
+        key = str(note.entity_id)
+        if order is None:
+            notice = {"order_id": key, "what": "notification without order",
+                      "detail": f"{note.type.rsplit('.', 1)[-1]}: Magento's REST API does not know order {key} "
+                                "(rolled back?): nothing booked"}
+            published = await self._produce(notice, "notice", key, f"order {key}", adobe_io.SOURCE,
+                                            event_id=_event_key(note.event_id))
+        else:
+            checked = _validate("order", order)
+            if isinstance(checked, web.Response):
+                return checked
+            raw, kind, key, ref = checked
+            published = await self._produce(raw, kind, key, ref, adobe_io.SOURCE, event_id=_event_key(note.event_id))
+        if isinstance(published, web.Response):
+            return published
+        self._io_seen.add(note.event_id)
+        return None
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -186,6 +399,43 @@ class Ingress:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_NOT_JSON = object()
+RETRY_AFTER_SECONDS = 5
+
+
+def _unavailable(error: str) -> web.Response:
+    """503 with Retry-After: Mage-OS honours it, Adobe retries 5xx, Magento's modules re-send."""
+    resp = _problem(503, error, retry_after_seconds=RETRY_AFTER_SECONDS)
+    resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return resp
+
+
+def _accepted(event_id: str, key: str) -> web.Response:
+    return web.Response(body=jsonutil.dumps({"event_id": event_id, "order_id": key}), status=202,
+                        content_type="application/json")
+
+
+def _event_key(sender_id: str) -> str:
+    """The envelope's event id for a sender's event id: the same event re-sent is the same event."""
+    return "aio-" + hashlib.sha256(sender_id.encode()).hexdigest()[:28]
+
+
+def invoices_of(order_id: int) -> list[tuple[str, str]]:
+    """searchCriteria of an order's invoices."""
+    prefix = "searchCriteria[filter_groups][0][filters][0]"
+    return [(f"{prefix}[field]", "order_id"), (f"{prefix}[value]", str(order_id)),
+            (f"{prefix}[condition_type]", "eq"), ("searchCriteria[pageSize]", "100")]
+
+
+async def _fetch_key(url: str) -> bytes:
+    """One public key from Adobe's key server (short timeouts: the sender waits 10 s at most)."""
+    timeout = aiohttp.ClientTimeout(total=5, sock_connect=3)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, allow_redirects=False) as resp:
+        if resp.status != 200:
+            raise OSError(f"HTTP {resp.status}")
+        return await resp.content.read(16 * 1024)
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -209,18 +459,22 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 10.0) -> No
 
 
 def build_app(settings: Settings, producer: AIOKafkaProducer, guard: ConnectionGuard | None = None,
-              with_metrics: bool = True) -> web.Application:
+              with_metrics: bool = True, magento: Callable[[], MagentoClient | None] | None = None) -> web.Application:
     # A chunked body past the limit makes request.read() raise; _accept answers 413 either way.
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[guard.middleware] if guard is not None else [])
     if guard is not None:
         app.cleanup_ctx.append(guard.sweeper)
-    ingress = Ingress(settings, producer)
+    ingress = Ingress(settings, producer, magento)
     app[INGRESS_KEY] = ingress
     app.router.add_post(WEBHOOK_PATH, ingress.new_order)
     app.router.add_post(CANCELLED_PATH, ingress.order_cancelled)
     app.router.add_post(CREDITMEMO_PATH, ingress.creditmemo_created)
     app.router.add_post(INVOICE_PATH, ingress.invoice_paid)
+    app.router.add_post(mageos.PATH, ingress.mageos_event)
+    app.router.add_post(adobe_commerce.PATH, ingress.adobe_commerce_hook)
+    app.router.add_post(adobe_io.PATH, ingress.adobe_io_events)
+    app.router.add_get(adobe_io.PATH, ingress.adobe_io_challenge)
     app.router.add_get("/healthz", ingress.healthz)
     app.router.add_get("/readyz", ingress.readyz)
     if with_metrics:
@@ -254,7 +508,16 @@ async def serve(settings: Settings, producer: AIOKafkaProducer, host: str, port:
                 with_metrics: bool = True) -> web.AppRunner:
     """The ingress listening on host:port, its connections guarded; `await runner.cleanup()` stops it."""
     guard = ConnectionGuard(settings.ingress_max_connections, settings.ingress_read_timeout_seconds)
-    runner = web.AppRunner(build_app(settings, producer, guard, with_metrics), access_log=None)
+    # Notify-then-fetch sources read one order from REST inside the sender's timeout (I/O Events: 10 s).
+    magento = MagentoConnection(settings.magento_base_url, settings.magento_auth, settings.magento_rest_configured,
+                                total_timeout=4.0, max_attempts=2)
+    app = build_app(settings, producer, guard, with_metrics, magento)
+
+    async def close_magento(app: web.Application) -> None:
+        await magento.close()
+
+    app.on_cleanup.append(close_magento)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     assert runner.server is not None
     guard.install(runner.server)

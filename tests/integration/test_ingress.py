@@ -235,6 +235,11 @@ async def test_broker_down_gives_503_and_readyz_503(settings_env, monkeypatch, t
             status, answer = await post(url, *signed(blueprint_order()))
             assert status == 503
             assert answer["error"] == "event store unavailable, retry later"
+            # Every 503 carries Retry-After (Mage-OS honours it), on every webhook.
+            body, sig = signed({"data": blueprint_order()})
+            async with aiohttp.ClientSession() as s, s.post(url + "/webhooks/mageos/sales.order.created", data=body,
+                                                            headers={"X-Magento-Signature": sig}) as r:
+                assert (r.status, r.headers.get("Retry-After")) == (503, "5")
             async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
                 assert r.status == 503
         finally:
