@@ -23,8 +23,8 @@ from app.adapters.magento_api import MagentoClient
 from app.checkpoint import Checkpoint
 from app.domain.order_search import OrderSearch, Pager
 from app.ingress.server import DEAD_LETTER_RESERVE
-from schemas.envelope import envelope_bytes
-from schemas.magento import MagentoOrder
+from schemas.envelope import EventKind, envelope_bytes
+from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder
 
 log = logging.getLogger("magqb.import")
 SOURCE = "import"
@@ -57,17 +57,28 @@ def order_record(raw: dict[str, Any], max_event_bytes: int, run: str = "") -> tu
     """(key, envelope) for one order of a search page, or why it cannot be imported. `run` marks the
     event as the import's (like a replay's): a parked order it brings again is booked under request
     ids of its own, its DocNumber looked up first; a booked one costs the worker nothing."""
+    return event_record(raw, max_event_bytes, SOURCE, "order", **({"replay_id": run} if run else {}))
+
+
+MODELS: dict[str, type[MagentoOrder | MagentoCreditMemo | MagentoInvoice]] = {
+    "order": MagentoOrder, "creditmemo": MagentoCreditMemo, "invoice": MagentoInvoice}
+
+
+def event_record(raw: dict[str, Any], max_event_bytes: int, source: str, kind: EventKind,
+                 **extra: Any) -> tuple[str, bytes] | str:
+    """(key, envelope) for an order, credit memo or invoice read from REST, exactly as the ingress
+    writes it — or why it cannot be published."""
     try:
-        order = MagentoOrder.model_validate(raw)
+        body = MODELS[kind].model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(order)"
-        return f"not a Magento order: {where}: {first['msg']} ({exc.error_count()} error(s))"
-    _, value = envelope_bytes(raw, SOURCE, replay_id=run) if run else envelope_bytes(raw, SOURCE)
+        where = ".".join(str(p) for p in first["loc"]) or f"({kind})"
+        return f"not a Magento {kind}: {where}: {first['msg']} ({exc.error_count()} error(s))"
+    _, value = envelope_bytes(raw, source, kind=kind, **extra)
     room = max_event_bytes - DEAD_LETTER_RESERVE
     if len(value) > room:
         return f"too large: {len(value)} bytes as an event, at most {room} fit"
-    return order.key, value
+    return body.key, value
 
 
 async def run_import(client: MagentoClient, producer: AIOKafkaProducer | None, search: OrderSearch,

@@ -106,6 +106,18 @@ TOKEN_REFRESHES = Counter(
 # from a series' first sample, so a counter born at 1 (the first dead letter) would never look increased.
 DEAD_LETTER_REASONS = ("permanent", "retries_exhausted", "docnumber_taken", "document_differs", "stale_reference",
                        "reconciliation", "mapping", "internal", "unreadable")
+FOLLOW_LAG = Gauge(
+    "magqb_follow_lag_seconds",
+    "REST follower: now minus the moment its last complete pass began (all Magento had changed by then, less the "
+    "overlap, is on magento.orders). Exported by the worker that follows (the group's leader) only.",
+    ["store"],
+)
+FOLLOW_LAST_PASS = Gauge("magqb_follow_last_pass_timestamp_seconds",
+                         "REST follower: when its last complete pass ended (Unix time).", ["store"])
+FOLLOW_PUBLISHED = Counter("magqb_follow_events_published",
+                           "REST follower: orders, credit memos and paid invoices it published, by kind.", ["kind"])
+FOLLOW_FAILURES = Counter("magqb_follow_pass_failures",
+                          "REST follower: passes that stopped on an error (Magento down, refused, Kafka down).")
 WEBHOOK_RESULTS = ("accepted", "bad_signature", "bad_json", "too_large", "invalid", "slow_body", "broker_unavailable",
                    "duplicate")
 for _reason in DEAD_LETTER_REASONS:

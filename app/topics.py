@@ -12,6 +12,7 @@ ORDERS = "magento.orders"
 COMMANDS = "qbo.commands"  # key = realm id: one dispatcher owns a realm's quota
 RESULTS = "qbo.results"
 DEAD_LETTER = "qbo.dead-letter"
+FOLLOW_CURSOR = "magqb.follow-cursor"  # the REST follower's cursor, one row per store (compacted)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str
         TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
         *(TopicSpec(t, partitions, replication_factor, two_weeks) for t in retry_topics),
         TopicSpec(DEAD_LETTER, 1, replication_factor, keep_forever),
+        TopicSpec(FOLLOW_CURSOR, 1, replication_factor, {**base, "cleanup.policy": "compact"}),
     ]
 
 

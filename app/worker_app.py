@@ -99,10 +99,12 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         ownership=Ownership(app),
     )
     from agents.dispatcher import register_dispatcher
+    from agents.follower import register_follower
     from agents.orders import register_orders_agent
 
     register_orders_agent(ctx)
     register_dispatcher(ctx)
+    register_follower(ctx)
 
     from app.adapters.monitor import Monitor
 

@@ -211,9 +211,12 @@ class Standin:
         refused = await self._gate(request)
         if refused is not None:
             return refused
-        groups, size, page, sorts = _criteria(request.query)
-        rows = [o for o in self.rows[request.match_info["resource"]]
-                if all(any(_matches(o, *f) for f in g) for g in groups)]
+        return self._answer(self.search(request.match_info["resource"], request.query))
+
+    def search(self, resource: str, query: Any) -> dict[str, Any]:
+        """Magento's answer to a searchCriteria query string (parsed): the page, its echo and total."""
+        groups, size, page, sorts = _criteria(query)
+        rows = [o for o in self.rows[resource] if all(any(_matches(o, *f) for f in g) for g in groups)]
         for fld, direction in reversed(sorts):
             rows.sort(key=lambda o: (o.get(fld) is None, o.get(fld)), reverse=direction.upper() == "DESC")
         total = len(rows)
@@ -224,7 +227,7 @@ class Standin:
                                   for g in groups],
                 "sort_orders": [{"field": f, "direction": d} for f, d in sorts], "page_size": size,
                 "current_page": page}
-        return self._answer({"items": items, "search_criteria": echo, "total_count": total})
+        return {"items": items, "search_criteria": echo, "total_count": total}
 
     async def order_endpoint(self, request: web.Request) -> web.Response:
         refused = await self._gate(request)

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "connect": ("app.cli.tokens", "connect"),
     "token": ("app.cli.tokens", "token"),
     "import": ("app.cli.history", "import_orders"),
+    "follow": ("app.cli.follow", "follow"),
     "replay": ("app.cli.replay", "replay"),
     "status": ("app.cli.status", "status"),
     "reconcile": ("app.cli.reconcile", "reconcile"),
