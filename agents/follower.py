@@ -26,7 +26,6 @@ def register_follower(ctx: WorkerContext) -> None:
         return
     connection = MagentoConnection(settings.magento_base_url, settings.magento_auth, True, total_timeout=60.0,
                                    max_attempts=4)
-    producer = kafka_io.producer(settings.kafka_bootstrap_servers, f"{settings.app_id}-follow", settings.max_event_bytes)
     state: dict[str, Follower] = {}
 
     async def follower() -> Follower | None:
@@ -34,6 +33,9 @@ def register_follower(ctx: WorkerContext) -> None:
             client = connection()
             if client is None:
                 return None
+            # Made here, in the worker's loop (aiokafka binds a client to the loop it is made in).
+            producer = kafka_io.producer(settings.kafka_bootstrap_servers, f"{settings.app_id}-follow",
+                                         settings.max_event_bytes)
             await producer.start()
             state["follower"] = Follower(client, producer, CursorStore(producer, settings.kafka_bootstrap_servers,
                                                                        client.base_url), settings.max_event_bytes)

@@ -14,6 +14,7 @@ server endpoint (a wrong secret, a timestamp more than 600 s off and a reused no
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import json
 import re
@@ -169,6 +170,7 @@ class Standin:
         self.throttled = 0
         self.refused = 0
         self.down = 0  # answer 503 to this many requests (Magento in maintenance)
+        self.slow = 0.0  # seconds each answer takes (a busy Magento)
         self.clock = _Clock(clock_offset)
         self.validator = _Validator(*oauth) if oauth else None
         self.endpoint = ResourceEndpoint(self.validator) if self.validator else None
@@ -199,6 +201,8 @@ class Standin:
             self.refused += 1
             return self._answer(UNAUTHORIZED, 401)
         self.requests += 1
+        if self.slow:
+            await asyncio.sleep(self.slow)
         if self.down:
             self.down -= 1
             return self._answer({"message": "Service Unavailable"}, 503)
@@ -254,7 +258,8 @@ class Standin:
     async def mode_endpoint(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.down = int(body.get("down", self.down))
-        return web.json_response({"down": self.down})
+        self.slow = float(body.get("slow", self.slow))
+        return web.json_response({"down": self.down, "slow": self.slow})
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "throttled": self.throttled, "refused": self.refused,
