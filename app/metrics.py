@@ -124,3 +124,5 @@ for _reason in DEAD_LETTER_REASONS:
     DEAD_LETTERS.labels(reason=_reason)
 for _result in WEBHOOK_RESULTS:
     WEBHOOKS.labels(result=_result)
+for _kind in ("order", "creditmemo", "invoice"):
+    FOLLOW_PUBLISHED.labels(kind=_kind)

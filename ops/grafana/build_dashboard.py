@@ -56,6 +56,10 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int, str]] = [
         ("{{reason}}", "sum by (reason) (increase(magqb_dead_letters_total[1h]))")], 12, "timeseries"),
     ("Token refreshes by outcome", "short", [
         ("{{outcome}}", f"sum by (outcome) (increase(magqb_qbo_token_refreshes_total{{{REALM}}}[1h]))")], 12, "timeseries"),
+    ("REST follower: lag and what it brought", "short", [
+        ("lag (s) {{store}}", "max by (store) (magqb_follow_lag_seconds)"),
+        ("published/min {{kind}}", "sum by (kind) (rate(magqb_follow_events_published_total[5m])) * 60")],
+     12, "timeseries"),
 ]
 
 

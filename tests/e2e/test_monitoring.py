@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,9 +74,18 @@ class Prometheus:
 
 @pytest.fixture
 def monitored(tmp_path: Path, kafka_bootstrap: str) -> Iterator[tuple[ChaosRun, Prometheus]]:
+    # A Magento stand-in for the worker to follow: the follower's metrics and alert have series too.
+    magento_port = free_port()
+    oauth = {"MAGENTO_CONSUMER_KEY": "k" * 32, "MAGENTO_CONSUMER_SECRET": "c" * 32,
+             "MAGENTO_ACCESS_TOKEN": "a" * 32, "MAGENTO_ACCESS_TOKEN_SECRET": "s" * 32}
+    standin = subprocess.Popen([sys.executable, "-m", "tests.magento_standin", "--port", str(magento_port),
+                                "--orders", "0", "--oauth", ":".join(oauth.values())], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = ChaosRun(ChaosPlan(orders=20, customers=5, skus=4, fail_rate=0.0, throttle_rate=0.0,
                              commit_then_fail_rate=0.0, token_ttl=3600, seed=121,
-                             extra_env={"MAGQB_MONITOR_SECONDS": "1"}, metrics_ports=True), tmp_path / "run")
+                             extra_env={"MAGQB_MONITOR_SECONDS": "1", "MAGQB_FOLLOW_INTERVAL": "2", **oauth,
+                                        "MAGENTO_BASE_URL": f"http://127.0.0.1:{magento_port}/rest/V1"},
+                             metrics_ports=True), tmp_path / "run")
     prom = None
     try:
         stack = run.start()
@@ -90,6 +100,8 @@ def monitored(tmp_path: Path, kafka_bootstrap: str) -> Iterator[tuple[ChaosRun, 
             prom.stop()
         run.stop()
         run.cleanup()
+        standin.terminate()
+        standin.wait(10)
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
