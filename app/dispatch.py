@@ -27,7 +27,7 @@ from app.adapters.oauth import TokenRefreshError
 from app.adapters.qbo_client import QboClient, QboError
 from app.domain import request_ids
 from app.domain.faults import ErrorClass
-from app.domain.mapping import note_names_order
+from app.domain.mapping import note_identity, note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
 from schemas.commands import AnyCommand, CreateDocument, EnsureCustomer, EnsureItem, ReceivePayment, VoidDocument
 from schemas.events import CustomerResolved, DocumentCreated, DocumentVoided, ItemResolved, PaymentReceived
@@ -303,14 +303,24 @@ class Dispatcher:
         number = cmd.document.DocNumber
         rows = await self._documents_by_number(cmd.doc_type).get(number) or []
         for row in rows:
-            if note_names_order(row.get("PrivateNote"), cmd.order_ref):
+            if note_names_order(row.get("PrivateNote"), cmd.order_ref, cmd.order_id):
                 return dict(row)
         if rows:
             holder = rows[0]
+            note = holder.get("PrivateNote")
+            other = note_identity(note)
+            if note_names_order(note, cmd.order_ref) and other is not None:
+                # The same increment id in another store: numbers must differ per store from now on.
+                store = f"store {other[0]}, " if other[0] else ""
+                fix = (f"it is order {cmd.order_ref} of another store ({store}entity {other[1]}): two stores number "
+                       f"their orders alike. Give this order's store its own prefix in the mapping file "
+                       f"([stores.{cmd.store_id if cmd.store_id is not None else '<store_id>'}] doc_number_prefix = "
+                       f"\"...\"), then `magqb dlq retry`: it is booked under its store's number")
+            else:
+                fix = "give that document another number (or void it), then `magqb dlq retry`"
             raise DocNumberTaken(
                 f"DocNumber {number} is held by {cmd.doc_type} Id={holder.get('Id')} "
-                f"(PrivateNote {str(holder.get('PrivateNote') or '')[:80]!r}), not by order {cmd.order_ref}: "
-                f"give that document another number (or void it), then `magqb dlq retry`")
+                f"(PrivateNote {str(note or '')[:80]!r}), not by order {cmd.order_ref}: {fix}")
         return None
 
     async def _known_document(self, cmd: CreateDocument) -> dict[str, Any] | None:
@@ -418,7 +428,7 @@ class Dispatcher:
         async for rows in self.client.pages("Payment", select):
             for row in rows:
                 if str(row.get("PaymentRefNum", "")) == cmd.payment.PaymentRefNum and \
-                        note_names_order(row.get("PrivateNote"), cmd.order_ref):
+                        note_names_order(row.get("PrivateNote"), cmd.order_ref, cmd.order_id):
                     return row
         return None
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.domain.mapping import DOC_NUMBER_PREFIX_MAX, MappingConfig, PaymentRule, normalise_rate
+from app.domain.mapping import DOC_NUMBER_PREFIX_MAX, MappingConfig, PaymentRule, StoreNumbers, normalise_rate
 from app.domain.naming import ITEM_NAME_MAX
 
 TAX_RATE_HELP = "a Magento tax rate in percent, e.g. \"23\" or \"8.25\""
@@ -96,6 +96,18 @@ class Payments(_Section):
         return {**DEFAULT_METHODS, **v}
 
 
+PREFIX = r"^[A-Za-z0-9_.#/-]*$"
+
+
+class Store(_Section):
+    """`[stores.<store_id>]`: a store's own number prefixes, for stores whose increment ids collide
+    (two store views on one numbering, or sequences reset per store)."""
+
+    doc_number_prefix: str | None = Field(None, max_length=DOC_NUMBER_PREFIX_MAX, pattern=PREFIX)
+    refund_number_prefix: str | None = Field(None, max_length=DOC_NUMBER_PREFIX_MAX, pattern=PREFIX)
+    payment_number_prefix: str | None = Field(None, max_length=DOC_NUMBER_PREFIX_MAX, pattern=PREFIX)
+
+
 class MappingFile(_Section):
     # ≤ 8: a shortened DocNumber needs 13 characters of hash within QBO's 21.
     doc_number_prefix: str = Field("MAG-", max_length=DOC_NUMBER_PREFIX_MAX, pattern=r"^[A-Za-z0-9_.#/-]*$")
@@ -109,6 +121,15 @@ class MappingFile(_Section):
     tax: Tax = Tax()
     totals: Totals = Totals()
     payment: Payments = Payments()
+    stores: dict[str, Store] = Field(default_factory=dict)
+
+    @field_validator("stores")
+    @classmethod
+    def _store_ids(cls, v: dict[str, Store]) -> dict[str, Store]:
+        for key in v:
+            if not key.isdigit():
+                raise ValueError(f"[stores.{key}]: a store is named by its Magento store_id (a number)")
+        return v
 
     @model_validator(mode="after")
     def _distinct_numbers(self) -> MappingFile:
@@ -116,6 +137,10 @@ class MappingFile(_Section):
         if self.refund_number_prefix == self.doc_number_prefix:
             raise ValueError("refund_number_prefix must differ from doc_number_prefix (a RefundReceipt shares the "
                              "sales forms' DocNumbers)")
+        for key, store in self.stores.items():
+            doc = store.doc_number_prefix or self.doc_number_prefix
+            if (store.refund_number_prefix or self.refund_number_prefix) == doc:
+                raise ValueError(f"[stores.{key}]: its refund_number_prefix must differ from its doc_number_prefix")
         return self
 
     @field_validator("store_timezone")
@@ -157,6 +182,8 @@ class MappingFile(_Section):
             zero_rate_code=self.tax.zero_rate_code,
             default_payment=rule(self.payment.default),
             payment_rules={method: rule(p) for method, p in self.payment.methods.items()},
+            stores={int(k): StoreNumbers(v.doc_number_prefix, v.refund_number_prefix, v.payment_number_prefix)
+                    for k, v in self.stores.items()},
         )
 
 

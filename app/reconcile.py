@@ -119,10 +119,12 @@ def _sale_findings(o: LogOrder, found: list[QboDoc]) -> list[Finding]:
     return []
 
 
-def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc], prefix: str) -> list[Finding]:
+def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc],
+            prefixes: str | tuple[str, ...]) -> list[Finding]:
     """The differences between the orders of the range and QuickBooks' documents. `known_numbers` is
     every DocNumber of every order in the log (in the range or not): a document is unknown only when
     no order anywhere in the log would have it."""
+    ours = tuple(p for p in ((prefixes,) if isinstance(prefixes, str) else prefixes) if p)
     by_number: dict[str, list[QboDoc]] = defaultdict(list)
     for d in docs:
         by_number[d.doc_number].append(d)
@@ -152,12 +154,20 @@ def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc
                 f.detail += f"; the order nets {qbo_net} in QuickBooks, {net} in Magento (grand_total less credit memos)"
         out += mine
     for number, found in sorted(by_number.items()):
-        if prefix and number.startswith(prefix) and number not in known_numbers:  # no prefix: ours are not told
+        if ours and number.startswith(ours) and number not in known_numbers:  # no prefix: ours are not told
             for d in found:
                 out.append(Finding("unknown", "", "", number, None, d.total, [f"{d.doc_type}:{d.qbo_id}"],
                                    f"a {d.doc_type} dated {d.txn_date or '?'} with our prefix; no order in the log "
                                    "has this DocNumber"))
     return out
+
+
+def _store_of(raw: dict[str, Any]) -> int | None:
+    value = raw.get("store_id")
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _money(value: Any) -> Decimal | None:
@@ -191,7 +201,7 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
                     m = MagentoCreditMemo.model_validate(memo)
                 except ValidationError:
                     continue  # its dead letter tells
-                memos[m.key][str(m.entity_id)] = (number_for(m.refund_ref, cfg.refund_number_prefix),
+                memos[m.key][str(m.entity_id)] = (number_for(m.refund_ref, cfg.refund_prefix(m.store_id)),
                                                   to_cents(m.grand_total))
         done += len(batch)
         on_batch(done, total)
@@ -201,7 +211,7 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
         state = states.get(key)
         ref = str(raw.get("increment_id") or key)
         number = (state.doc_number if state is not None and state.doc_number else
-                  doc_number(SimpleNamespace(order_ref=ref), cfg.doc_number_prefix))  # type: ignore[arg-type]
+                  doc_number(SimpleNamespace(order_ref=ref), cfg.doc_prefix(_store_of(raw))))  # type: ignore[arg-type]
         known.add(number)
         refunds = {n: total for n, total in memos.get(key, {}).values()}
         known.update(refunds)

@@ -57,6 +57,7 @@ class CreateDocument(_Command):
     doc_type: FormType
     document: SalesDocument
     magento_grand_total: Decimal
+    store_id: int | None = None  # the order's Magento store (a DocNumber held by another store's order says which)
     # An earlier attempt for this order may have reached QuickBooks (a dlq retry, ids resolved again):
     # the dispatcher looks the DocNumber up before creating. A fresh command goes straight to create.
     verify: bool = False

@@ -267,6 +267,7 @@ class MagentoCreditMemo(_Lenient):
     entity_id: int = Field(ge=1, le=MAX_ID)
     increment_id: IncrementId = None
     order_id: int = Field(ge=1, le=MAX_ID)
+    store_id: Id | None = None
     invoice_id: Id | None = None
     state: Text | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
@@ -325,6 +326,7 @@ class MagentoInvoice(_Lenient):
     entity_id: int = Field(ge=1, le=MAX_ID)
     increment_id: IncrementId = None
     order_id: int = Field(ge=1, le=MAX_ID)
+    store_id: Id | None = None
     state: Text | None = None
     created_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None
     updated_at: Annotated[datetime | None, BeforeValidator(_parse_magento_time)] = None

@@ -90,7 +90,7 @@ async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[l
         fail(f"{exc}: `magqb token set` or `magqb connect` gives the realm a new refresh token")
     except QboError as exc:
         fail(f"QuickBooks refused the query: {exc}")
-    findings = compare(in_range, known, docs, cfg.doc_number_prefix)
+    findings = compare(in_range, known, docs, cfg.doc_prefixes)
     kinds = {k: sum(1 for f in findings if f.kind == k) for k in ("missing", "booked_twice", "total_differs",
                                                                     "not_voided", "refund_missing", "unknown")}
     rng = f"{since.isoformat()} .. {until.isoformat() if until else 'now'}"

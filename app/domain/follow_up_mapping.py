@@ -23,6 +23,7 @@ from app.domain.mapping import (
     TotalMismatch,
     _tax_code,
     exchange_rate,
+    identity_tag,
     number_for,
     quantity_line,
     rounding_line,
@@ -59,11 +60,12 @@ def refund_type(sale_doc_type: str, paid: bool = False) -> RefundType:
 
 def refund_note(order_ref: str, memo: MagentoCreditMemo) -> str:
     # Starts like the sale's note: `note_names_order` proves a document found by DocNumber is this order's.
-    return f"{NOTE_PREFIX}{order_ref} Credit Memo: {memo.refund_ref}"
+    return f"{NOTE_PREFIX}{order_ref} Credit Memo: {memo.refund_ref} {identity_tag(memo.order_id, memo.store_id)}"
 
 
 def payment_note(order_ref: str, invoice: MagentoInvoice) -> str:
-    return f"{NOTE_PREFIX}{order_ref} Invoice: {invoice.invoice_ref} (paid)"
+    return (f"{NOTE_PREFIX}{order_ref} Invoice: {invoice.invoice_ref} (paid) "
+            f"{identity_tag(invoice.order_id, invoice.store_id)}")
 
 
 def _rule(sale: SaleFacts, cfg: MappingConfig) -> PaymentRule:
@@ -168,7 +170,7 @@ def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, 
         Line=lines,
         CustomerRef=Ref(value=sale.customer_id, name=sale.customer_name),
         TxnDate=day.isoformat() if day else None,
-        DocNumber=number_for(memo.refund_ref, cfg.refund_number_prefix),
+        DocNumber=number_for(memo.refund_ref, cfg.refund_prefix(memo.store_id)),
         PrivateNote=refund_note(order_ref, memo),
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(memo.tax_amount)) if memo.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,
@@ -199,7 +201,7 @@ def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoic
         TotalAmt=amount,
         Line=[PaymentLine(Amount=amount, LinkedTxn=[{"TxnId": invoice_qbo_id, "TxnType": "Invoice"}])],
         TxnDate=day.isoformat() if day else None,
-        PaymentRefNum=number_for(invoice.invoice_ref, cfg.payment_number_prefix),
+        PaymentRefNum=number_for(invoice.invoice_ref, cfg.payment_prefix(invoice.store_id)),
         PrivateNote=payment_note(order_ref, invoice),
         DepositToAccountRef=Ref(value=rule.deposit_account_id or cfg.deposit_account_id),
         PaymentMethodRef=Ref(value=rule.payment_method_id) if rule.payment_method_id else None,

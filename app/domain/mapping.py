@@ -6,6 +6,7 @@ Where an order's tax, shipping, discount, lines and identity get decided.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,16 @@ class PaymentRule:
 
 
 @dataclass(frozen=True)
+class StoreNumbers:
+    """A store's own number prefixes (mapping file `[stores.<store_id>]`): where two stores number
+    their orders, credit memos or invoices alike. None = the installation's prefix."""
+
+    doc_number_prefix: str | None = None
+    refund_number_prefix: str | None = None
+    payment_number_prefix: str | None = None
+
+
+@dataclass(frozen=True)
 class MappingConfig:
     """Everything `map_order` may be told; built from the mapping file (app/mapping_file.py)."""
 
@@ -82,6 +93,7 @@ class MappingConfig:
     tax_codes: Mapping[str, str] = field(default_factory=dict)  # Magento rate in percent → QBO TaxCode id
     zero_rate_code: str | None = None  # global: the code of untaxed lines when "0" is not in tax_codes
     default_payment: PaymentRule = PaymentRule()
+    stores: Mapping[int, StoreNumbers] = field(default_factory=dict)  # store_id → its own prefixes
     # Payment comes later for a purchase order: book an Invoice.
     payment_rules: Mapping[str, PaymentRule] = field(
         default_factory=lambda: {"purchaseorder": PaymentRule(document="Invoice")}
@@ -90,6 +102,26 @@ class MappingConfig:
     @property
     def prices_include_tax(self) -> bool:
         return self.tax_mode == "global" and self.tax_prices == "TaxInclusive"
+
+    def _store(self, store_id: int | None) -> StoreNumbers:
+        return self.stores.get(store_id, StoreNumbers()) if store_id is not None else StoreNumbers()
+
+    def doc_prefix(self, store_id: int | None) -> str:
+        return self._store(store_id).doc_number_prefix or self.doc_number_prefix
+
+    def refund_prefix(self, store_id: int | None) -> str:
+        return self._store(store_id).refund_number_prefix or self.refund_number_prefix
+
+    def payment_prefix(self, store_id: int | None) -> str:
+        return self._store(store_id).payment_number_prefix or self.payment_number_prefix
+
+    @property
+    def doc_prefixes(self) -> tuple[str, ...]:
+        """Every sale and refund DocNumber prefix of the installation (reconcile tells ours by them)."""
+        found = [self.doc_number_prefix, self.refund_number_prefix]
+        for numbers in self.stores.values():
+            found += [p for p in (numbers.doc_number_prefix, numbers.refund_number_prefix) if p]
+        return tuple(dict.fromkeys(p for p in found if p))
 
 
 @dataclass(frozen=True)
@@ -233,9 +265,10 @@ _BASE32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def doc_number(order: MagentoOrder, prefix: str) -> str:
-    """prefix + increment id. An id too long for QBO's 21 characters keeps its head and 65 bits of its
-    SHA-256 (base32): two long ids sharing a head collide once in ~10^19 pairs, where 16 bits did
-    after a few hundred orders. The full id is in PrivateNote."""
+    """prefix (the order's store's: MappingConfig.doc_prefix) + increment id. An id too long for QBO's
+    21 characters keeps its head and 65 bits of its SHA-256 (base32): two long ids sharing a head
+    collide once in ~10^19 pairs, where 16 bits did after a few hundred orders. The full id is in
+    PrivateNote."""
     return number_for(order.order_ref, prefix)
 
 
@@ -251,22 +284,40 @@ def number_for(ref: str, prefix: str) -> str:
 
 
 NOTE_PREFIX = "Magento Order ID: "
+# An increment id is unique only within a store: the note names the order's store and entity id too,
+# so a document of another store's order with the same increment id is never taken for this one's.
+_IDENTITY = re.compile(r"\[(?:store (\d+), )?entity (\d+)\]")
+
+
+def identity_tag(entity_id: int | str, store_id: int | None) -> str:
+    return f"[store {store_id}, entity {entity_id}]" if store_id is not None else f"[entity {entity_id}]"
 
 
 def private_note(order: MagentoOrder) -> str:
     note = f"{NOTE_PREFIX}{order.order_ref}"
     if order.relation_parent_real_id or order.relation_parent_id:
         note += f" (edit of order {order.relation_parent_real_id or order.relation_parent_id})"
-    return note
+    return f"{note} {identity_tag(order.entity_id, order.store_id)}"
 
 
-def note_names_order(note: object, order_ref: str) -> bool:
+def note_names_order(note: object, order_ref: str, order_id: str | None = None) -> bool:
     """Whether a document's PrivateNote says it was booked for this Magento order (and not for
-    100000012 when we look for 10000001): the proof a document found by DocNumber is ours."""
+    100000012 when we look for 10000001, nor for another store's 10000001): the proof a document
+    found by DocNumber is ours. A note without the store and entity (an older magqb's) names the
+    increment id only."""
     if not isinstance(note, str) or not note.startswith(NOTE_PREFIX + order_ref):
         return False
     rest = note[len(NOTE_PREFIX) + len(order_ref):]
-    return rest == "" or rest.startswith(" ")
+    if not (rest == "" or rest.startswith(" ")):
+        return False
+    tag = _IDENTITY.search(rest)
+    return tag is None or order_id is None or tag.group(2) == str(order_id)
+
+
+def note_identity(note: object) -> tuple[str | None, str] | None:
+    """(store id, entity id) a PrivateNote names, if it names them."""
+    tag = _IDENTITY.search(note) if isinstance(note, str) else None
+    return (tag.group(1), tag.group(2)) if tag else None
 
 
 def payment_rule(order: MagentoOrder, cfg: MappingConfig) -> PaymentRule:
@@ -469,7 +520,7 @@ def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> Ma
         Line=lines,
         CustomerRef=Ref(value=refs.customer_id, name=refs.customer_name),
         TxnDate=day.isoformat() if day else None,
-        DocNumber=doc_number(order, cfg.doc_number_prefix),
+        DocNumber=doc_number(order, cfg.doc_prefix(order.store_id)),
         PrivateNote=note,
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(order.tax_amount)) if order.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,

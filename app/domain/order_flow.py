@@ -155,6 +155,7 @@ def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: Mapping
         doc_type=mapped.doc_type,
         document=mapped.document,
         magento_grand_total=order.grand_total,
+        store_id=order.store_id,
         verify=bool(base.salt),  # a retry or a re-resolution: an earlier attempt may have reached QuickBooks
         known_id=base.qbo_id,  # set only when a booked order is checked again (`reconcile --fix`)
     )

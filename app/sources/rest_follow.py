@@ -32,7 +32,7 @@ from schemas.follow import FollowCursor
 
 log = logging.getLogger("magqb.follow")
 SOURCE = "rest-follow"
-OVERLAP_SECONDS = 5.0  # updated_at has one-second resolution, and a row may commit after the time it carries
+OVERLAP_SECONDS = 30.0  # updated_at has one-second resolution, and a row may commit well after the time it carries
 
 
 class CursorStore:

@@ -44,7 +44,7 @@ def test_blueprint_order_becomes_exactly_one_sales_receipt(stack: Stack) -> None
     assert receipt["TotalAmt"] == Decimal("53.60")
     assert receipt["CustomerRef"]["name"] == "Jane Doe"
     assert receipt["DepositToAccountRef"] == {"value": "4", "name": "Undeposited Funds"}
-    assert receipt["PrivateNote"] == "Magento Order ID: 100000001"
+    assert receipt["PrivateNote"] == "Magento Order ID: 100000001 [entity 100000001]"
     assert receipt["TxnDate"] == "2023-10-26"
     customer = stack.query(f"SELECT * FROM Customer WHERE Id = '{receipt['CustomerRef']['value']}'")["Customer"][0]
     assert customer["PrimaryEmailAddr"]["Address"] == "jane.doe@example.com"

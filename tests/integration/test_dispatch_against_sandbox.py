@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,7 +20,7 @@ from app.adapters.token_store import TokenStore
 from app.dispatch import Dispatcher, GiveUp, RealmBlocked, RetryLater
 from app.domain import request_ids
 from app.domain.circuit import CircuitBreaker
-from app.domain.mapping import MappingConfig, ResolvedRefs, customer_need, map_order
+from app.domain.mapping import MappingConfig, ResolvedRefs, StoreNumbers, customer_need, map_order
 from app.domain.pacing import Pacer
 from schemas.commands import CreateDocument, EnsureCustomer, EnsureItem
 from schemas.events import CustomerResolved, DocumentCreated, ItemResolved
@@ -120,7 +121,8 @@ async def test_items_and_document_once_even_when_an_earlier_attempt_committed(qb
     assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1
 
 
-async def _booked_order_command(sb: RunningSandbox, dispatcher: Dispatcher, increment_id: str) -> CreateDocument:
+async def _booked_order_command(sb: RunningSandbox, dispatcher: Dispatcher, increment_id: str,
+                                cfg: MappingConfig | None = None, **order: Any) -> CreateDocument:
     """The blueprint order's CreateDocument, its customer and items resolved through `dispatcher`."""
     cust = await dispatcher.handle(ensure_customer("jane.doe@example.com", "Jane Doe"))
     assert isinstance(cust, CustomerResolved)
@@ -130,10 +132,10 @@ async def _booked_order_command(sb: RunningSandbox, dispatcher: Dispatcher, incr
                                                  name=name, sku=name, income_account_id="79"))
         assert isinstance(res, ItemResolved)
         ids[name] = res.item_id
-    order = MagentoOrder.model_validate({**blueprint_order(), "increment_id": increment_id})
-    mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), MappingConfig())
+    order = MagentoOrder.model_validate({**blueprint_order(), "increment_id": increment_id, **order})
+    mapped = map_order(order, ResolvedRefs(cust.customer_id, cust.display_name, ids), cfg or MappingConfig())
     body = jsonutil.dumps(mapped.document.to_qbo())
-    return CreateDocument(**{**COMMON, "order_ref": increment_id},
+    return CreateDocument(**{**COMMON, "order_ref": increment_id, "order_id": order.key, "store_id": order.store_id},
                           request_id=request_ids.document_request_id(REALM, "SalesReceipt",
                                                                      mapped.document.DocNumber, body),
                           doc_type="SalesReceipt", document=mapped.document, magento_grand_total=order.grand_total)
@@ -151,6 +153,39 @@ async def test_a_doc_number_held_by_another_orders_document_is_never_adopted(qbo
     assert isinstance(result, GiveUp) and result.error_class == "docnumber_taken"
     assert f"SalesReceipt Id={stray['Id']}" in result.message and "MAG-100000001" in result.message
     assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1  # nothing created, nothing adopted
+
+
+async def test_two_stores_orders_with_one_increment_id_are_two_orders(qbo_sandbox, session, tmp_path) -> None:
+    """Store 2's order 100000001 is not store 1's: it is parked naming the holder and the mapping line
+    that gives store 2 numbers of its own; with that line it is booked under its store's number."""
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    first = await _booked_order_command(qbo_sandbox, dispatcher, "100000001", entity_id=501, store_id=1)
+    booked = await dispatcher.handle(first)
+    assert isinstance(booked, DocumentCreated) and booked.created
+    second = await _booked_order_command(qbo_sandbox, dispatcher, "100000001", entity_id=502, store_id=2)
+    assert second.document.DocNumber == first.document.DocNumber == "MAG-100000001"
+    result = await dispatcher.handle(second)
+    assert isinstance(result, GiveUp) and result.error_class == "docnumber_taken"
+    assert "it is order 100000001 of another store (store 1, entity 501)" in result.message
+    assert '[stores.2] doc_number_prefix = "..."), then `magqb dlq retry`' in result.message
+    assert len(qbo_sandbox.sandbox.company.rows("SalesReceipt")) == 1  # not adopted, nothing created
+
+    own = MappingConfig(stores={2: StoreNumbers(doc_number_prefix="S2-")})
+    retried = await _booked_order_command(qbo_sandbox, dispatcher, "100000001", own, entity_id=502, store_id=2)
+    result = await dispatcher.handle(retried)
+    assert isinstance(result, DocumentCreated) and result.created
+    docs = {r["DocNumber"]: r["PrivateNote"] for r in qbo_sandbox.sandbox.company.rows("SalesReceipt")}
+    assert docs == {"MAG-100000001": "Magento Order ID: 100000001 [store 1, entity 501]",
+                    "S2-100000001": "Magento Order ID: 100000001 [store 2, entity 502]"}
+
+
+async def test_a_document_an_older_magqb_booked_is_still_this_orders(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001", entity_id=501, store_id=1)
+    old = qbo_sandbox.sandbox.company.create("SalesReceipt", {**cmd.document.to_qbo(),
+                                                             "PrivateNote": "Magento Order ID: 100000001"})
+    result = await dispatcher.handle(cmd)
+    assert isinstance(result, DocumentCreated) and (result.qbo_id, result.created) == (old["Id"], False)
 
 
 async def test_a_doc_number_held_by_another_kind_of_form_names_it(qbo_sandbox, session, tmp_path) -> None:

@@ -41,7 +41,7 @@ def test_the_published_credit_memo_books_a_refund_receipt_of_its_line_and_shippi
                                      "TaxCodeRef": {"value": "NON"}}},
         ],
         "CustomerRef": {"value": "9", "name": "Jane Doe"}, "TxnDate": "2021-04-05", "DocNumber": "MAG-CM-000000001",
-        "PrivateNote": "Magento Order ID: 000000001 Credit Memo: 000000001", "CurrencyRef": {"value": "USD"},
+        "PrivateNote": "Magento Order ID: 000000001 Credit Memo: 000000001 [store 1, entity 1]", "CurrencyRef": {"value": "USD"},
         "DepositToAccountRef": {"value": "35"}, "PaymentMethodRef": {"value": "2"},
     }
     assert mapped.document.computed_total() == Decimal("105.00") == memo.grand_total
@@ -69,6 +69,7 @@ def test_the_published_invoice_pays_the_order_invoice() -> None:
     assert jsonutil.loads(jsonutil.dumps(payment.to_qbo())) == {
         "CustomerRef": {"value": "9", "name": "Jane Doe"}, "TotalAmt": 165.0,
         "Line": [{"Amount": 165.0, "LinkedTxn": [{"TxnId": "145", "TxnType": "Invoice"}]}], "TxnDate": "2017-08-21",
-        "PaymentRefNum": "MAG-PAY-000000003", "PrivateNote": "Magento Order ID: 000000003 Invoice: 000000003 (paid)",
+        "PaymentRefNum": "MAG-PAY-000000003",
+        "PrivateNote": "Magento Order ID: 000000003 Invoice: 000000003 (paid) [store 1, entity 3]",
         "DepositToAccountRef": {"value": "4"}, "CurrencyRef": {"value": "USD"},
     }

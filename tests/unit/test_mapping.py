@@ -1,4 +1,7 @@
 from decimal import Decimal
+from pathlib import Path
+
+import pytest
 
 from app import jsonutil
 from app.domain.mapping import (
@@ -44,7 +47,7 @@ def test_blueprint_sample_becomes_the_blueprint_sales_receipt() -> None:
     assert body["CustomerRef"] == {"value": "4", "name": "Jane Doe"}
     assert body["DepositToAccountRef"] == {"value": "4", "name": "Undeposited Funds"}
     assert body["DocNumber"] == "MAG-100000001"
-    assert body["PrivateNote"] == "Magento Order ID: 100000001"
+    assert body["PrivateNote"] == "Magento Order ID: 100000001 [entity 100000001]"  # the blueprint has no store_id
     assert body["TxnDate"] == "2023-10-26"
     assert "TotalAmt" not in body  # read-only in QBO: it computes it
 
@@ -157,6 +160,43 @@ def test_only_a_note_naming_the_order_proves_a_document_is_ours() -> None:
     assert not note_names_order("Magento Order ID: 000000013-1", "000000013")
     assert not note_names_order("booked by hand", "10000001")
     assert not note_names_order(None, "10000001")
+
+
+def test_a_note_names_the_store_and_entity_so_another_stores_order_is_not_ours() -> None:
+    from app.domain.mapping import note_identity, note_names_order, private_note
+
+    mine = private_note(MagentoOrder.model_validate({**blueprint_order(), "entity_id": 57, "increment_id": "100000001",
+                                                  "store_id": 2}))
+    assert mine == "Magento Order ID: 100000001 [store 2, entity 57]"
+    assert note_names_order(mine, "100000001", "57")
+    assert not note_names_order(mine, "100000001", "58")  # store 1's order 100000001 (entity 58) is another order
+    assert note_identity(mine) == ("2", "57")
+    edit = "Magento Order ID: 000000013-1 (edit of order 000000013) [store 1, entity 10]"
+    assert note_names_order(edit, "000000013-1", "10") and not note_names_order(edit, "000000013", "9")
+    # A document booked by an older magqb names the increment id only: still ours (totals are compared after).
+    assert note_names_order("Magento Order ID: 100000001", "100000001", "58")
+    assert note_identity("Magento Order ID: 100000001") is None
+
+
+def test_a_store_can_have_its_own_number_prefixes(tmp_path: Path) -> None:
+    from app.mapping_file import MappingFileError, load_mapping
+
+    def load_mapping_text(text: str) -> MappingConfig:
+        path = tmp_path / "mapping.toml"
+        path.write_text(text)
+        return load_mapping(path)
+
+    cfg = load_mapping_text('[stores.2]\ndoc_number_prefix = "S2-"\nrefund_number_prefix = "S2CM-"\n')
+    two = MagentoOrder.model_validate({**blueprint_order(), "store_id": 2})
+    one = MagentoOrder.model_validate({**blueprint_order(), "store_id": 1})
+    assert doc_number(two, cfg.doc_prefix(two.store_id)) == "S2-100000001"
+    assert doc_number(one, cfg.doc_prefix(one.store_id)) == "MAG-100000001"  # Magento's default numbering: unchanged
+    assert (cfg.refund_prefix(2), cfg.payment_prefix(2), cfg.refund_prefix(None)) == ("S2CM-", "MAG-PAY-", "MAG-CM-")
+    assert cfg.doc_prefixes == ("MAG-", "MAG-CM-", "S2-", "S2CM-")
+    with pytest.raises(MappingFileError, match=r"stores\.x.*store_id"):
+        load_mapping_text('[stores.x]\ndoc_number_prefix = "X-"\n')
+    with pytest.raises(MappingFileError, match=r"stores\.3.*must differ"):
+        load_mapping_text('[stores.3]\ndoc_number_prefix = "MAG-CM-"\n')
 
 
 def test_purchase_order_payment_books_an_invoice_without_deposit_account() -> None:

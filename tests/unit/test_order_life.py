@@ -73,7 +73,7 @@ def test_a_credit_memo_of_a_sales_receipt_order_books_a_refund_receipt_of_its_li
     assert isinstance(cmd, CreateDocument) and cmd.doc_type == "RefundReceipt"
     doc = cmd.document
     assert doc.DocNumber == "MAG-CM-200000007"
-    assert doc.PrivateNote == "Magento Order ID: 100000001 Credit Memo: 200000007"
+    assert doc.PrivateNote == "Magento Order ID: 100000001 Credit Memo: 200000007 [entity 100000001]"
     assert doc.CustomerRef.value == "9" and doc.DepositToAccountRef is not None and doc.DepositToAccountRef.value == "4"
     assert [(ln.Amount, ln.SalesItemLineDetail.ItemRef.value, ln.SalesItemLineDetail.Qty)
             for ln in doc.Line if ln.SalesItemLineDetail] == [(Decimal("10.00"), "1", Decimal(1))]
