@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from app import metrics
 from app.adapters import kafka_io
 from app.adapters.magento_api import MagentoApiError, MagentoConnection
 from app.adapters.magento_auth import MagentoAuthError
@@ -54,6 +53,5 @@ def register_follower(ctx: WorkerContext) -> None:
         except (MagentoApiError, MagentoAuthError) as exc:
             log.error("follower pass failed: %s; next pass in %.0fs", exc, settings.follow_interval_seconds)
         except Exception as exc:  # noqa: BLE001 - one bad pass must not end the timer: the next one retries
-            metrics.FOLLOW_FAILURES.inc()
             log.error("follower pass failed: %s: %s; next pass in %.0fs", exc.__class__.__name__, exc,
                       settings.follow_interval_seconds)

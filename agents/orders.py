@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -27,7 +27,7 @@ from app import jsonutil, metrics, topics
 from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.transient import Abandoned, retry_transient
-from app.domain.order_flow import Decision, on_order, on_result
+from app.domain.order_flow import Decision, on_order, on_result, unseen_and_old
 from app.domain.order_life import on_creditmemo, on_invoice
 from app.redact import scrub
 from app.worker_app import WorkerContext
@@ -65,6 +65,7 @@ def _source(event: Any) -> EventSource:
 
 
 def register_orders_agent(ctx: WorkerContext) -> None:
+    max_age = timedelta(hours=ctx.settings.unseen_order_max_age_hours)
     realm_id = ctx.settings.quickbooks_realm_id
     letters = DeadLetterWriter(ctx.dead_letter, ctx.settings.max_event_bytes)
 
@@ -160,6 +161,13 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             return
         order = body
         state = load_state(order.key)
+        if unseen_and_old(state, order, envelope.source, envelope.received_at, max_age, envelope.replay_id,
+                          envelope.retry_of):
+            metrics.ORDERS.labels(outcome="before_magqb").inc()
+            log.info("order_id=%s order=%s placed %s, %s reports a change of it and magqb never booked it: an order of "
+                     "before magqb, not booked (`magqb import` books it on purpose)", order.key, order.order_ref,
+                     order.created_at, envelope.source)
+            return
         decision = on_order(state, order, envelope.body, envelope.event_id, customer, item, ctx.mapping, realm_id,
                             retry_of=envelope.retry_of, replay_id=envelope.replay_id, recheck=envelope.recheck,
                             received_at=envelope.received_at)

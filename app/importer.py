@@ -81,6 +81,16 @@ def event_record(raw: dict[str, Any], max_event_bytes: int, source: str, kind: E
     return body.key, value
 
 
+def unchecked_record(raw: dict[str, Any], max_event_bytes: int, source: str, kind: EventKind) -> tuple[str, bytes] | None:
+    """(key, envelope) of a row that is not a valid order, credit memo or invoice, keyed by its order so the
+    orders agent dead-letters it where an operator sees it; None when it is too large to keep."""
+    key = str(raw.get("order_id" if kind != "order" else "entity_id") or raw.get("entity_id") or "")
+    _, value = envelope_bytes(raw, source, kind=kind)
+    if not key or len(value) > max_event_bytes - DEAD_LETTER_RESERVE:
+        return None
+    return key, value
+
+
 async def run_import(client: MagentoClient, producer: AIOKafkaProducer | None, search: OrderSearch,
                      checkpoint: ImportCheckpoint, max_event_bytes: int,
                      on_page: Callable[[ImportProgress], None] = lambda p: None,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     adobe_io_key_url: str = Field("https://static.adobeioevents.com", validation_alias="MAGQB_ADOBE_IO_KEY_URL")
     # The REST follower: seconds between passes (it runs when MAGENTO_BASE_URL and credentials are set).
     follow_interval_seconds: float = Field(60.0, ge=1, le=86400, validation_alias="MAGQB_FOLLOW_INTERVAL")
+    # An order magqb never saw that a change feed (the follower, Mage-OS updated/paid/cancelled, Adobe I/O
+    # Events) brings is booked only if placed within this many hours: older ones predate magqb.
+    unseen_order_max_age_hours: float = Field(72.0, gt=0, validation_alias="MAGQB_UNSEEN_ORDER_MAX_AGE_HOURS")
 
     # QuickBooks Online
     quickbooks_client_id: str = Field(validation_alias="QUICKBOOKS_CLIENT_ID")
@@ -193,7 +196,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
     from app import redact
+    from app.sources.mageos import parse_event_secrets
 
+    redact.register(*parse_event_secrets(settings.mageos_event_secrets.get_secret_value()).values())
     redact.register(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
         settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,

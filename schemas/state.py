@@ -48,6 +48,9 @@ class SaleFacts(BaseModel):
     payment_method: str = ""
     # order item id → its tax rate (percent): a credit memo line has none of its own.
     tax_rates: dict[str, Decimal] = Field(default_factory=dict)
+    # The order's store: its refunds and payments are numbered with the store's prefixes, whatever
+    # their own bodies say (a sender may leave store_id out of a credit memo).
+    store_id: int | None = None
 
 
 class FollowUp(BaseModel):

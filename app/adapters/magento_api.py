@@ -64,6 +64,8 @@ class MagentoClient:
         body = await self._get(resource, params, what or resource)
         if body is None:
             raise MagentoApiError(f"GET {self._base}/{resource}: HTTP 404 (is MAGENTO_BASE_URL the store's /rest/V1?)")
+        if not isinstance(body, dict):
+            raise MagentoApiError(f"{what or resource} of {self._base}/{resource} is not a Magento search result")
         try:
             return parse_page(body)
         except SearchResponseError as exc:
@@ -106,7 +108,10 @@ class MagentoClient:
                 except ValueError:
                     raise MagentoApiError(f"{what}: {self._base}/{path} answered something that is not JSON") from None
             if status == 404:
-                return None
+                if _not_found(body):
+                    return None  # Magento: "The entity that was requested doesn't exist"
+                raise MagentoApiError(f"GET {self._base}/{path} ({what}): HTTP 404 without Magento's \"doesn't exist\": "
+                                      "is MAGENTO_BASE_URL the store's REST base (https://shop.example.com/rest/V1)?")
             if status in (401, 403):
                 raise MagentoApiError(self._auth.refused(status) + _skew_note(server_date))
             if status and status not in RETRIED_STATUSES:
@@ -129,6 +134,15 @@ class MagentoClient:
             except ValueError:
                 pass
         return min(self._max_backoff, self._backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+def _not_found(body: bytes) -> bool:
+    """Magento's answer for an entity it does not have (not a wrong route, which is 404 too)."""
+    try:
+        message = str(jsonutil.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        return False
+    return "doesn't exist" in message or "does not exist" in message or "no such entity" in message.lower()
 
 
 def _skew_note(server_date: str | None) -> str:
@@ -164,9 +178,10 @@ class MagentoConnection:
         if not self._configured:
             return None
         if self._client is None:
+            auth = self._auth()  # first: incomplete credentials raise before a session is opened
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout,
                                                                                 sock_connect=min(10.0, self._timeout)))
-            self._client = MagentoClient(self._session, self._base_url, self._auth(), max_attempts=self._max_attempts,
+            self._client = MagentoClient(self._session, self._base_url, auth, max_attempts=self._max_attempts,
                                          backoff_seconds=0.5, max_backoff_seconds=2.0)
         return self._client
 

@@ -30,6 +30,17 @@ def get_settings() -> Any:
         fail(str(exc))
 
 
+def check_magento_rest(settings: Any, what: str) -> None:
+    """Incomplete Magento credentials stop start-up with one line, not a 500 at the first notification."""
+    if settings.magento_rest_configured:
+        from app.adapters.magento_auth import MagentoAuthError
+
+        try:
+            settings.magento_auth()
+        except MagentoAuthError as exc:
+            fail(f"cannot start {what}: {exc}")
+
+
 def mapping(path: Any) -> Any:
     from app.mapping_file import MappingFileError, load_mapping
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import app_topics, check_port, fail, get_settings, retry_topics, serve_until_signal
+from app.cli.common import app_topics, check_magento_rest, check_port, fail, get_settings, retry_topics, serve_until_signal
 from app.cli.common import mapping as mapping_
 
 log = logging.getLogger("magqb")
@@ -27,12 +27,16 @@ log = logging.getLogger("magqb")
 def ingress(host: str, port: int, metrics_host: str | None, metrics_port: int | None) -> None:
     """Receive signed Magento webhooks and publish them to Kafka.
 
-    POST /webhooks/magento/new-order answers 202 only after Kafka acknowledged
-    the order (acks=all); 401 bad signature, 400 not JSON, 408 body too slow,
-    413 too large, 422 not an order (with field paths), 503 Kafka unavailable.
-    Also GET /healthz, /readyz and /metrics.
+    POST /webhooks/magento/new-order (and order-cancelled, creditmemo-created,
+    invoice-paid), /webhooks/mageos/<event>, /webhooks/adobe-commerce and
+    /webhooks/adobe-io (README: Connect your store) answer 2xx only after Kafka
+    acknowledged the event (acks=all); 401 bad signature, 400 not JSON, 408 body
+    too slow, 413 too large, 422 not an order (with field paths), 503 (with
+    Retry-After) Kafka or Magento's REST API unavailable. Also GET /healthz,
+    /readyz and /metrics.
     """
     settings = get_settings()
+    check_magento_rest(settings, "the ingress")
     from app.logs import setup_logging
 
     setup_logging(settings.log_level)
@@ -94,6 +98,7 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     Local state (tables, token store) lives under MAGQB_DATA_DIR.
     """
     settings = get_settings()
+    check_magento_rest(settings, "the worker")
     from app.logs import setup_logging
     from app.private_files import private_dir, private_umask
 

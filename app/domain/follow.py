@@ -10,7 +10,8 @@ and skips rows already taken (`entity_id@time`), so a row is published once per 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,7 +85,17 @@ def row_id(row: dict[str, Any]) -> int | None:
 
 
 def row_key(row: dict[str, Any], stream: Stream) -> str:
-    return f"{row_id(row)}@{row_time(row, stream)}"
+    """`entity_id@time#digest`: the digest tells two versions of a row written in the same second apart
+    (an order placed and cancelled within one second), so neither is taken for the other."""
+    digest = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{row_id(row)}@{row_time(row, stream)}#{digest}"
+
+
+def key_time(key: str) -> str:
+    return key.split("@", 1)[1].split("#", 1)[0]
+
+
+MAX_SEEN = 10_000  # keys a cursor keeps: past it the oldest are dropped (read again, published again: harmless)
 
 
 @dataclass
@@ -114,7 +125,7 @@ class StreamPass:
             when, rid = row_time(row, self.stream), row_id(row)
             if when is None or rid is None:
                 continue  # a row without id or time cannot be placed: it is not ours to guess
-            key = f"{rid}@{when}"
+            key = row_key(row, self.stream)
             if key not in self.seen:
                 self.seen.add(key)
                 fresh.append(row)
@@ -139,15 +150,14 @@ class StreamPass:
             self.since = last
         return fresh
 
-    def cursor(self, overlap_seconds: float) -> StreamCursor:
-        """What the next pass needs: the newest time taken, and the keys it will read again."""
-        floor = shift(self.newest, -overlap_seconds)
-        return StreamCursor(at=self.newest, seen=sorted(k for k in self.seen if k.split("@", 1)[1] >= floor))
+    def cursor(self, overlap_seconds: float, ceiling: str | None = None) -> StreamCursor:
+        """What the next pass needs: the newest time taken (never past `ceiling`: a row stamped in the
+        future must not make the cursor jump over the orders before it), and the keys it will read again."""
+        at = min(self.newest, ceiling) if ceiling else self.newest
+        floor = shift(at, -overlap_seconds)
+        keep = sorted((k for k in self.seen if key_time(k) >= floor), key=key_time)[-MAX_SEEN:]
+        return StreamCursor(at=at, seen=sorted(keep))
 
 
 def first_cursor(since: datetime) -> StreamCursor:
     return StreamCursor(at=magento_time(since))
-
-
-def kinds(rows: Iterable[dict[str, Any]], stream: Stream) -> list[tuple[str, dict[str, Any]]]:
-    return [(stream.kind, row) for row in rows]

@@ -58,18 +58,22 @@ def refund_type(sale_doc_type: str, paid: bool = False) -> RefundType:
     return "RefundReceipt" if paid else kind
 
 
-def refund_note(order_ref: str, memo: MagentoCreditMemo) -> str:
+def refund_note(order_ref: str, memo: MagentoCreditMemo, store_id: int | None) -> str:
     # Starts like the sale's note: `note_names_order` proves a document found by DocNumber is this order's.
-    return f"{NOTE_PREFIX}{order_ref} Credit Memo: {memo.refund_ref} {identity_tag(memo.order_id, memo.store_id)}"
+    return f"{NOTE_PREFIX}{order_ref} Credit Memo: {memo.refund_ref} {identity_tag(memo.order_id, store_id)}"
 
 
-def payment_note(order_ref: str, invoice: MagentoInvoice) -> str:
-    return (f"{NOTE_PREFIX}{order_ref} Invoice: {invoice.invoice_ref} (paid) "
-            f"{identity_tag(invoice.order_id, invoice.store_id)}")
+def payment_note(order_ref: str, invoice: MagentoInvoice, store_id: int | None) -> str:
+    return f"{NOTE_PREFIX}{order_ref} Invoice: {invoice.invoice_ref} (paid) {identity_tag(invoice.order_id, store_id)}"
 
 
 def _rule(sale: SaleFacts, cfg: MappingConfig) -> PaymentRule:
     return cfg.payment_rules.get(sale.payment_method, cfg.default_payment)
+
+
+def _store(sale: SaleFacts, own: int | None) -> int | None:
+    """The order's store (kept with its sale facts), else the one the credit memo or invoice names."""
+    return sale.store_id if sale.store_id is not None else own
 
 
 def sale_facts(order: MagentoOrder, customer_id: str, customer_name: str, cfg: MappingConfig) -> SaleFacts:
@@ -79,6 +83,7 @@ def sale_facts(order: MagentoOrder, customer_id: str, customer_name: str, cfg: M
         exchange_rate=exchange_rate(order, cfg), payment_method=order.payment.method if order.payment else "",
         tax_rates={str(it.item_id): it.tax_percent for it in order.items
                    if it.item_id is not None and it.tax_percent > ZERO},
+        store_id=order.store_id,
     )
 
 
@@ -170,8 +175,8 @@ def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, 
         Line=lines,
         CustomerRef=Ref(value=sale.customer_id, name=sale.customer_name),
         TxnDate=day.isoformat() if day else None,
-        DocNumber=number_for(memo.refund_ref, cfg.refund_prefix(memo.store_id)),
-        PrivateNote=refund_note(order_ref, memo),
+        DocNumber=number_for(memo.refund_ref, cfg.refund_prefix(_store(sale, memo.store_id))),
+        PrivateNote=refund_note(order_ref, memo, _store(sale, memo.store_id)),
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(memo.tax_amount)) if memo.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,
         CurrencyRef=Ref(value=sale.currency),
@@ -201,8 +206,8 @@ def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoic
         TotalAmt=amount,
         Line=[PaymentLine(Amount=amount, LinkedTxn=[{"TxnId": invoice_qbo_id, "TxnType": "Invoice"}])],
         TxnDate=day.isoformat() if day else None,
-        PaymentRefNum=number_for(invoice.invoice_ref, cfg.payment_prefix(invoice.store_id)),
-        PrivateNote=payment_note(order_ref, invoice),
+        PaymentRefNum=number_for(invoice.invoice_ref, cfg.payment_prefix(_store(sale, invoice.store_id))),
+        PrivateNote=payment_note(order_ref, invoice, _store(sale, invoice.store_id)),
         DepositToAccountRef=Ref(value=rule.deposit_account_id or cfg.deposit_account_id),
         PaymentMethodRef=Ref(value=rule.payment_method_id) if rule.payment_method_id else None,
         CurrencyRef=Ref(value=sale.currency),

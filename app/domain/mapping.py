@@ -286,7 +286,7 @@ def number_for(ref: str, prefix: str) -> str:
 NOTE_PREFIX = "Magento Order ID: "
 # An increment id is unique only within a store: the note names the order's store and entity id too,
 # so a document of another store's order with the same increment id is never taken for this one's.
-_IDENTITY = re.compile(r"\[(?:store (\d+), )?entity (\d+)\]")
+_IDENTITY = re.compile(r" \[(?:store (\d+), )?entity (\d+)\]$")  # always the note's end
 
 
 def identity_tag(entity_id: int | str, store_id: int | None) -> str:

@@ -227,7 +227,7 @@ class Ingress:
         started = time.perf_counter()
         try:
             if what in ("order", "cancellation"):
-                return await self._accept(request, what, secret, mageos.SOURCE)
+                return await self._accept(request, what, secret, mageos.source(event))
             return await self._mageos_other(request, event, what, secret)
         finally:
             metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
@@ -246,17 +246,20 @@ class Ingress:
         if isinstance(checked, web.Response):
             return checked
         raw, kind, key, ref = checked
+        source = mageos.source(event)
         if what == "notice":
             notice = {"order_id": key, "what": event, "detail": f"status {str(raw.get('status'))[:40]}"}
-            return await self._publish(notice, "notice", key, ref, mageos.SOURCE)
-        published = await self._produce(raw, kind, key, ref, mageos.SOURCE)
+            return await self._publish(notice, "notice", key, ref, source)
+        published = await self._produce(raw, kind, key, ref, source)
         if isinstance(published, web.Response):
             return published
         client = self._magento()
         if client is None:
-            log.warning("order_id=%s %s %s: its invoices need Magento's REST API (MAGENTO_BASE_URL and credentials); "
-                        "the follower or the invoice-paid webhook must bring them", key, ref, event)
-            return _accepted(published, key)
+            # The order is on the log, its payment is not: answered 503 so the delivery is not taken as done.
+            log.error("order_id=%s %s %s: its invoices need Magento's REST API: set MAGENTO_BASE_URL and the "
+                      "integration's credentials (or subscribe the invoice-paid webhook instead): answered 503",
+                      key, ref, event)
+            return _unavailable("sales.order.paid needs Magento's REST API here: MAGENTO_BASE_URL is not set")
         try:
             invoices = await client.search("invoices", invoices_of(int(key)), f"invoices of order {key}")
         except MagentoApiError as exc:
@@ -268,7 +271,7 @@ class Ingress:
             if isinstance(checked, web.Response):
                 log.warning("order_id=%s invoice %s from REST is not readable: skipped", key, invoice.get("entity_id"))
                 continue
-            answer = await self._produce(*checked, source=mageos.SOURCE)
+            answer = await self._produce(*checked, source=source)
             if isinstance(answer, web.Response):
                 return answer
         return _accepted(published, key)
@@ -320,9 +323,13 @@ class Ingress:
         if not client_id:
             log.error("an Adobe I/O event came but MAGQB_ADOBE_IO_CLIENT_ID is not set: refused")
             return self._refuse_signature(request, "recipientclientid", "MAGQB_ADOBE_IO_CLIENT_ID not set")
-        why = await adobe_io.verify(body, request.headers, self._io_keys)
-        if why is not None:
-            return self._refuse_signature(request, "x-adobe-digital-signature-1/-2", why)
+        verdict = await adobe_io.verify(body, request.headers, self._io_keys)
+        if verdict.retry:
+            log.error("Adobe I/O event from %s: its public key could not be had (%s): answered 503, Adobe retries",
+                      request.remote, verdict.reason)
+            return _unavailable("the public key could not be had: retry later")
+        if not verdict.ok:
+            return self._refuse_signature(request, "x-adobe-digital-signature-1/-2", verdict.reason)
         parsed = self._json(body)
         if parsed is _NOT_JSON:
             return _problem(400, "body is not JSON")
@@ -347,7 +354,9 @@ class Ingress:
         return web.json_response({"status": "accepted", "events": len(events)})
 
     async def _io_event(self, note: adobe_io.Notification) -> web.Response | None:
-        """Publish the order a notification names, fetched from REST (None: done, or nothing to do)."""
+        """Publish the order a notification names, fetched from REST. None: done, or nothing to do (an event
+        that can never be booked is logged and left, so the rest of its batch goes on); else the 503 that
+        makes Adobe send the batch again."""
         if note.event_id in self._io_seen:
             metrics.WEBHOOKS.labels(result="duplicate").inc()
             log.info("Adobe I/O event %s again: already published", note.event_id)
@@ -357,7 +366,9 @@ class Ingress:
             return None
         if note.entity_id is None:
             metrics.WEBHOOKS.labels(result="invalid").inc()
-            return _problem(400, f"event {note.event_id[:64]} names no order (data.value.entity_id)")
+            log.warning("Adobe I/O event %s names no order (data.value.entity_id, or its items' order_id): "
+                        "subscribe entity_id; the follower books the order", note.event_id[:64])
+            return None
         client = self._magento()
         if client is None:
             log.error("Adobe I/O event %s: order %s cannot be fetched, MAGENTO_BASE_URL and credentials are not set "
@@ -379,9 +390,14 @@ class Ingress:
         else:
             checked = _validate("order", order)
             if isinstance(checked, web.Response):
-                return checked
-            raw, kind, key, ref = checked
-            published = await self._produce(raw, kind, key, ref, adobe_io.SOURCE, event_id=_event_key(note.event_id))
+                # Magento's own order that is not bookable: on the log all the same, where the orders agent
+                # dead-letters it with the field paths (an answer here would only stop the batch).
+                published = await self._produce(order, "order", key, f"order {key}", adobe_io.SOURCE,
+                                                event_id=_event_key(note.event_id))
+            else:
+                raw, kind, key, ref = checked
+                published = await self._produce(raw, kind, key, ref, adobe_io.SOURCE,
+                                                event_id=_event_key(note.event_id))
         if isinstance(published, web.Response):
             return published
         self._io_seen.add(note.event_id)
@@ -432,10 +448,13 @@ def invoices_of(order_id: int) -> list[tuple[str, str]]:
 async def _fetch_key(url: str) -> bytes:
     """One public key from Adobe's key server (short timeouts: the sender waits 10 s at most)."""
     timeout = aiohttp.ClientTimeout(total=5, sock_connect=3)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, allow_redirects=False) as resp:
-        if resp.status != 200:
-            raise OSError(f"HTTP {resp.status}")
-        return await resp.content.read(16 * 1024)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, allow_redirects=False) as resp:
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status}")
+            return await resp.content.read(16 * 1024)
+    except aiohttp.ClientError as exc:
+        raise OSError(exc.__class__.__name__) from None
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

@@ -48,43 +48,82 @@ def key_path_ok(path: str | None) -> bool:
     return bool(path) and KEY_PATH.fullmatch(path or "") is not None
 
 
+class KeyUnavailable(Exception):
+    """A public key that could not be had now (the key server down, or too many unknown paths asked for)."""
+
+
 class KeyCache:
-    """Adobe's public keys by path, fetched from one base URL, each kept at most `ttl` seconds."""
+    """Adobe's public keys by path, fetched from one base URL, each kept at most `ttl` seconds.
+
+    The paths come from unauthenticated headers: a failed path is not fetched again for a minute, and
+    at most `max_fetches` unknown paths are fetched a minute, so nobody can make us a fetching proxy."""
 
     def __init__(self, base_url: str, fetch: Callable[[str], Awaitable[bytes]], ttl: float = KEY_TTL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_fetches: int = 10) -> None:
         self.base_url = base_url.rstrip("/")
         self._fetch = fetch
         self._ttl = ttl
         self._clock = clock
         self._keys: dict[str, tuple[float, rsa.RSAPublicKey]] = {}
-        self._lock = asyncio.Lock()
+        self._failed: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._recent: list[float] = []
+        self._max_fetches = max_fetches
         self.fetches = 0
 
+    def _cached(self, path: str) -> rsa.RSAPublicKey | None:
+        cached = self._keys.get(path)
+        return cached[1] if cached is not None and self._clock() - cached[0] < self._ttl else None
+
     async def key(self, path: str) -> rsa.RSAPublicKey:
-        """The key at base + path (a path of the documented form only: else ValueError)."""
+        """The key at base + path (a path of the documented form only: else ValueError; KeyUnavailable
+        when it cannot be had now)."""
         if not key_path_ok(path):
             raise ValueError("not a key path of the form /prod/keys/pub-key-<id>.pem")
-        now = self._clock()
-        cached = self._keys.get(path)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        async with self._lock:
-            cached = self._keys.get(path)
-            if cached is not None and now - cached[0] < self._ttl:
-                return cached[1]
+        key = self._cached(path)
+        if key is not None:
+            return key
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            key = self._cached(path)
+            if key is not None:
+                return key
+            now = self._clock()
+            if now - self._failed.get(path, -3600.0) < 60:
+                raise KeyUnavailable(f"key {path} failed less than a minute ago")
+            self._recent = [t for t in self._recent if now - t < 60]
+            if len(self._recent) >= self._max_fetches:
+                raise KeyUnavailable("too many key fetches this minute")
+            self._recent.append(now)
             self.fetches += 1
-            key = rsa_sig.parse_public_key(await self._fetch(self.base_url + path))
+            try:
+                key = rsa_sig.parse_public_key(await self._fetch(self.base_url + path))
+            except (OSError, TimeoutError, ValueError) as exc:
+                self._failed[path] = self._clock()
+                if len(self._failed) > 256:
+                    self._failed.pop(next(iter(self._failed)))
+                raise KeyUnavailable(f"key {path} could not be had ({exc.__class__.__name__})") from None
             self._keys[path] = (self._clock(), key)
             if len(self._keys) > 16:  # Adobe has two keys at a time; a rotation adds two more
                 oldest = min(self._keys, key=lambda p: self._keys[p][0])
                 self._keys.pop(oldest, None)
+            self._locks.pop(path, None)
             return key
 
 
-async def verify(body: bytes, headers: Any, keys: KeyCache) -> str | None:
-    """None when either signature verifies, else why not (for the log; never a secret)."""
-    reasons = []
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a delivery's signature holds: `ok`, or why not and whether Adobe should try again."""
+
+    ok: bool
+    retry: bool = False  # a key could not be had: 503, Adobe retries (a 4xx it would not)
+    reason: str = ""
+
+
+async def verify(body: bytes, headers: Any, keys: KeyCache) -> Verdict:
+    """Either signature verifying is enough."""
+    reasons: list[str] = []
+    unavailable = False
     for sig_header, path_header in SIGNATURES:
         signature, path = headers.get(sig_header), headers.get(path_header)
         if not signature:
@@ -94,13 +133,14 @@ async def verify(body: bytes, headers: Any, keys: KeyCache) -> str | None:
             continue
         try:
             key = await keys.key(path)
-        except (OSError, ValueError, TimeoutError) as exc:
-            reasons.append(f"key {path} could not be had ({exc.__class__.__name__})")
+        except KeyUnavailable as exc:
+            unavailable = True
+            reasons.append(str(exc))
             continue
         if rsa_sig.verify(key, body, signature):
-            return None
+            return Verdict(ok=True)
         reasons.append(f"{sig_header} does not verify")
-    return "; ".join(reasons) or "no x-adobe-digital-signature-1/-2"
+    return Verdict(ok=False, retry=unavailable, reason="; ".join(reasons) or "no x-adobe-digital-signature-1/-2")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 PATH = "/webhooks/mageos/{event}"
-SOURCE = "mageos"
+
+
+def source(event: str) -> str:
+    """The envelope's source: the event it came as (an update is a change feed, a creation is not)."""
+    return f"mageos/{event}"
 
 # What each event becomes: an order event, a cancellation (the order must be `canceled`), an order
 # whose invoices may now be paid, or a note in the order's story that books nothing.
@@ -35,8 +39,9 @@ def parse_event_secrets(spec: str) -> dict[str, str]:
         name, sep, token = part.partition("=")
         name = name.strip()
         if not sep or not token.strip():
-            raise ValueError(f"expected event=token, got {name or '(empty)'!r}")
+            # Never echo the entry: without its "=" it may be the token itself.
+            raise ValueError(f"entry {len(secrets) + 1} is not event=token")
         if name not in EVENTS:
-            raise ValueError(f"unknown Mage-OS event {name!r} (known: {', '.join(EVENTS)})")
+            raise ValueError(f"entry {len(secrets) + 1}: not a Mage-OS order event (known: {', '.join(EVENTS)})")
         secrets[name] = token.strip()
     return secrets

@@ -152,7 +152,9 @@ async def test_mageos_events_each_at_its_own_url_with_its_own_token(rig: Rig) ->
     held = json.dumps({"data": {**sample["data"], "state": "holded", "status": "holded"}}).encode()
     assert (await rig.post("/webhooks/mageos/sales.order.holded", held, {"x-magento-signature": sign(held, secret)}))[0] == 202
     events = await rig.records(entity_id)
-    assert [(e.source, e.kind) for e in events] == [("mageos", "order"), ("mageos", "order"), ("mageos", "notice")]
+    assert [(e.source, e.kind) for e in events] == [("mageos/sales.order.created", "order"),
+                                                    ("mageos/sales.order.cancelled", "order"),
+                                                    ("mageos/sales.order.holded", "notice")]
     assert events[0].order == sample["data"] and events[1].body["state"] == "canceled"
     assert events[2].notice == {"order_id": str(entity_id), "what": "sales.order.holded", "detail": "status holded"}
 
@@ -180,7 +182,8 @@ async def test_mageos_paid_uses_its_own_token_and_brings_the_orders_paid_invoice
                                   {"x-magento-signature": sign(body, PAID_TOKEN)})
     assert status == 202
     events = await rig.records(order["entity_id"])
-    assert [(e.source, e.kind) for e in events] == [("mageos", "order"), ("mageos", "invoice")]
+    assert [(e.source, e.kind) for e in events] == [("mageos/sales.order.paid", "order"),
+                                                    ("mageos/sales.order.paid", "invoice")]
     assert events[1].invoice == invoice
     assert rig.magento.refused == 0  # the invoices were read with a good OAuth 1.0a signature
 
@@ -269,14 +272,32 @@ async def test_adobe_io_refusals_publish_nothing(rig: Rig) -> None:
     assert all(p in rig.io_keys for p in rig.key_requests)  # nothing but the documented paths was fetched
 
 
+async def test_adobe_io_key_server_down_is_a_503_adobe_retries_not_a_401_it_drops(rig: Rig) -> None:
+    order = fresh_order()
+    event = io_event(order["entity_id"], with_entity_id=True)
+    body = json.dumps(event).encode()
+    unknown = f"/prod/keys/pub-key-{uuid.uuid4()}.pem"  # well-formed, but the key server has no such key
+    headers = {**rig.io_headers(body, event["id"]), "x-adobe-public-key1-path": unknown,
+               "x-adobe-public-key2-path": unknown}
+    status, _, answer_headers = await rig.post("/webhooks/adobe-io", body, headers)
+    assert (status, answer_headers.get("Retry-After")) == (503, "5")
+    fetched = len(rig.key_requests)
+    assert (await rig.post("/webhooks/adobe-io", body, headers))[0] == 503
+    assert len(rig.key_requests) == fetched  # a failed path is not fetched again within a minute
+    assert await rig.records(order["entity_id"]) == []
+
+
 async def test_adobe_io_batch_and_an_order_rest_does_not_know(rig: Rig) -> None:
     known, gone = fresh_order(), fresh_order()
     assert rig.magento is not None
     rig.magento.put("orders", [known])
-    batch = [io_event(known["entity_id"]), io_event(gone["entity_id"])]
+    nameless = io_event(0)
+    for item in nameless["data"]["value"]["items"]:
+        del item["order_id"]  # a subscription without entity_id: it names no order (logged, the batch goes on)
+    batch = [nameless, io_event(known["entity_id"]), io_event(gone["entity_id"])]
     body = json.dumps(batch).encode()
     status, answer, _ = await rig.post("/webhooks/adobe-io", body, rig.io_headers(body, "batch-1"))
-    assert (status, answer) == (200, {"status": "accepted", "events": 2})
+    assert (status, answer) == (200, {"status": "accepted", "events": 3})
     [order_event] = await rig.records(known["entity_id"])
     assert order_event.order == known
     [notice] = await rig.records(gone["entity_id"])

@@ -79,7 +79,33 @@ def test_a_second_with_more_rows_than_a_page_is_read_by_entity_id() -> None:
     assert published == [f"{n}@{at(1)}" for n in range(1, 8)] + [f"50@{at(2)}"]
     assert cursor.at == at(2)
     # The next pass starts 5 s before the newest row and remembers what it took there.
-    assert set(cursor.seen) == {f"{n}@{at(1)}" for n in range(1, 8)} | {f"50@{at(2)}"}
+    assert {k.split("#")[0] for k in cursor.seen} == {f"{n}@{at(1)}" for n in range(1, 8)} | {f"50@{at(2)}"}
+
+
+def test_a_second_version_of_a_row_within_the_same_second_is_published_too() -> None:
+    """Placed and cancelled within one second: the follower read the first, the second is not the same row."""
+    standin = Standin([{"entity_id": 5, "updated_at": at(1), "state": "new"}])
+    cursor, first = run_pass(standin, first_cursor(T0), page_size=10)
+    standin.put("orders", [{"entity_id": 5, "updated_at": at(1), "state": "canceled"}])
+    cursor, second = run_pass(standin, cursor, page_size=10)
+    assert first == second == [f"5@{at(1)}"]  # each version once
+    assert run_pass(standin, cursor, page_size=10)[1] == []
+
+
+def test_a_row_stamped_in_the_future_does_not_carry_the_cursor_past_now() -> None:
+    standin = Standin([{"entity_id": 1, "updated_at": at(1)}, {"entity_id": 2, "updated_at": at(7200)}])
+    step = StreamPass.start(ORDERS, first_cursor(T0), 5, 10)
+    step.take(standin.search("orders", dict(step.next_params()))["items"])
+    assert step.cursor(5, ceiling=at(300)).at == at(300)  # an order placed at +2 min is still ahead of it
+    assert step.cursor(5).at == at(7200)
+
+
+def test_the_cursor_keeps_at_most_max_seen_keys() -> None:
+    from app.domain.follow import MAX_SEEN
+
+    standin = Standin([{"entity_id": n, "updated_at": at(1)} for n in range(1, MAX_SEEN + 51)])
+    cursor, published = run_pass(standin, first_cursor(T0), page_size=300)
+    assert len(published) == MAX_SEEN + 50 and len(cursor.seen) == MAX_SEEN
 
 
 def test_the_searches_are_keyset_pages_sorted_by_time_then_id() -> None:

@@ -132,6 +132,43 @@ def test_failed_order_is_retried_by_a_new_delivery() -> None:
     assert again.outcome == "waiting" and len(again.commands) == 4
 
 
+def test_a_new_delivery_of_a_parked_order_looks_in_quickbooks_before_it_creates() -> None:
+    """Its create may have landed before it was parked (an answer lost, retries exhausted): a source that
+    repeats itself (the follower, an update event) must not book it a second time."""
+    state = OrderState(status="failed", order_ref="100000001", event_id="ev1", error="retries_exhausted: 503")
+    known = customers({"jane.doe@example.com": CustomerEntry(customer_id="9", display_name="Jane Doe")})
+    d = on_order(state, ORDER, RAW, "ev2", known, items(ALL_ITEMS), CFG, REALM)
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and cmd.verify  # a DocNumber lookup first
+    assert d.state is not None and d.state.salt == "again:ev2"
+    first = on_order(None, ORDER, RAW, "ev1", known, items(ALL_ITEMS), CFG, REALM).commands[0]
+    assert cmd.request_id != first.request_id  # ids of its own: QBO does not answer with the old fault
+
+
+def test_a_change_feed_does_not_start_booking_an_order_of_before_magqb() -> None:
+    from datetime import UTC, timedelta
+
+    from app.domain.order_flow import unseen_and_old
+
+    week = timedelta(hours=72)
+    placed = ORDER.created_at.replace(tzinfo=UTC)  # type: ignore[union-attr]
+    late, soon = placed + timedelta(days=90), placed + timedelta(minutes=3)
+    # Shipped three months later, seen by the follower or an update event: not a lost order, not booked.
+    assert unseen_and_old(None, ORDER, "rest-follow", late, week)
+    assert unseen_and_old(None, ORDER, "adobe-io-events", late, week)
+    assert unseen_and_old(None, ORDER, "mageos/sales.order.updated", late, week)
+    # A lost webhook's order, found within the window, is booked; so is anything a creation event or an
+    # operator brings, and any order magqb already has.
+    assert not unseen_and_old(None, ORDER, "rest-follow", soon, week)
+    assert not unseen_and_old(None, ORDER, "mageos/sales.order.created", late, week)
+    assert not unseen_and_old(None, ORDER, "magento-webhook", late, week)
+    assert not unseen_and_old(None, ORDER, "import", late, week)
+    assert not unseen_and_old(None, ORDER, "rest-follow", late, week, replay_id="r1")
+    assert not unseen_and_old(None, ORDER, "rest-follow", late, week, retry_of="dl1")
+    parked = OrderState(status="failed", order_ref="100000001", event_id="ev1")
+    assert not unseen_and_old(parked, ORDER, "rest-follow", late, week)
+
+
 def test_request_ids_are_stable_short_and_distinct() -> None:
     a = customer_request_id(REALM, "Jane.Doe@example.com")
     assert a == customer_request_id(REALM, "jane.doe@example.com")
