@@ -118,14 +118,26 @@ async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
     if not records:
         return None
     events = []
+    notices = []
     for r in records:
         try:
             data = jsonutil.loads(r.value or b"{}")
         except ValueError:
             data = {}
-        events.append({"at": data.get("received_at"), "what": "order event",
-                       "detail": f"{data.get('source', '?')} event {data.get('event_id', '?')}: not handled yet",
+        data = data if isinstance(data, dict) else {}
+        how = f"{data.get('source', '?')} event {data.get('event_id', '?')}"
+        notice = data.get("notice") if data.get("kind") == "notice" else None
+        if isinstance(notice, dict):
+            # A source told of the order and nothing is to be booked (a notification REST could not back).
+            notices.append(f"{notice.get('what', '?')}: {notice.get('detail', '')}")
+            events.append({"at": data.get("received_at"), "what": "notice", "detail": f"{notices[-1]} ({how})",
+                           "topic": r.topic, "partition": r.partition, "offset": r.offset})
+            continue
+        events.append({"at": data.get("received_at"), "what": "order event", "detail": f"{how}: not handled yet",
                        "topic": r.topic, "partition": r.partition, "offset": r.offset})
-    return {"order_id": wanted, "order_ref": "?", "state": "received", "events": events, "story": events,
-            "retries": [], "dead_letters": [], "document": None, "outstanding_commands": [],
-            "error": "received but no worker has handled it yet (is a worker running? `magqb replay` is not needed)"}
+    if len(notices) == len(events):
+        state, error = "noted", f"no order event came, only notices; the last: {notices[-1]}"
+    else:
+        state, error = "received", "received but no worker has handled it yet (is a worker running? `magqb replay` is not needed)"
+    return {"order_id": wanted, "order_ref": "?", "state": state, "events": events, "story": events,
+            "retries": [], "dead_letters": [], "document": None, "outstanding_commands": [], "error": error}

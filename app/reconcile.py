@@ -26,6 +26,7 @@ from app.adapters.qbo_client import QboClient
 from app.domain.mapping import MappingConfig, doc_number, number_for
 from app.domain.money import to_cents
 from app.domain.naming import qbo_quote
+from app.domain.order_search import int_field
 from schemas.magento import MagentoCreditMemo, MagentoOrder
 from schemas.state import OrderState
 
@@ -162,14 +163,6 @@ def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc
     return out
 
 
-def _store_of(raw: dict[str, Any]) -> int | None:
-    value = raw.get("store_id")
-    try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _money(value: Any) -> Decimal | None:
     try:
         return Decimal(str(value)) if value is not None else None
@@ -211,7 +204,7 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
         state = states.get(key)
         ref = str(raw.get("increment_id") or key)
         number = (state.doc_number if state is not None and state.doc_number else
-                  doc_number(SimpleNamespace(order_ref=ref), cfg.doc_prefix(_store_of(raw))))  # type: ignore[arg-type]
+                  doc_number(SimpleNamespace(order_ref=ref), cfg.doc_prefix(int_field(raw, "store_id"))))  # type: ignore[arg-type]
         known.add(number)
         refunds = {n: total for n, total in memos.get(key, {}).values()}
         known.update(refunds)

@@ -41,6 +41,17 @@ def check_magento_rest(settings: Any, what: str) -> None:
             fail(f"cannot start {what}: {exc}")
 
 
+def magento_client(settings: Any, session: Any) -> Any:
+    """The REST client of the operator's tools; a missing base URL or credential is one line, exit 2."""
+    from app.adapters.magento_api import MagentoApiError, MagentoClient
+    from app.adapters.magento_auth import MagentoAuthError
+
+    try:
+        return MagentoClient(session, settings.magento_base_url, settings.magento_auth())
+    except (MagentoApiError, MagentoAuthError) as exc:
+        fail(str(exc))
+
+
 def mapping(path: Any) -> Any:
     from app.mapping_file import MappingFileError, load_mapping
 

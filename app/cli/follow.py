@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import Progress, ensure_app_topics, fail, get_settings
+from app.cli.common import Progress, ensure_app_topics, fail, get_settings, magento_client
 from app.cli.history import DATE
 
 
@@ -52,17 +52,13 @@ async def _follow(s: Any, once: bool, since: datetime | None, lookback: timedelt
     import aiohttp
 
     from app.adapters import kafka_io
-    from app.adapters.magento_api import MagentoApiError, MagentoClient
-    from app.adapters.magento_auth import MagentoAuthError
+    from app.adapters.magento_api import MagentoApiError
     from app.sources.rest_follow import CursorStore, Follower
 
     producer = kafka_io.producer(s.kafka_bootstrap_servers, "magqb-follow", s.max_event_bytes)
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=15)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        try:
-            client = MagentoClient(session, s.magento_base_url, s.magento_auth())
-        except (MagentoApiError, MagentoAuthError) as exc:
-            fail(str(exc))
+        client = magento_client(s, session)
         await producer.start()
         try:
             follower = Follower(client, producer, CursorStore(producer, s.kafka_bootstrap_servers, client.base_url),

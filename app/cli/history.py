@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import Progress, ensure_app_topics, fail, get_settings
+from app.cli.common import Progress, ensure_app_topics, fail, get_settings, magento_client
 
 
 class _Date(click.ParamType):
@@ -78,8 +78,7 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
     import aiohttp
 
     from app.adapters import kafka_io
-    from app.adapters.magento_api import MagentoApiError, MagentoClient
-    from app.adapters.magento_auth import MagentoAuthError
+    from app.adapters.magento_api import MagentoApiError
     from app.importer import ImportCheckpoint, run_import
 
     checkpoint = ImportCheckpoint(s.data_dir, search)
@@ -91,10 +90,7 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
     producer = None if dry_run else kafka_io.producer(s.kafka_bootstrap_servers, "magqb-import", s.max_event_bytes)
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=15)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        try:
-            client = MagentoClient(session, s.magento_base_url, s.magento_auth())
-        except (MagentoApiError, MagentoAuthError) as exc:
-            fail(str(exc))
+        client = magento_client(s, session)
         if producer is not None:
             await producer.start()
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.domain.order_search import magento_time
+from app.domain.order_search import int_field, magento_time, search_criteria
 from schemas.follow import StreamCursor
 
 MAX_PAGE_SIZE = 300  # Magento caps searches at 300 rows a page
@@ -55,15 +55,7 @@ def params(stream: Stream, since: str, page_size: int, after_id: int | None = No
     else:
         groups += [[(stream.time_field, since, "eq")], [("entity_id", str(after_id), "gt")]]
         sorts = [("entity_id", "ASC")]
-    out: list[tuple[str, str]] = []
-    for g, filters in enumerate(groups):
-        for f, (fld, value, condition) in enumerate(filters):
-            prefix = f"searchCriteria[filter_groups][{g}][filters][{f}]"
-            out += [(f"{prefix}[field]", fld), (f"{prefix}[value]", value), (f"{prefix}[condition_type]", condition)]
-    for n, (fld, direction) in enumerate(sorts):
-        out += [(f"searchCriteria[sortOrders][{n}][field]", fld), (f"searchCriteria[sortOrders][{n}][direction]", direction)]
-    out += [("searchCriteria[pageSize]", str(min(page_size, MAX_PAGE_SIZE))), ("searchCriteria[currentPage]", "1")]
-    return out
+    return search_criteria(groups, sorts, min(page_size, MAX_PAGE_SIZE))
 
 
 def row_time(row: dict[str, Any], stream: Stream) -> str | None:
@@ -76,12 +68,7 @@ def row_time(row: dict[str, Any], stream: Stream) -> str | None:
         return None
 
 
-def row_id(row: dict[str, Any]) -> int | None:
-    value = row.get("entity_id")
-    try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        return None
+row_id = int_field
 
 
 def row_key(row: dict[str, Any], stream: Stream) -> str:

@@ -44,19 +44,7 @@ class OrderSearch:
             groups.append([("store_id", str(self.store_id), "eq")])
         if after_id:
             groups.append([("entity_id", str(after_id), "gt")])
-        out: list[tuple[str, str]] = []
-        for g, filters in enumerate(groups):
-            for f, (fld, value, condition) in enumerate(filters):
-                prefix = f"searchCriteria[filter_groups][{g}][filters][{f}]"
-                out += [(f"{prefix}[field]", fld), (f"{prefix}[value]", value),
-                        (f"{prefix}[condition_type]", condition)]
-        out += [
-            ("searchCriteria[sortOrders][0][field]", "entity_id"),
-            ("searchCriteria[sortOrders][0][direction]", "ASC"),
-            ("searchCriteria[pageSize]", str(self.page_size)),
-            ("searchCriteria[currentPage]", "1"),
-        ]
-        return out
+        return search_criteria(groups, [("entity_id", "ASC")], self.page_size)
 
     def fingerprint(self) -> str:
         """Names the range in the checkpoint: the same command resumes, another one starts afresh."""
@@ -73,6 +61,21 @@ class OrderSearch:
         if self.store_id is not None:
             parts.append(f"store {self.store_id}")
         return " ".join(parts) + " (UTC)"
+
+
+Filter = tuple[str, str, str]  # (field, value, condition_type)
+
+
+def search_criteria(groups: list[list[Filter]], sorts: list[tuple[str, str]], page_size: int) -> list[tuple[str, str]]:
+    """Page 1 of a search in Magento's bracket notation: filter groups (AND) of filters (OR), sort orders."""
+    out: list[tuple[str, str]] = []
+    for g, filters in enumerate(groups):
+        for f, (fld, value, condition) in enumerate(filters):
+            prefix = f"searchCriteria[filter_groups][{g}][filters][{f}]"
+            out += [(f"{prefix}[field]", fld), (f"{prefix}[value]", value), (f"{prefix}[condition_type]", condition)]
+    for n, (fld, direction) in enumerate(sorts):
+        out += [(f"searchCriteria[sortOrders][{n}][field]", fld), (f"searchCriteria[sortOrders][{n}][direction]", direction)]
+    return out + [("searchCriteria[pageSize]", str(page_size)), ("searchCriteria[currentPage]", "1")]
 
 
 def magento_time(value: datetime) -> str:
@@ -119,8 +122,8 @@ class Pager:
         """The page's orders not taken before; moves past them."""
         if self.total is None:
             self.total = page.total_count
-        fresh = [item for item in page.items if _id(item) is None or (_id(item) or 0) > self.after_id]
-        ids = [i for i in (_id(item) for item in fresh) if i is not None]
+        fresh = [item for item in page.items if int_field(item) is None or (int_field(item) or 0) > self.after_id]
+        ids = [i for i in (int_field(item) for item in fresh) if i is not None]
         self.seen += len(page.items)
         if ids:
             self.after_id = max(ids)
@@ -129,8 +132,9 @@ class Pager:
         return fresh
 
 
-def _id(item: dict[str, Any]) -> int | None:
-    value = item.get("entity_id")
+def int_field(item: dict[str, Any], name: str = "entity_id") -> int | None:
+    """A row's id field as a number (Magento sends numbers or numeric strings), None when it has none."""
+    value = item.get(name)
     try:
         return int(value) if value is not None and not isinstance(value, bool) else None
     except (TypeError, ValueError):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from app import jsonutil, metrics, topics
 from app.adapters.magento_api import MagentoApiError, MagentoClient, MagentoConnection
+from app.domain.order_search import search_criteria
 from app.domain.signature import SIGNATURE_HEADER, verify
 from app.ingress.guard import ConnectionGuard
 from app.settings import Settings
@@ -440,9 +441,7 @@ def _event_key(sender_id: str) -> str:
 
 def invoices_of(order_id: int) -> list[tuple[str, str]]:
     """searchCriteria of an order's invoices."""
-    prefix = "searchCriteria[filter_groups][0][filters][0]"
-    return [(f"{prefix}[field]", "order_id"), (f"{prefix}[value]", str(order_id)),
-            (f"{prefix}[condition_type]", "eq"), ("searchCriteria[pageSize]", "100")]
+    return search_criteria([[("order_id", str(order_id), "eq")]], [("entity_id", "ASC")], 100)
 
 
 async def _fetch_key(url: str) -> bytes:

@@ -1,8 +1,11 @@
-"""The REST follower on the real broker with real processes: a stack of its own (two workers that
-follow a Magento stand-in signing OAuth 1.0a), so the webhooks it misses are the follower's to find."""
+"""Every way a store speaks, end to end on the real broker with real processes: a stack of its own
+(an ingress that takes Mage-OS events, Adobe Commerce webhooks and Adobe I/O Events signed as their
+senders sign, two workers that follow a Magento stand-in signing OAuth 1.0a, a key server), so the
+webhooks it misses are the follower's to find and every source books its order once."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,10 +18,13 @@ from typing import Any
 
 import pytest
 
+from app.domain.signature import sign
 from tests.conftest import TEST_ENV, free_port, make_order
 from tests.e2e.harness import REPO, Stack, http, magqb, poll, start, stop
+from tests.integration.test_sources import fixture, new_key, pem, rsa_sign
 
 pytestmark = pytest.mark.kafka
+CLIENT_ID = "4ab33463139e4f96b851589286cd46e4"
 INTERVAL = 3  # seconds between the follower's passes
 OAUTH = {"MAGENTO_CONSUMER_KEY": "k" * 32, "MAGENTO_CONSUMER_SECRET": "c" * 32,
          "MAGENTO_ACCESS_TOKEN": "a" * 32, "MAGENTO_ACCESS_TOKEN_SECRET": "s" * 32}
@@ -27,6 +33,12 @@ OAUTH = {"MAGENTO_CONSUMER_KEY": "k" * 32, "MAGENTO_CONSUMER_SECRET": "c" * 32,
 class FollowStack(Stack):
     magento_url: str = ""
     web_ports: dict[str, int]
+    commerce_key: Any
+    io_keys: dict[str, Any]
+
+    def post(self, path: str, obj: Any, headers: dict[str, str]) -> int:
+        body = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+        return http("POST", self.ingress_url + path, body, {"Content-Type": "application/json", **headers})[0]
 
     def magento(self, path: str, body: Any) -> Any:
         status, raw = http("POST", f"{self.magento_url}/_standin/{path}", json.dumps(body).encode(),
@@ -70,6 +82,23 @@ def follow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FollowSta
     }
     s = FollowStack(env, f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{sandbox_port}", "", logs)
     s.magento_url, s.web_ports = f"http://127.0.0.1:{magento_port}", {}
+    # Adobe's keys: the Commerce webhook key pair, and the I/O Events key server's two keys (files under
+    # /prod/keys/ served by a plain HTTP server, as static.adobeioevents.com serves them).
+    s.commerce_key = new_key()
+    (logs / "commerce.pem").write_bytes(pem(s.commerce_key))
+    keys_dir = logs / "keyserver" / "prod" / "keys"
+    keys_dir.mkdir(parents=True)
+    s.io_keys = {}
+    for _ in range(2):
+        path = f"/prod/keys/pub-key-{uuid.uuid4()}.pem"
+        s.io_keys[path] = new_key()
+        (logs / "keyserver" / path.lstrip("/")).write_bytes(pem(s.io_keys[path]))
+    key_port = free_port()
+    env.update({"MAGQB_ADOBE_WEBHOOK_PUBLIC_KEY": str(logs / "commerce.pem"), "MAGQB_ADOBE_IO_CLIENT_ID": CLIENT_ID,
+                "MAGQB_ADOBE_IO_KEY_URL": f"http://127.0.0.1:{key_port}"})
+    keyserver = subprocess.Popen([sys.executable, "-m", "http.server", str(key_port), "--bind", "127.0.0.1",
+                                  "--directory", str(logs / "keyserver")], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
     magento_log = open(logs / "magento.log", "ab")
     standin = subprocess.Popen([sys.executable, "-m", "tests.magento_standin", "--port", str(magento_port),
                                 "--orders", "0", "--oauth", ":".join(OAUTH.values())], cwd=REPO, stdout=magento_log,
@@ -90,6 +119,8 @@ def follow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FollowSta
             stop(proc)
         standin.terminate()
         standin.wait(10)
+        keyserver.terminate()
+        keyserver.wait(10)
         subprocess.run([str(REPO / "ops/kafka/stop")], env=kafka_env, capture_output=True, timeout=90)
 
 
@@ -133,11 +164,18 @@ def test_orders_no_webhook_brought_are_booked_within_an_interval_and_once_when_b
     assert s.worker_metric(mine, "magqb_follow_lag_seconds") < 3 * INTERVAL + 5
 
 
-def test_a_cancellation_and_a_refund_only_rest_saw_reach_quickbooks(follow_stack: FollowStack) -> None:
+def test_a_cancellation_a_refund_and_a_payment_only_rest_saw_reach_quickbooks(follow_stack: FollowStack) -> None:
     s = follow_stack
-    refunded, cancelled = orders(940200, 2)
-    s.magento("orders", [refunded, cancelled])
+    refunded, cancelled, later = orders(940200, 3)
+    later["payment"] = {"method": "purchaseorder"}  # paid later: booked as an Invoice
+    s.magento("orders", [refunded, cancelled, later])
     poll(lambda: s.receipts(refunded) == s.receipts(cancelled) == 1, 60, "the orders to be booked")
+    poll(lambda: s.count("Invoice", f"DocNumber = 'MAG-{later['increment_id']}'") == 1, 60, "the Invoice")
+    # The money comes in: Magento's invoice turns paid (state 2), and only REST tells.
+    s.magento("invoices", [{"entity_id": 940299, "increment_id": "IN940299", "order_id": later["entity_id"],
+                            "state": 2, "grand_total": later["grand_total"], "created_at": now_utc(),
+                            "updated_at": now_utc()}])
+    poll(lambda: s.count("Payment", "PaymentRefNum = 'MAG-PAY-IN940299'") == 1, 60, "the Payment")
     memo = {"entity_id": 940200, "increment_id": "CM940200", "order_id": refunded["entity_id"], "grand_total": 10,
             "subtotal": 10, "created_at": now_utc(), "items": [{"sku": "FOL-1", "qty": 1, "price": 10, "row_total": 10,
                                                                  "order_item_id": 1}]}
@@ -172,6 +210,51 @@ def test_the_following_worker_killed_mid_pass_the_other_continues_from_the_curso
     assert other != mine
     poll(lambda: all(s.receipts(o) == 1 for o in batch[::7]), 120, "the other worker to finish the pass")
     assert s.count("SalesReceipt", "DocNumber LIKE 'MAG-000941%'") == 250  # every one, none twice
+
+
+def test_every_source_books_its_order_once_sent_twice_and_seen_by_the_follower_too(follow_stack: FollowStack) -> None:
+    s = follow_stack
+    stamp = now_utc()
+
+    def sample(name: str, entity_id: int) -> tuple[Any, dict[str, Any]]:
+        payload = fixture(name)
+        order = payload["data"]["order"] if "order" in payload.get("data", {}) else payload.get("data", payload.get("order"))
+        order.update({"entity_id": entity_id, "increment_id": f"{entity_id:09d}", "created_at": stamp, "updated_at": stamp})
+        for item in order["items"]:
+            item["order_id"] = entity_id
+        return payload, order
+
+    mageos, mageos_order = sample("mageos__sales.order.created.json", 950001)
+    plugin, plugin_order = sample("adobe-commerce-webhook__plugin.sales.api.order_management.place.json", 950002)
+    observer, observer_order = sample("adobe-commerce-webhook__observer.sales_order_place_after.json", 950003)
+    event = fixture("adobe-io__com.adobe.commerce.observer.sales_order_save_commit_after.json")
+    event["recipientclientid"] = CLIENT_ID
+    for item in event["data"]["value"]["items"]:
+        item["order_id"] = "950004"
+    _, io_order = sample("mageos__sales.order.created.json", 950004)
+    s.magento("orders", [io_order])  # what REST answers for the notification (the follower sees it too)
+    io_body = json.dumps(event).encode()
+    (p1, k1), (p2, k2) = s.io_keys.items()
+    for _ in range(2):  # every sender retries: each is sent twice
+        body = json.dumps(mageos).encode()
+        assert s.post("/webhooks/mageos/sales.order.created", body,
+                      {"x-magento-signature": sign(body, TEST_ENV["MAGENTO_WEBHOOK_SECRET"])}) == 202
+        for payload in (plugin, observer):
+            body = json.dumps(payload).encode()
+            assert s.post("/webhooks/adobe-commerce", body, {
+                "x-adobe-commerce-webhook-signature": rsa_sign(s.commerce_key, base64.b64encode(body))}) == 200
+        assert s.post("/webhooks/adobe-io", io_body, {
+            "x-adobe-digital-signature-1": rsa_sign(k1, io_body), "x-adobe-digital-signature-2": rsa_sign(k2, io_body),
+            "x-adobe-public-key1-path": p1, "x-adobe-public-key2-path": p2, "x-adobe-event-id": event["id"]}) == 200
+    booked = [mageos_order, plugin_order, observer_order, io_order]
+    poll(lambda: all(s.receipts(o) == 1 for o in booked), 90, "every source's order to be booked")
+    # The follower's next passes (it saw the I/O order too) book nothing more.
+    mine = leader(s)
+    before = s.worker_metric(mine, "magqb_follow_last_pass_timestamp_seconds")
+    poll(lambda: s.worker_metric(mine, "magqb_follow_last_pass_timestamp_seconds") > before + INTERVAL, 30,
+         "two more passes")
+    assert [s.receipts(o) for o in booked] == [1, 1, 1, 1]
+    assert [s.count("Invoice", f"DocNumber = 'MAG-{o['increment_id']}'") for o in booked] == [0, 0, 0, 0]
 
 
 def test_follow_once_runs_one_pass_from_the_cursor(follow_stack: FollowStack) -> None:

@@ -24,6 +24,7 @@ from app import topics
 from app.adapters.kafka_admin import ensure_topics
 from app.domain.signature import sign
 from app.ingress.server import stop_producer
+from app.order_status import order_status
 from app.settings import load_settings
 from schemas.envelope import decode_envelope
 from tests.conftest import FIXTURES, blueprint_order, free_port
@@ -303,3 +304,8 @@ async def test_adobe_io_batch_and_an_order_rest_does_not_know(rig: Rig) -> None:
     [notice] = await rig.records(gone["entity_id"])
     assert notice.kind == "notice" and notice.notice is not None
     assert notice.notice["what"] == "notification without order" and "does not know" in notice.notice["detail"]
+    # `magqb status` of that order tells it, though no worker will ever have a row for it.
+    status = await order_status(load_settings(), str(gone["entity_id"]))
+    assert status is not None and status["state"] == "noted"
+    assert status["error"].startswith("no order event came, only notices; the last: notification without order: "
+                                      "sales_order_save_commit_after: Magento's REST API does not know order")
