@@ -37,6 +37,13 @@ def ingress(host: str, port: int, metrics_host: str | None, metrics_port: int | 
     """
     settings = get_settings()
     check_magento_rest(settings, "the ingress")
+    if settings.adobe_webhook_public_key.strip():
+        from app.sources.rsa import PublicKeyError, load_public_key
+
+        try:
+            load_public_key(settings.adobe_webhook_public_key)
+        except PublicKeyError as exc:
+            fail(f"cannot start the ingress: MAGQB_ADOBE_WEBHOOK_PUBLIC_KEY: {exc}")
     from app.logs import setup_logging
 
     setup_logging(settings.log_level)

@@ -362,7 +362,7 @@ class Ingress:
             metrics.WEBHOOKS.labels(result="duplicate").inc()
             log.info("Adobe I/O event %s again: already published", note.event_id)
             return None
-        if note.type not in adobe_io.ORDER_EVENT_TYPES:
+        if not adobe_io.is_order_event(note.type):
             log.info("Adobe I/O event %s of type %s: not an order event, nothing to do", note.event_id, note.type[:80])
             return None
         if note.entity_id is None:
@@ -400,7 +400,9 @@ class Ingress:
                 published = await self._produce(raw, kind, key, ref, adobe_io.SOURCE,
                                                 event_id=_event_key(note.event_id))
         if isinstance(published, web.Response):
-            return published
+            # Kafka down: 503 and Adobe sends the batch again. Anything else (an order too large to keep)
+            # would be refused the same way every time: logged, and the batch goes on.
+            return published if published.status == 503 else None
         self._io_seen.add(note.event_id)
         return None
 

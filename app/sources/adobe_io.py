@@ -32,10 +32,14 @@ SOURCE = "adobe-io-events"
 DEFAULT_KEY_URL = "https://static.adobeioevents.com"
 KEY_PATH = re.compile(r"/prod/keys/pub-key-[A-Za-z0-9][A-Za-z0-9-]{0,63}\.pem")
 KEY_TTL_SECONDS = 24 * 3600
-ORDER_EVENT = "com.adobe.commerce.observer.sales_order_save_commit_after"
-# The order events a subscription may carry: each is a notification of the order it names.
-ORDER_EVENT_TYPES = (ORDER_EVENT, "com.adobe.commerce.observer.sales_order_place_after",
-                     "com.adobe.commerce.observer.sales_order_save_after")
+# The order events a subscription may carry, each a notification of the order it names. Their types
+# are com.adobe.commerce[.<app namespace>].observer.<event> (the starter kit's: …test_app.observer…).
+ORDER_OBSERVERS = ("sales_order_save_commit_after", "sales_order_place_after", "sales_order_save_after")
+
+
+def is_order_event(event_type: str) -> bool:
+    head, sep, observer = event_type.rpartition(".observer.")
+    return bool(sep) and head.startswith("com.adobe.commerce") and observer in ORDER_OBSERVERS
 SIGNATURES = (("x-adobe-digital-signature-1", "x-adobe-public-key1-path"),
               ("x-adobe-digital-signature-2", "x-adobe-public-key2-path"))
 
