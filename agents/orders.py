@@ -162,9 +162,9 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         order = body
         state = load_state(order.key)
         if unseen_and_old(state, order, envelope.source, envelope.received_at, max_age, envelope.replay_id,
-                          envelope.retry_of):
+                          envelope.retry_of, envelope.origin):
             metrics.ORDERS.labels(outcome="before_magqb").inc()
-            log.info("order_id=%s order=%s placed %s, %s reports a change of it and magqb never booked it: an order of "
+            log.warning("order_id=%s order=%s placed %s, %s reports a change of it and magqb never booked it: an order of "
                      "before magqb, not booked (`magqb import` books it on purpose)", order.key, order.order_ref,
                      order.created_at, envelope.source)
             return

@@ -116,6 +116,8 @@ FOLLOW_LAST_PASS = Gauge("magqb_follow_last_pass_timestamp_seconds",
                          "REST follower: when its last complete pass ended (Unix time).", ["store"])
 FOLLOW_PUBLISHED = Counter("magqb_follow_events_published",
                            "REST follower: orders, credit memos and paid invoices it published, by kind.", ["kind"])
+FOLLOW_SKIPPED = Counter("magqb_follow_rows_skipped",
+                         "REST follower: rows it could not publish at all (too large to keep, no key): see the log.")
 FOLLOW_FAILURES = Counter("magqb_follow_pass_failures",
                           "REST follower: passes that stopped on an error (Magento down, refused, Kafka down).")
 WEBHOOK_RESULTS = ("accepted", "bad_signature", "bad_json", "too_large", "invalid", "slow_body", "broker_unavailable",

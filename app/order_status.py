@@ -9,15 +9,20 @@ there), which gives their attempts and next retry time. Dead letters come from t
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from pydantic import ValidationError
 
 from app import jsonutil, order_log, topics
 from app.adapters import kafka_io
 from app.dead_letters import read_log
 from app.domain.money import ZERO
+from app.domain.order_flow import unseen_and_old
 from app.domain.retry_ladder import attempts_of, due_of, history_of
+from schemas.envelope import EnvelopeError, decode_envelope
+from schemas.magento import MagentoOrder
 from schemas.state import OrderState
 
 
@@ -119,6 +124,8 @@ async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
         return None
     events = []
     notices = []
+    old: list[str] = []  # orders of before magqb a change feed reported: not booked on purpose
+    max_age = timedelta(hours=settings.unseen_order_max_age_hours)
     for r in records:
         try:
             data = jsonutil.loads(r.value or b"{}")
@@ -126,6 +133,20 @@ async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
             data = {}
         data = data if isinstance(data, dict) else {}
         how = f"{data.get('source', '?')} event {data.get('event_id', '?')}"
+        try:
+            env = decode_envelope(r.value)
+            order = MagentoOrder.model_validate(env.body) if env.kind == "order" else None
+        except (EnvelopeError, ValidationError):
+            env, order = None, None
+        if env is not None and order is not None and unseen_and_old(
+                None, order, env.source, env.received_at, max_age, env.replay_id, env.retry_of, env.origin):
+            day = order.created_at.date() if order.created_at else None
+            old.append(f"placed {order.created_at} (UTC), reported changed by {env.origin or env.source}: an order of "
+                       f"before magqb, not booked; `magqb import --since {day} --until {day + timedelta(days=1) if day else ''}` "
+                       "books it on purpose")
+            events.append({"at": data.get("received_at"), "what": "order event", "detail": f"{how}: {old[-1]}",
+                           "topic": r.topic, "partition": r.partition, "offset": r.offset})
+            continue
         notice = data.get("notice") if data.get("kind") == "notice" else None
         if isinstance(notice, dict):
             # A source told of the order and nothing is to be booked (a notification REST could not back).
@@ -135,7 +156,9 @@ async def _not_handled(settings: Any, wanted: str) -> dict[str, Any] | None:
             continue
         events.append({"at": data.get("received_at"), "what": "order event", "detail": f"{how}: not handled yet",
                        "topic": r.topic, "partition": r.partition, "offset": r.offset})
-    if len(notices) == len(events):
+    if old and len(notices) + len(old) == len(events):
+        state, error = "before_magqb", old[-1]
+    elif len(notices) == len(events):
         state, error = "noted", f"no order event came, only notices; the last: {notices[-1]}"
     else:
         state, error = "received", "received but no worker has handled it yet (is a worker running? `magqb replay` is not needed)"

@@ -145,8 +145,10 @@ def replayed_value(value: bytes, replay_id: str, recheck: bool = False) -> bytes
     from datetime import UTC, datetime
 
     original = data.get("event_id")
+    origin = data.get("origin") or data.get("source")
     data.update({"event_id": uuid.uuid4().hex, "received_at": datetime.now(UTC).isoformat(), "source": SOURCE,
-                 "replay_id": replay_id, "replay_of": original, "retry_of": None, "recheck": recheck})
+                 "origin": origin if isinstance(origin, str) else None, "replay_id": replay_id, "replay_of": original,
+                 "retry_of": None, "recheck": recheck})
     return jsonutil.dumps(data)
 
 

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # The REST follower: seconds between passes (it runs when MAGENTO_BASE_URL and credentials are set).
     follow_interval_seconds: float = Field(60.0, ge=1, le=86400, validation_alias="MAGQB_FOLLOW_INTERVAL")
     # An order magqb never saw that a change feed (the follower, Mage-OS updated/paid/cancelled, Adobe I/O
-    # Events) brings is booked only if placed within this many hours: older ones predate magqb.
+    # Events) brings is booked only if the change it reports came within this many hours of its placing.
     unseen_order_max_age_hours: float = Field(72.0, gt=0, validation_alias="MAGQB_UNSEEN_ORDER_MAX_AGE_HOURS")
 
     # QuickBooks Online

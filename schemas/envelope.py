@@ -52,6 +52,9 @@ class OrderEnvelope(BaseModel):
     # under request ids of the run, with a DocNumber lookup first (an earlier attempt may have landed).
     replay_id: str | None = None
     replay_of: str | None = None
+    # Set by a replay: the source the event it copies first came from (a change feed's events are
+    # judged as that feed's, see order_flow.unseen_and_old).
+    origin: str | None = None
     # `reconcile --fix`: the order is booked but QuickBooks lacks its document: look it up by DocNumber
     # and create it only if it is really not there.
     recheck: bool = False

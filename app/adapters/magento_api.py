@@ -22,7 +22,7 @@ from yarl import URL
 
 from app import jsonutil, redact
 from app.adapters.magento_auth import MagentoAuth
-from app.domain.order_search import OrderSearch, SearchPage, SearchResponseError, parse_page
+from app.domain.order_search import OrderSearch, SearchPage, SearchResponseError, parse_page, search_criteria
 
 log = logging.getLogger("magqb.magento")
 
@@ -32,6 +32,10 @@ CLOCK_SKEW_WARN_SECONDS = 300  # Magento refuses an OAuth timestamp more than 60
 
 class MagentoApiError(Exception):
     """Magento refused for good (auth, a body that is not what was asked for) or stayed down."""
+
+
+class NotFoundUnclear(MagentoApiError):
+    """A 404 that does not say Magento has no such entity: maybe a wrong route."""
 
 
 class MagentoClient:
@@ -74,7 +78,13 @@ class MagentoClient:
 
     async def order(self, entity_id: int) -> dict[str, Any] | None:
         """`GET /V1/orders/{id}`: the order as Magento has it now, or None when Magento does not know it."""
-        body = await self._get(f"orders/{int(entity_id)}", (), f"order {entity_id}")
+        try:
+            body = await self._get(f"orders/{int(entity_id)}", (), f"order {entity_id}")
+        except NotFoundUnclear:
+            # A 404 whose words are not Magento's English "doesn't exist" (a translated store, or a wrong base
+            # URL): one search tells them apart — it answers only where the REST base is right.
+            await self.search("orders", search_criteria([], [], 1), "a check of MAGENTO_BASE_URL")
+            return None
         if body is not None and not isinstance(body, dict):
             raise MagentoApiError(f"GET {self._base}/orders/{entity_id} is not an order")
         return body
@@ -110,8 +120,8 @@ class MagentoClient:
             if status == 404:
                 if _not_found(body):
                     return None  # Magento: "The entity that was requested doesn't exist"
-                raise MagentoApiError(f"GET {self._base}/{path} ({what}): HTTP 404 without Magento's \"doesn't exist\": "
-                                      "is MAGENTO_BASE_URL the store's REST base (https://shop.example.com/rest/V1)?")
+                raise NotFoundUnclear(f"GET {self._base}/{path} ({what}): HTTP 404: is MAGENTO_BASE_URL the store's "
+                                      "REST base (https://shop.example.com/rest/V1)?")
             if status in (401, 403):
                 raise MagentoApiError(self._auth.refused(status) + _skew_note(server_date))
             if status and status not in RETRIED_STATUSES:

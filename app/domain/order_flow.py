@@ -184,15 +184,27 @@ CHANGE_FEEDS = ("rest-follow", "adobe-io-events")
 
 
 def unseen_and_old(state: OrderState | None, order: MagentoOrder, source: str, received_at: datetime | None,
-                   max_age: timedelta, replay_id: str | None = None, retry_of: str | None = None) -> bool:
-    """An order a change feed brings that magqb has no state for and that was placed more than `max_age`
-    before it arrived: an order of before magqb (booked by hand or another tool) that changed, not an
-    order whose webhook was lost. It is not booked; `magqb import` books such orders on purpose."""
-    feed = source in CHANGE_FEEDS or (source.startswith("mageos/") and not source.endswith(".created"))
-    if state is not None or not feed or replay_id or retry_of or order.created_at is None or received_at is None:
+                   max_age: timedelta, replay_id: str | None = None, retry_of: str | None = None,
+                   origin: str | None = None) -> bool:
+    """An order a change feed brings that magqb never had (no state, or only its credit memos or invoices
+    waiting) whose reported change came more than `max_age` after it was placed: an order of before
+    magqb (booked by hand or another tool) that changed, not an order whose webhook was lost. It is not
+    booked; `magqb import` books such orders on purpose. A replay of such an event (`origin`: the source
+    it first came from) is judged the same; a `dlq retry` is an operator's decision and is not judged."""
+    feed = origin or source
+    if not (feed in CHANGE_FEEDS or (feed.startswith("mageos/") and not feed.endswith(".created"))):
         return False
-    created = order.created_at.replace(tzinfo=UTC) if order.created_at.tzinfo is None else order.created_at
-    return received_at - created > max_age
+    if retry_of or (replay_id and origin is None) or order.created_at is None:
+        return False
+    if state is not None and state.status != "pending":
+        return False
+    changed = order.updated_at or received_at  # the change reported: an outage does not age a new order
+    return changed is not None and _utc(changed) - _utc(order.created_at) > max_age
+
+
+def _utc(when: datetime) -> datetime:
+    """Magento's times are naive UTC; envelopes carry aware ones."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def on_order(

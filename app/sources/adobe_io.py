@@ -81,38 +81,50 @@ class KeyCache:
 
     async def key(self, path: str) -> rsa.RSAPublicKey:
         """The key at base + path (a path of the documented form only: else ValueError; KeyUnavailable
-        when it cannot be had now)."""
+        when it cannot be had now). A key that expired is still used while its refetch fails or is
+        refused: requests of strangers must not cost the real sender its deliveries."""
         if not key_path_ok(path):
             raise ValueError("not a key path of the form /prod/keys/pub-key-<id>.pem")
         key = self._cached(path)
         if key is not None:
             return key
-        lock = self._locks.setdefault(path, asyncio.Lock())
-        async with lock:
-            key = self._cached(path)
-            if key is not None:
-                return key
-            now = self._clock()
-            if now - self._failed.get(path, -3600.0) < 60:
-                raise KeyUnavailable(f"key {path} failed less than a minute ago")
+        now = self._clock()
+        known = self._keys.get(path)
+        if now - self._failed.get(path, -3600.0) < 60:
+            if known is not None:
+                return known[1]
+            raise KeyUnavailable(f"key {path} failed less than a minute ago")
+        if path not in self._locks:
             self._recent = [t for t in self._recent if now - t < 60]
             if len(self._recent) >= self._max_fetches:
+                if known is not None:
+                    return known[1]
                 raise KeyUnavailable("too many key fetches this minute")
             self._recent.append(now)
-            self.fetches += 1
-            try:
-                key = rsa_sig.parse_public_key(await self._fetch(self.base_url + path))
-            except (OSError, TimeoutError, ValueError) as exc:
-                self._failed[path] = self._clock()
-                if len(self._failed) > 256:
-                    self._failed.pop(next(iter(self._failed)))
-                raise KeyUnavailable(f"key {path} could not be had ({exc.__class__.__name__})") from None
-            self._keys[path] = (self._clock(), key)
-            if len(self._keys) > 16:  # Adobe has two keys at a time; a rotation adds two more
-                oldest = min(self._keys, key=lambda p: self._keys[p][0])
-                self._keys.pop(oldest, None)
-            self._locks.pop(path, None)
-            return key
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        try:
+            async with lock:
+                key = self._cached(path)
+                if key is not None:
+                    return key
+                self.fetches += 1
+                try:
+                    key = rsa_sig.parse_public_key(await self._fetch(self.base_url + path))
+                except (OSError, TimeoutError, ValueError) as exc:
+                    self._failed[path] = self._clock()
+                    if len(self._failed) > 256:
+                        self._failed.pop(next(iter(self._failed)))
+                    if known is not None:
+                        return known[1]
+                    raise KeyUnavailable(f"key {path} could not be had ({exc.__class__.__name__})") from None
+                self._keys[path] = (self._clock(), key)
+                if len(self._keys) > 16:  # Adobe has two keys at a time; a rotation adds two more
+                    oldest = min(self._keys, key=lambda p: self._keys[p][0])
+                    self._keys.pop(oldest, None)
+                return key
+        finally:
+            if not lock.locked():
+                self._locks.pop(path, None)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,9 @@ class Follower:
                 # row skipped here would be seen by no one (too large to keep is the one exception).
                 unchecked = unchecked_record(raw, self.max_event_bytes, SOURCE, kind)
                 if unchecked is None:
+                    metrics.FOLLOW_SKIPPED.inc()
+                    log.error("order_id=%s %s from REST cannot be kept on the log at all: skipped (book it by hand)",
+                              raw.get("order_id") or raw.get("entity_id"), ref)
                     continue
                 record = unchecked
             key, value = record

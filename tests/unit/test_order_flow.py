@@ -146,27 +146,40 @@ def test_a_new_delivery_of_a_parked_order_looks_in_quickbooks_before_it_creates(
 
 
 def test_a_change_feed_does_not_start_booking_an_order_of_before_magqb() -> None:
-    from datetime import UTC, timedelta
+    from datetime import UTC, datetime, timedelta
 
     from app.domain.order_flow import unseen_and_old
 
-    week = timedelta(hours=72)
-    placed = ORDER.created_at.replace(tzinfo=UTC)  # type: ignore[union-attr]
-    late, soon = placed + timedelta(days=90), placed + timedelta(minutes=3)
-    # Shipped three months later, seen by the follower or an update event: not a lost order, not booked.
-    assert unseen_and_old(None, ORDER, "rest-follow", late, week)
-    assert unseen_and_old(None, ORDER, "adobe-io-events", late, week)
-    assert unseen_and_old(None, ORDER, "mageos/sales.order.updated", late, week)
-    # A lost webhook's order, found within the window, is booked; so is anything a creation event or an
-    # operator brings, and any order magqb already has.
-    assert not unseen_and_old(None, ORDER, "rest-follow", soon, week)
-    assert not unseen_and_old(None, ORDER, "mageos/sales.order.created", late, week)
-    assert not unseen_and_old(None, ORDER, "magento-webhook", late, week)
-    assert not unseen_and_old(None, ORDER, "import", late, week)
-    assert not unseen_and_old(None, ORDER, "rest-follow", late, week, replay_id="r1")
-    assert not unseen_and_old(None, ORDER, "rest-follow", late, week, retry_of="dl1")
+    window = timedelta(hours=72)
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+    def order(placed_days_ago: float, changed_days_ago: float) -> MagentoOrder:
+        at = lambda days: (now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
+        return MagentoOrder.model_validate({**RAW, "created_at": at(placed_days_ago), "updated_at": at(changed_days_ago)})
+
+    shipped_late, lost_webhook = order(90, 0), order(0.01, 0.01)
+    # Placed three months ago, changed now, reported by the follower or an update event: not booked.
+    for feed in ("rest-follow", "adobe-io-events", "mageos/sales.order.updated", "mageos/sales.order.paid"):
+        assert unseen_and_old(None, shipped_late, feed, now, window), feed
+    # Its credit memo came first (a pending row): still an order magqb never had.
+    pending = OrderState(status="pending", order_ref="100000001", event_id="cm1")
+    assert unseen_and_old(pending, shipped_late, "rest-follow", now, window)
+    # A lost webhook's order is booked, however late the feed brings it (an outage does not age it).
+    assert not unseen_and_old(None, lost_webhook, "rest-follow", now + timedelta(days=5), window)
+    # Creation events, the blueprint's webhooks, imports and `dlq retry` are not judged; an order magqb has is not.
+    assert not unseen_and_old(None, shipped_late, "mageos/sales.order.created", now, window)
+    assert not unseen_and_old(None, shipped_late, "magento-webhook", now, window)
+    assert not unseen_and_old(None, shipped_late, "import", now, window, replay_id="import-x")
+    assert not unseen_and_old(None, shipped_late, "rest-follow", now, window, retry_of="dl1")
     parked = OrderState(status="failed", order_ref="100000001", event_id="ev1")
-    assert not unseen_and_old(parked, ORDER, "rest-follow", late, week)
+    assert not unseen_and_old(parked, shipped_late, "rest-follow", now, window)
+    # A replay of a feed's event is judged as that feed's; a replay of a webhook's is not.
+    assert unseen_and_old(None, shipped_late, "replay", now, window, replay_id="r1", origin="rest-follow")
+    assert not unseen_and_old(None, shipped_late, "replay", now, window, replay_id="r1", origin="magento-webhook")
+    # Without updated_at, the time it arrived (naive or aware) is the change's.
+    no_update = MagentoOrder.model_validate({**RAW, "created_at": "2026-09-01 10:00:00"})
+    assert unseen_and_old(None, no_update, "rest-follow", now, window)
+    assert unseen_and_old(None, no_update, "rest-follow", now.replace(tzinfo=None), window)
 
 
 def test_request_ids_are_stable_short_and_distinct() -> None:

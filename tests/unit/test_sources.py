@@ -84,3 +84,35 @@ def test_a_public_key_setting_is_a_pem_or_a_path(tmp_path) -> None:  # type: ign
         load_public_key(str(tmp_path / "missing.pem"))
     with pytest.raises(PublicKeyError, match="not a PEM public key"):
         load_public_key("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")
+
+
+async def test_key_cache_refetches_after_a_day_keeps_an_expired_key_while_the_server_fails_and_holds_nothing_for_strangers(
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    now = [0.0]
+    answers: list[bytes | Exception] = [pem]
+    asked: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        asked.append(url)
+        answer = answers[-1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    cache = adobe_io.KeyCache("https://keys.example", fetch, ttl=86400, clock=lambda: now[0], max_fetches=3)
+    good = "/prod/keys/pub-key-1.pem"
+    assert await cache.key(good) is not None and await cache.key(good) is not None
+    assert asked == ["https://keys.example" + good]  # cached
+    now[0] = 86401.0
+    answers.append(OSError("down"))
+    assert await cache.key(good) is not None  # expired, the refetch failed: the old key still verifies
+    assert len(asked) == 2
+    # Strangers' paths: fetched within the budget, then refused at once; no lock or entry kept for them.
+    for n in range(10):
+        with pytest.raises(adobe_io.KeyUnavailable):
+            await cache.key(f"/prod/keys/pub-key-x{n}.pem")
+    assert len(asked) == 4 and cache._locks == {}  # the state a flood must not grow
