@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from app import jsonutil, metrics, topics
 from app.adapters.magento_api import MagentoApiError, MagentoClient, MagentoConnection
-from app.domain.order_search import search_criteria
+from app.domain.order_search import int_field, search_criteria
 from app.domain.signature import SIGNATURE_HEADER, verify
 from app.ingress.guard import ConnectionGuard
 from app.settings import Settings
@@ -293,13 +293,38 @@ class Ingress:
         parsed = self._json(body)
         if parsed is _NOT_JSON:
             return _problem(400, "body is not JSON")
-        checked = _validate("order", adobe_commerce.extract_order(parsed))
+        order = adobe_commerce.extract_order(parsed)
+        checked = _validate("order", order)
         if isinstance(checked, web.Response):
-            return checked
+            # A hook configured with `fields` sends a trimmed order: its id is enough to read the order itself.
+            fetched = await self._fetch_trimmed(order)
+            if fetched is None:
+                return checked
+            if isinstance(fetched, web.Response):
+                return fetched
+            checked = fetched
         published = await self._produce(*checked, source=adobe_commerce.SOURCE)
         if isinstance(published, web.Response):
             return published
         return web.json_response(adobe_commerce.SUCCESS)
+
+    async def _fetch_trimmed(self, order: Any) -> tuple[dict[str, Any], EventKind, str, str] | web.Response | None:
+        """The order a trimmed body names, read from REST and validated; None when it names none, REST is
+        not configured or Magento does not have it (the body's own 422 stands); a 503 when REST is down."""
+        entity_id = int_field(order, "entity_id") if isinstance(order, dict) else None
+        client = self._magento()
+        if entity_id is None or entity_id < 1 or client is None:
+            return None
+        try:
+            full = await client.order(entity_id)
+        except MagentoApiError as exc:
+            log.error("order_id=%s a trimmed webhook body, and the order could not be read (%s): answered 503",
+                      entity_id, exc)
+            return _unavailable("Magento's REST API did not answer: retry later")
+        if full is None:
+            return None
+        checked = _validate("order", full)
+        return None if isinstance(checked, web.Response) else checked
 
     # ------------------------------------------------------------ Adobe I/O Events
 
