@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from app import topics
+from app import jsonutil, topics
 from app.adapters.magento_api import MagentoClient
 from app.checkpoint import Checkpoint
 from app.domain.order_search import OrderSearch, Pager
@@ -68,6 +68,8 @@ def event_record(raw: dict[str, Any], max_event_bytes: int, source: str, kind: E
                  **extra: Any) -> tuple[str, bytes] | str:
     """(key, envelope) for an order, credit memo or invoice read from REST, exactly as the ingress
     writes it — or why it cannot be published."""
+    if jsonutil.deeper_than(raw):
+        return f"nested more than {jsonutil.MAX_DEPTH} levels: not a Magento {kind}"
     try:
         body = MODELS[kind].model_validate(raw)
     except ValidationError as exc:
@@ -85,8 +87,10 @@ def unchecked_record(raw: dict[str, Any], max_event_bytes: int, source: str, kin
     """(key, envelope) of a row that is not a valid order, credit memo or invoice, keyed by its order so the
     orders agent dead-letters it where an operator sees it; None when it is too large to keep."""
     key = str(raw.get("order_id" if kind != "order" else "entity_id") or raw.get("entity_id") or "")
+    if not key or jsonutil.deeper_than(raw):
+        return None
     _, value = envelope_bytes(raw, source, kind=kind)
-    if not key or len(value) > max_event_bytes - DEAD_LETTER_RESERVE:
+    if len(value) > max_event_bytes - DEAD_LETTER_RESERVE:
         return None
     return key, value
 

@@ -36,3 +36,26 @@ def loads(data: bytes | str) -> Any:
 def loads_decimal(data: bytes | str) -> Any:
     """Parse with numbers that have a fraction or exponent as Decimal (no float anywhere)."""
     return json.loads(data, parse_float=Decimal)
+
+
+# A Magento order nests a dozen levels at most (items → product_options → bundle options …). Bodies
+# nested deeper are refused where they come in: orjson writes at most 254 levels, so a deeper body
+# that was parsed could never be written to Kafka (a 500 its sender would retry forever).
+MAX_DEPTH = 64
+
+
+def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

@@ -158,11 +158,17 @@ class Ingress:
 
     @staticmethod
     def _json(body: bytes) -> Any:
+        """The parsed body, or the answer: 400 (not JSON), 422 (nested deeper than any order)."""
         try:
-            return jsonutil.loads(body)
+            parsed = jsonutil.loads(body)
         except ValueError:
             metrics.WEBHOOKS.labels(result="bad_json").inc()
-            return _NOT_JSON
+            return _problem(400, "body is not JSON")
+        if jsonutil.deeper_than(parsed):
+            metrics.WEBHOOKS.labels(result="invalid").inc()
+            return _problem(422, "body nested too deep", errors=[
+                {"field": "(body)", "message": f"objects and arrays nest more than {jsonutil.MAX_DEPTH} levels"}])
+        return parsed
 
     async def _accept(self, request: web.Request, what: str, secret: str | None = None,
                       source: str = SOURCE) -> web.Response:
@@ -173,8 +179,8 @@ class Ingress:
         if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret if secret is None else secret):
             return self._refuse_signature(request, SIGNATURE_HEADER)
         parsed = self._json(body)
-        if parsed is _NOT_JSON:
-            return _problem(400, "body is not JSON")
+        if isinstance(parsed, web.Response):
+            return parsed
         checked = _validate(what, parsed)
         if isinstance(checked, web.Response):
             return checked
@@ -241,8 +247,8 @@ class Ingress:
         if not verify(body, request.headers.get(SIGNATURE_HEADER), secret):
             return self._refuse_signature(request, SIGNATURE_HEADER)
         parsed = self._json(body)
-        if parsed is _NOT_JSON:
-            return _problem(400, "body is not JSON")
+        if isinstance(parsed, web.Response):
+            return parsed
         checked = _validate("order", parsed)
         if isinstance(checked, web.Response):
             return checked
@@ -291,8 +297,8 @@ class Ingress:
         if not adobe_commerce.verify(self._adobe_key, body, request.headers.get(adobe_commerce.SIGNATURE_HEADER)):
             return self._refuse_signature(request, adobe_commerce.SIGNATURE_HEADER)
         parsed = self._json(body)
-        if parsed is _NOT_JSON:
-            return _problem(400, "body is not JSON")
+        if isinstance(parsed, web.Response):
+            return parsed
         order = adobe_commerce.extract_order(parsed)
         checked = _validate("order", order)
         if isinstance(checked, web.Response):
@@ -357,8 +363,8 @@ class Ingress:
         if not verdict.ok:
             return self._refuse_signature(request, "x-adobe-digital-signature-1/-2", verdict.reason)
         parsed = self._json(body)
-        if parsed is _NOT_JSON:
-            return _problem(400, "body is not JSON")
+        if isinstance(parsed, web.Response):
+            return parsed
         if isinstance(parsed, dict) and "validationUrl" in parsed and "type" not in parsed:
             return web.json_response({"status": "ok"})  # a POSTed challenge: answered by the GET handshake
         try:
@@ -445,7 +451,6 @@ class Ingress:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-_NOT_JSON = object()
 RETRY_AFTER_SECONDS = 5
 
 

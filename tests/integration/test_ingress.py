@@ -178,6 +178,11 @@ BAD_CASES = {
     "not json": (lambda b, s: (b"{not json", sign(b"{not json", "test-webhook-secret")), 400),
     "too large": (lambda b, s: ((big := b" " * 210000 + b), sign(big, "test-webhook-secret")), 413),
     "non-ASCII signature": (lambda b, s: (b, "é" + s[1:]), 401),
+    # Validly signed, nested 300 levels: parsed, but no Kafka record could hold it (orjson writes 254).
+    "nested 300 levels": (lambda b, s: ((deep := b[:-1] + b', "extension_attributes": ' + b'{"a": ' * 300 + b'1'
+                                         + b'}' * 300 + b'}'), sign(deep, "test-webhook-secret")), 422),
+    "nested beyond the parser": (lambda b, s: ((deep := b"[" * 2000 + b"]" * 2000), sign(deep, "test-webhook-secret")),
+                                 400),
 }
 
 

@@ -116,3 +116,46 @@ async def test_key_cache_refetches_after_a_day_keeps_an_expired_key_while_the_se
         with pytest.raises(adobe_io.KeyUnavailable):
             await cache.key(f"/prod/keys/pub-key-x{n}.pem")
     assert len(asked) == 4 and cache._locks == {}  # the state a flood must not grow
+
+
+@pytest.mark.parametrize("depth,too_deep", [(1, False), (64, False), (65, True), (300, True)])
+def test_nesting_depth_is_measured_without_recursion(depth: int, too_deep: bool) -> None:
+    from app import jsonutil
+    from app.importer import event_record
+
+    value: object = 1
+    for n in range(depth):
+        value = {"a": value} if n % 2 else [value]
+    assert jsonutil.deeper_than(value) is too_deep
+    assert not jsonutil.deeper_than({"items": [{"product_option": {"extension_attributes": {"x": [1]}}}]})
+    if too_deep:
+        # The follower and `magqb import` say why rather than fail on it (a pass that never ends).
+        assert event_record({"entity_id": 1, "deep": value}, 1_000_000, "rest-follow", "order") == \
+            "nested more than 64 levels: not a Magento order"
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def test_nesting_depth_fuzzed_against_a_recursive_count() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from app import jsonutil
+
+    json_values = st.recursive(st.none() | st.integers() | st.text(max_size=3),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner,
+                                                                                           max_size=3),
+                               max_leaves=40)
+
+    @settings(max_examples=300, deadline=None)
+    @given(value=json_values, limit=st.integers(0, 8))
+    def check(value: object, limit: int) -> None:
+        assert jsonutil.deeper_than(value, limit) is (_depth(value) > limit)
+
+    check()
