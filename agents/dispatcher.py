@@ -284,7 +284,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                 # A lookup before a create only pays when an earlier attempt may have reached QuickBooks: a
                 # retry from a rung, or a record written before this worker took the partition over.
                 msg = event.message
-                verify = attempts_of(_headers(event)) > 1 or ctx.ownership.maybe_handled_before(msg.tp, msg.timestamp)
+                verify = attempts_of(_headers(event)) > 1 or ctx.ownership.maybe_handled_before(msg.tp, msg.offset)
                 outcome = await dispatch(cmd, msg.tp, verify)
                 await retry_transient(lambda: record(cmd, event, outcome), stopping, log,
                                       f"order_id={cmd.order_id} recording {cmd.type}", every_error=True)

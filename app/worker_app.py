@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -48,6 +49,21 @@ def raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:
     """Bytes in, bytes out: every payload is decoded by its pydantic model in the agent."""
     return app.topic(*names, partitions=partitions, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw")
+
+
+async def _end_offsets(bootstrap: str, app_id: str, tps: list[Any]) -> dict[Any, int]:
+    """The partitions' log-end offsets, by a plain client of its own (faust's consumer is mid-rebalance)."""
+    from aiokafka import TopicPartition
+
+    from app.adapters import kafka_io
+
+    consumer = kafka_io.consumer(bootstrap, f"{app_id}-ownership")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+    finally:
+        await kafka_io.close(consumer)
 
 
 def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
@@ -96,7 +112,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
         mapping=mapping,
-        ownership=Ownership(app),
+        ownership=Ownership(app, partial(_end_offsets, settings.kafka_bootstrap_servers, settings.app_id)),
     )
     from agents.dispatcher import register_dispatcher
     from agents.follower import register_follower
