@@ -31,10 +31,10 @@ class App:
         self.on_partitions_assigned = Signal()
 
 
-async def until(check: Any) -> None:
+async def learnt(own: Ownership) -> None:
+    """Wait (bounded) for the end-offset lookups the assignments started."""
     async with asyncio.timeout(5):
-        while not check():
-            await asyncio.sleep(0.01)
+        await asyncio.gather(*list(own._tasks))
 
 
 async def test_records_written_before_the_takeover_may_have_been_handled_after_it_not() -> None:
@@ -49,7 +49,7 @@ async def test_records_written_before_the_takeover_may_have_been_handled_after_i
     await app.on_partitions_assigned.send({commands})
     assert own.owns(commands)
     assert own.maybe_handled_before(commands, 500)  # before the end is known: every record may have been
-    await until(lambda: not own.maybe_handled_before(commands, 500))
+    await learnt(own)
     assert own.maybe_handled_before(commands, 119)  # written before we took it over
     assert not own.maybe_handled_before(commands, 120)  # written after: ours alone, whatever its timestamp says
     assert asked == [[commands]]
@@ -66,7 +66,7 @@ async def test_unknown_ends_cost_lookups_never_a_skipped_one() -> None:
     own = Ownership(app, broken)
     tp = TP("qbo.commands", 0)
     await app.on_partitions_assigned.send({tp})
-    await until(lambda: not own._tasks)  # the attempt to learn the ends is over
+    await learnt(own)  # the attempt to learn the ends is over
     assert own.maybe_handled_before(tp, 10**9)
     assert Ownership(App()).maybe_handled_before(tp, 0)  # no end offsets at all (tests without a broker)
 
@@ -88,8 +88,11 @@ async def test_an_answer_for_an_older_assignment_is_not_taken() -> None:
     own = Ownership(app, slow)
     await app.on_partitions_assigned.send({tp})
     await app.on_partitions_assigned.send({tp})  # rebalanced again before the first answer
-    await until(lambda: not own.maybe_handled_before(tp, 9))  # the second takeover's answer
+    # The second takeover's lookup ends first (the first one waits for `release`).
+    done, _ = await asyncio.wait(set(own._tasks), timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1
+    assert not own.maybe_handled_before(tp, 9)  # the second takeover's answer
     release.set()
-    await asyncio.wait_for(first_done.wait(), 5)
-    await until(lambda: not own._tasks)
+    await learnt(own)
+    assert first_done.is_set()
     assert own.maybe_handled_before(tp, 8)  # not the first's late 5: records 5..8 came before the second
