@@ -148,7 +148,7 @@ class Dispatcher:
             async with self._locks[f"item:{cmd.name.lower()}"]:
                 return await self._ensure_item(cmd)
         if isinstance(cmd, VoidDocument):
-            async with self._locks[f"void:{cmd.doc_type}:{cmd.qbo_id}"]:
+            async with self._locks[f"void:{cmd.doc_type}:{cmd.qbo_id or cmd.doc_number}"]:
                 return await self._void(cmd, verify)
         if isinstance(cmd, ReceivePayment):
             async with self._locks[f"pay:{cmd.payment.PaymentRefNum}"]:
@@ -379,22 +379,39 @@ class Dispatcher:
 
     async def _void(self, cmd: VoidDocument, verify: bool) -> DocumentVoided:
         """One call when the document is as we created it; a read first only when an earlier attempt may
-        have voided it or we do not know its SyncToken; a read and a second try when someone edited it."""
+        have voided it or we do not know its SyncToken; a read and a second try when someone edited it.
+        Without an Id (the create was parked unanswered) one lookup by DocNumber finds it, or that there is none."""
+        if cmd.qbo_id is None:
+            rows = await self._documents_by_number(cmd.doc_type).get(cmd.doc_number) or []
+            mine = [dict(r) for r in rows if note_names_order(r.get("PrivateNote"), cmd.order_ref, cmd.order_id)]
+            if not mine:
+                log.info("order_id=%s order=%s cancelled while parked: no %s DocNumber=%s of it in QuickBooks, "
+                         "nothing to void", cmd.order_id, cmd.order_ref, cmd.doc_type, cmd.doc_number)
+                return DocumentVoided(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
+                                      request_id=cmd.request_id, doc_type=cmd.doc_type, qbo_id="",
+                                      doc_number=cmd.doc_number, absent=True)
+            found = mine[0]
+            cmd = cmd.model_copy(update={"qbo_id": str(found["Id"])})
+            if _is_voided(found):
+                return self._voided(cmd, how="found")
+            verify, cmd = False, cmd.model_copy(update={"sync_token": str(found.get("SyncToken", "0"))})
+        assert cmd.qbo_id is not None
+        qbo_id = cmd.qbo_id
         token = cmd.sync_token
         if verify or token is None:
-            current = await self.client.read(cmd.doc_type, cmd.qbo_id)
+            current = await self.client.read(cmd.doc_type, qbo_id)
             if _is_voided(current):
                 return self._voided(cmd, how="found")
             token = str(current.get("SyncToken", "0"))
         try:
-            await self.client.void(cmd.doc_type, cmd.qbo_id, token, cmd.request_id)
+            await self.client.void(cmd.doc_type, qbo_id, token, cmd.request_id)
         except QboError as exc:
             if exc.fault.code != STALE_SYNC_TOKEN:
                 raise
-            current = await self.client.read(cmd.doc_type, cmd.qbo_id)
+            current = await self.client.read(cmd.doc_type, qbo_id)
             if _is_voided(current):  # our earlier attempt did it (its answer was lost)
                 return self._voided(cmd, how="found")
-            await self.client.void(cmd.doc_type, cmd.qbo_id, str(current.get("SyncToken", "0")), cmd.request_id)
+            await self.client.void(cmd.doc_type, qbo_id, str(current.get("SyncToken", "0")), cmd.request_id)
         return self._voided(cmd, how="voided")
 
     def _voided(self, cmd: VoidDocument, how: str) -> DocumentVoided:
@@ -402,7 +419,7 @@ class Dispatcher:
         log.info("order_id=%s order=%s %s Id=%s DocNumber=%s voided (%s)", cmd.order_id, cmd.order_ref, cmd.doc_type,
                  cmd.qbo_id, cmd.doc_number, "already void" if how == "found" else "now")
         return DocumentVoided(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=cmd.realm_id,
-                              request_id=cmd.request_id, doc_type=cmd.doc_type, qbo_id=cmd.qbo_id,
+                              request_id=cmd.request_id, doc_type=cmd.doc_type, qbo_id=cmd.qbo_id or "",
                               doc_number=cmd.doc_number)
 
     # ------------------------------------------------------------ payments (a paid invoice)

@@ -163,11 +163,39 @@ def compare(in_range: list[LogOrder], known_numbers: set[str], docs: list[QboDoc
     return out
 
 
+def used_prefixes(states: dict[str, OrderState]) -> tuple[str, ...]:
+    """Every DocNumber prefix the installation's orders and refunds went out under, read off the numbers
+    the states keep (an order keeps its number for life): after a prefix changes, documents under the
+    old one are still ours, and reconcile tells them."""
+    found: dict[str, None] = {}
+
+    def add(number: str | None, *refs: str) -> None:
+        for ref in refs:
+            if number and ref and number.endswith(ref) and len(number) > len(ref):
+                found[number[:-len(ref)]] = None
+                return
+
+    for key, st in states.items():
+        add(st.doc_number, st.order_ref, key)
+        for fu in st.follow_ups:
+            if fu.kind == "refund":
+                add(fu.doc_number, fu.ref)
+    return tuple(found)
+
+
 def _money(value: Any) -> Decimal | None:
     try:
         return Decimal(str(value)) if value is not None else None
     except InvalidOperation:
         return None
+
+
+def _refund_number(state: OrderState | None, memo: MagentoCreditMemo, cfg: MappingConfig) -> str:
+    """The number the credit memo went out under (kept for life), else the one the configuration gives it."""
+    fu = next((f for f in state.follow_ups if f.kind == "refund" and f.key == str(memo.entity_id)), None) \
+        if state is not None else None
+    return fu.doc_number if fu is not None and fu.doc_number else number_for(memo.refund_ref,
+                                                                             cfg.refund_prefix(memo.store_id))
 
 
 async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingConfig, since: datetime,
@@ -194,8 +222,7 @@ async def read_log_orders(c: Any, states: dict[str, OrderState], cfg: MappingCon
                     m = MagentoCreditMemo.model_validate(memo)
                 except ValidationError:
                     continue  # its dead letter tells
-                memos[m.key][str(m.entity_id)] = (number_for(m.refund_ref, cfg.refund_prefix(m.store_id)),
-                                                  to_cents(m.grand_total))
+                memos[m.key][str(m.entity_id)] = (_refund_number(states.get(m.key), m, cfg), to_cents(m.grand_total))
         done += len(batch)
         on_batch(done, total)
     known: set[str] = set()

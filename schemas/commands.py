@@ -67,11 +67,13 @@ class CreateDocument(_Command):
 
 
 class VoidDocument(_Command):
-    """Magento cancelled a booked order: void its SalesReceipt/Invoice (it stays, with zero amounts)."""
+    """Magento cancelled a booked order: void its SalesReceipt/Invoice (it stays, with zero amounts).
+    Without `qbo_id` (the order's create was parked with no answer: it may or may not be in QuickBooks)
+    the document is looked up by `doc_number` first, proven the order's by its PrivateNote; none: done."""
 
     type: Literal["void_document"] = "void_document"
     doc_type: DocType
-    qbo_id: str = Field(min_length=1)
+    qbo_id: str | None = Field(default=None, min_length=1)
     doc_number: str
     sync_token: str | None = None  # the one it was created with; a stale one costs a read and a retry
 

@@ -62,8 +62,10 @@ class DocumentCreated(_Result):
 class DocumentVoided(_Result):
     type: Literal["document_voided"] = "document_voided"
     doc_type: DocType
-    qbo_id: str
+    qbo_id: str  # "" when `absent`
     doc_number: str
+    # A void looked up by DocNumber (the order's create was parked) found no document of the order: nothing to void.
+    absent: bool = False
 
 
 class PaymentReceived(_Result):

@@ -59,10 +59,10 @@ class Books:
             await self._apply(key, on_result(self.states.get(key), result, self.customer, self.item, self.cfg,
                                              self.realm))
 
-    async def order(self, raw: dict[str, Any], event_id: str = "ev") -> None:
+    async def order(self, raw: dict[str, Any], event_id: str = "ev", retry_of: str | None = None) -> None:
         order = MagentoOrder.model_validate(raw)
         await self._apply(order.key, on_order(self.states.get(order.key), order, raw, event_id, self.customer,
-                                              self.item, self.cfg, self.realm))
+                                              self.item, self.cfg, self.realm, retry_of=retry_of))
 
     async def creditmemo(self, raw: dict[str, Any], event_id: str = "cm") -> None:
         memo = MagentoCreditMemo.model_validate(raw)

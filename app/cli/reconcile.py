@@ -68,7 +68,7 @@ async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[l
     from app.adapters.oauth import TokenRefreshError
     from app.adapters.qbo_access import qbo_client
     from app.adapters.qbo_client import QboError
-    from app.reconcile import compare, qbo_window, read_documents, read_log_orders
+    from app.reconcile import compare, qbo_window, read_documents, read_log_orders, used_prefixes
 
     cfg = mapping(s.mapping_file)
     bar = Progress("reading order states", unit="records")
@@ -90,7 +90,8 @@ async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[l
         fail(f"{exc}: `magqb token set` or `magqb connect` gives the realm a new refresh token")
     except QboError as exc:
         fail(f"QuickBooks refused the query: {exc}")
-    findings = compare(in_range, known, docs, cfg.doc_prefixes)
+    # Every prefix in use now and every one an order or refund went out under before (numbers are for life).
+    findings = compare(in_range, known, docs, (*cfg.doc_prefixes, *used_prefixes(states)))
     kinds = {k: sum(1 for f in findings if f.kind == k) for k in ("missing", "booked_twice", "total_differs",
                                                                     "not_voided", "refund_missing", "unknown")}
     rng = f"{since.isoformat()} .. {until.isoformat() if until else 'now'}"

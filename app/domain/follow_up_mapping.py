@@ -156,9 +156,11 @@ def refund_item_needs(memo: MagentoCreditMemo, sale: SaleFacts, cfg: MappingConf
 
 
 def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, sale: SaleFacts,
-                   item_ids: dict[str, str], cfg: MappingConfig, paid: bool = False) -> MappedDocument:
+                   item_ids: dict[str, str], cfg: MappingConfig, paid: bool = False,
+                   number: str | None = None) -> MappedDocument:
     """The RefundReceipt or CreditMemo of a credit memo whose items are resolved (`refund_item_needs`);
-    `paid`: the order's Invoice has a Payment (`refund_type`)."""
+    `paid`: the order's Invoice has a Payment (`refund_type`); `number`: the DocNumber it was first sent
+    under (kept for life), None for the configuration's."""
     doc_type = refund_type(sale_doc_type, paid)
     lines = []
     for line in _refund_lines(memo, sale, cfg):
@@ -175,7 +177,7 @@ def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, 
         Line=lines,
         CustomerRef=Ref(value=sale.customer_id, name=sale.customer_name),
         TxnDate=day.isoformat() if day else None,
-        DocNumber=number_for(memo.refund_ref, cfg.refund_prefix(_store(sale, memo.store_id))),
+        DocNumber=number or number_for(memo.refund_ref, cfg.refund_prefix(_store(sale, memo.store_id))),
         PrivateNote=refund_note(order_ref, memo, _store(sale, memo.store_id)),
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(memo.tax_amount)) if memo.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,
@@ -194,8 +196,9 @@ def map_creditmemo(memo: MagentoCreditMemo, order_ref: str, sale_doc_type: str, 
 
 
 def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoice_qbo_id: str,
-                cfg: MappingConfig) -> PaymentDocument:
-    """The Payment of a paid Magento invoice, applied to the order's QBO Invoice."""
+                cfg: MappingConfig, number: str | None = None) -> PaymentDocument:
+    """The Payment of a paid Magento invoice, applied to the order's QBO Invoice; `number`: the PaymentRefNum
+    it was first sent under (kept for life), None for the configuration's."""
     amount = to_cents(invoice.grand_total)
     if amount <= ZERO:
         raise MappingError(f"invoice {invoice.invoice_ref} pays {amount}: nothing to receive")
@@ -206,7 +209,7 @@ def map_payment(invoice: MagentoInvoice, order_ref: str, sale: SaleFacts, invoic
         TotalAmt=amount,
         Line=[PaymentLine(Amount=amount, LinkedTxn=[{"TxnId": invoice_qbo_id, "TxnType": "Invoice"}])],
         TxnDate=day.isoformat() if day else None,
-        PaymentRefNum=number_for(invoice.invoice_ref, cfg.payment_prefix(_store(sale, invoice.store_id))),
+        PaymentRefNum=number or number_for(invoice.invoice_ref, cfg.payment_prefix(_store(sale, invoice.store_id))),
         PrivateNote=payment_note(order_ref, invoice, _store(sale, invoice.store_id)),
         DepositToAccountRef=Ref(value=rule.deposit_account_id or cfg.deposit_account_id),
         PaymentMethodRef=Ref(value=rule.payment_method_id) if rule.payment_method_id else None,

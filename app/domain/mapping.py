@@ -304,8 +304,15 @@ def note_names_order(note: object, order_ref: str, order_id: str | None = None) 
     """Whether a document's PrivateNote says it was booked for this Magento order (and not for
     100000012 when we look for 10000001, nor for another store's 10000001): the proof a document
     found by DocNumber is ours. A note without the store and entity (an older magqb's) names the
-    increment id only."""
-    if not isinstance(note, str) or not note.startswith(NOTE_PREFIX + order_ref):
+    increment id only. A note whose entity is this order's is its own even under another number: an
+    order first delivered without its increment id was booked, and keeps its DocNumber, under its entity id."""
+    if not isinstance(note, str):
+        return False
+    if order_id is not None and note.startswith(NOTE_PREFIX):
+        tag = _IDENTITY.search(note)
+        if tag is not None and tag.group(2) == str(order_id):
+            return True
+    if not note.startswith(NOTE_PREFIX + order_ref):
         return False
     rest = note[len(NOTE_PREFIX) + len(order_ref):]
     if not (rest == "" or rest.startswith(" ")):
@@ -495,8 +502,10 @@ def _draft(order: MagentoOrder, cfg: MappingConfig) -> tuple[DocLine, ...]:
     return tuple([*lines, rounding] if rounding is not None else lines)
 
 
-def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> MappedDocument:
-    """Build the QBO document for an order whose customer and items are all resolved.
+def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig, number: str | None = None) -> MappedDocument:
+    """Build the QBO document for an order whose customer and items are all resolved. `number`: the
+    DocNumber the order was first sent under (an order keeps it for life, whatever the prefix or its
+    increment id say now); None: the number the configuration gives it.
 
     Raises MappingError when the configuration cannot express the order, and KeyError
     naming the item when a reference is missing (a programming error: callers check
@@ -520,7 +529,7 @@ def map_order(order: MagentoOrder, refs: ResolvedRefs, cfg: MappingConfig) -> Ma
         Line=lines,
         CustomerRef=Ref(value=refs.customer_id, name=refs.customer_name),
         TxnDate=day.isoformat() if day else None,
-        DocNumber=doc_number(order, cfg.doc_prefix(order.store_id)),
+        DocNumber=number or doc_number(order, cfg.doc_prefix(order.store_id)),
         PrivateNote=note,
         TxnTaxDetail=TaxDetail(TotalTax=to_cents(order.tax_amount)) if order.tax_amount != ZERO else None,
         GlobalTaxCalculation=cfg.tax_prices if cfg.tax_mode == "global" else None,

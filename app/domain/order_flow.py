@@ -133,7 +133,7 @@ def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: Mapping
          realm_id: str) -> Decision | tuple[MappedDocument, CreateDocument]:
     """The document and its command — or the decision to park the order (mapping error, totals)."""
     try:
-        mapped = map_order(order, refs, cfg)
+        mapped = map_order(order, refs, cfg, number=base.doc_number)
     except MappingError as exc:
         return _park(base, "mapping", str(exc))
     mismatch = (
@@ -277,6 +277,11 @@ def _on_order(
     if state is not None and cancelled and state.status in ("resolving", "requested", "synced"):
         # Cancelled after it was sent to QuickBooks: its document is voided (once it exists).
         return order_life.on_cancel(state, raw_order, event_id, cfg, realm_id, retry_of=retry_of, replay_id=replay_id)
+    if state is not None and cancelled and order_life.parked_with_document(state):
+        # Cancelled while parked after its create went out: QuickBooks may have the document (an answer lost,
+        # a total that differed). It is looked up and voided; if there is none, the order is done.
+        return order_life.on_cancel_parked(state, raw_order, event_id, realm_id, retry_of=retry_of,
+                                           replay_id=replay_id)
     if state is not None and state.status not in ("failed", "skipped"):
         # Already in progress or booked: a duplicate delivery or a replay books nothing. A replayed
         # event does not even count (a replay of 100,000 booked orders writes nothing).
@@ -294,9 +299,11 @@ def _on_order(
         return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
                                          error="cancelled in Magento before it was booked", follow_ups=later,
                                          history=state.history if state is not None else []), outcome="skipped")
+    # The number its create first went out under is the order's for life: a lookup finds an earlier attempt
+    # there even after the prefix changed or the order came back with an increment id it had not.
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
                       salt=salt, history=state.history if state is not None else [], received_at=received_at,
-                      follow_ups=later)
+                      follow_ups=later, doc_number=state.doc_number if state is not None else None)
     return _advance(order, base, customers, items, cfg, realm_id)
 
 

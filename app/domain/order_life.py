@@ -99,6 +99,8 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, retry_of: st
         # A new delivery of a parked one: an earlier attempt may have landed, so ids of its own and a
         # lookup first (as `dlq retry` gets).
         fu = fu.model_copy(update={"salt": f"again:{fu.event_id}"})
+    if existing is not None and existing.doc_number and existing.kind in ("refund", "payment"):
+        fu = fu.model_copy(update={"doc_number": existing.doc_number})  # its number for life (see map_creditmemo)
     if state is None:
         pending = OrderState(status="pending", order_ref=order_key, event_id=fu.event_id, follow_ups=[fu])
         return Decision(state=pending, outcome="waiting_for_order")
@@ -132,6 +134,44 @@ def on_cancel(state: OrderState, raw_order: dict[str, Any], event_id: str, cfg: 
     """Magento cancelled an order that is booked or on its way (one never booked is skipped by on_order)."""
     fu = FollowUp(kind="void", key=VOID_KEY, ref="cancellation", status="waiting", event_id=event_id, body=raw_order)
     return _arrive(state, fu, "", retry_of, replay_id, lambda s, f: _advance_void(s, f, realm_id))
+
+
+def parked_with_document(state: OrderState) -> bool:
+    """Parked after its create went out (it has a DocNumber): QuickBooks may hold its document. Or
+    cancelled so already, its lookup-and-void parked in turn (a `dlq retry` of that goes again)."""
+    if not state.doc_number or state.doc_type not in ("SalesReceipt", "Invoice"):
+        return False
+    return state.status == "failed" or (state.status == "skipped" and find(state, "void", VOID_KEY) is not None)
+
+
+def on_cancel_parked(state: OrderState, raw_order: dict[str, Any], event_id: str, realm_id: str,
+                     retry_of: str | None = None, replay_id: str | None = None) -> Decision:
+    """Magento cancelled an order whose create was parked (retries exhausted, an internal error, a document
+    that differed): the document is looked up by its remembered Id, else its DocNumber, and voided if there.
+    The order is final (`skipped`) at once: no delivery of it books it any more."""
+    assert state.doc_number is not None and state.doc_type in ("SalesReceipt", "Invoice")
+    existing = find(state, "void", VOID_KEY)
+    if existing is not None and (existing.status != "failed" or not retry_of):
+        if replay_id:
+            return Decision(state=None, outcome="duplicate")
+        return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
+                        outcome="duplicate")
+    salt = request_ids.attempt_salt(retry_of, replay_id)
+    fu = FollowUp(kind="void", key=VOID_KEY, ref="cancellation", status="requested", event_id=event_id,
+                  body=raw_order, salt=salt, doc_type=state.doc_type, doc_number=state.doc_number,
+                  qbo_id=state.qbo_id, total_amt=state.total_amt)
+    command = VoidDocument(order_id=_order_key(state, fu), order_ref=state.order_ref, realm_id=realm_id,
+                           request_id=request_ids.request_id(realm_id, "void-parked",
+                                                             f"{state.doc_type}:{state.doc_number}", salt),
+                           doc_type=state.doc_type, qbo_id=state.qbo_id, doc_number=state.doc_number,
+                           sync_token=state.sync_token if state.qbo_id else None)
+    fu = fu.model_copy(update={"outstanding": [command.request_id]})
+    why = state.error if state.status == "failed" else None
+    done = put(state, fu).model_copy(update={
+        "status": "skipped", "order": None, "outstanding": [],
+        "error": f"cancelled in Magento while parked ({(why or 'see its dead letter')[:200]}): its {state.doc_type} "
+                 f"{state.doc_number} is looked up and voided if QuickBooks has it"})
+    return Decision(state=done, commands=[command], outcome="void_requested")
 
 
 NO_SALE_FACTS = "no_sale_facts"
@@ -228,7 +268,7 @@ def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: Map
     ids = {name: entry.item_id for name, entry in known.items() if entry is not None}
     try:
         paid = any(f.kind == "payment" and may_be_in_quickbooks(f) for f in state.follow_ups)
-        mapped = map_creditmemo(memo, state.order_ref, state.doc_type, sale, ids, cfg, paid=paid)
+        mapped = map_creditmemo(memo, state.order_ref, state.doc_type, sale, ids, cfg, paid=paid, number=fu.doc_number)
     except MappingError as exc:
         return _park(state, fu, "mapping", str(exc))
     body = jsonutil.dumps(mapped.document.to_qbo())
@@ -263,7 +303,7 @@ def _advance_payment(state: OrderState, fu: FollowUp, cfg: MappingConfig, realm_
     assert fu.body is not None and state.qbo_id is not None
     invoice = MagentoInvoice.model_validate(fu.body)
     try:
-        payment = map_payment(invoice, state.order_ref, sale, state.qbo_id, cfg)
+        payment = map_payment(invoice, state.order_ref, sale, state.qbo_id, cfg, number=fu.doc_number)
     except MappingError as exc:
         return _park(state, fu, "mapping", str(exc))
     command = ReceivePayment(
@@ -343,6 +383,9 @@ def on_follow_up_result(state: OrderState, fu: FollowUp, result: FollowUpResult,
     if isinstance(result, DocumentCreated | PaymentReceived | DocumentVoided):
         update: dict[str, Any] = {"status": "done", "outstanding": [], "body": None, "error": None,
                                   "qbo_id": result.qbo_id}
+        if isinstance(result, DocumentVoided) and result.absent:
+            update |= {"error": "QuickBooks has no document of the order: nothing to void"}
+            return Decision(state=put(state, fu.model_copy(update=update)), outcome="nothing_to_void")
         if isinstance(result, DocumentCreated):
             update |= {"doc_type": result.doc_type, "doc_number": result.doc_number, "total_amt": result.total_amt}
         elif isinstance(result, PaymentReceived):

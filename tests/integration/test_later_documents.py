@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 
 from app.dispatch import Dispatcher, GiveUp
 from app.domain.mapping import MappingConfig, PaymentRule
-from schemas.commands import VoidDocument
-from schemas.events import DocumentVoided
+from schemas.commands import CreateDocument, VoidDocument
+from schemas.events import CommandFailed, DocumentVoided
 from tests.conftest import blueprint_order
 from tests.flow_driver import Books
 from tests.integration.conftest import REALM, RunningSandbox
@@ -150,3 +151,77 @@ async def test_a_payment_whose_answer_was_lost_is_found_not_made_twice(qbo_sandb
     found = await second.handle(again)  # no verify asked: a Payment is always looked for first
     assert getattr(found, "created", None) is False and len(docs(qbo_sandbox, "Payment")) == 1
     assert second.client.reads - reads == 1
+
+
+def lost_creates(dispatcher: Dispatcher, lose: list[bool]) -> Any:
+    """The dispatcher, except that while `lose[0]` a create's answer is lost after QuickBooks made (or, with
+    `lose[1]`, never got) the document: the order is parked `retries_exhausted`, its document there or not."""
+    async def answer(cmd: Any) -> Any:
+        if lose[0] and isinstance(cmd, CreateDocument):
+            if not lose[1]:
+                await dispatcher.handle(cmd)
+            return CommandFailed(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=REALM,
+                                 request_id=cmd.request_id, command_type=cmd.type, error_class="retriable",
+                                 message="timed out 6 times", reason="retries_exhausted")
+        return await dispatcher.handle(cmd)
+    return answer
+
+
+async def test_a_parked_order_keeps_its_first_number_when_the_prefix_changes(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    lose = [True, False]
+    b = Books(CFG, REALM, lost_creates(dispatcher, lose))
+    await b.order(blueprint_order())
+    assert b.parked == [("100000001", "retries_exhausted")]
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    assert sale["DocNumber"] == "MAG-100000001"
+    # The installation changes its prefix; `dlq retry` looks under the number the order first went out with.
+    lose[0] = False
+    b.cfg = dataclasses.replace(CFG, doc_number_prefix="SHOP-")
+    await b.order(blueprint_order(), "ev-retry", retry_of="dl-1")
+    assert [d["Id"] for d in docs(qbo_sandbox, "SalesReceipt")] == [sale["Id"]]
+    state = b.states["100000001"]
+    assert (state.status, state.qbo_id, state.doc_number) == ("synced", sale["Id"], "MAG-100000001")
+
+
+async def test_an_order_first_sent_by_its_entity_id_keeps_that_number(qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    lose = [True, False]
+    b = Books(CFG, REALM, lost_creates(dispatcher, lose))
+    bare = {**blueprint_order(), "entity_id": 555, "increment_id": None}
+    await b.order(bare)
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    assert sale["DocNumber"] == "MAG-555"
+    lose[0] = False
+    await b.order({**bare, "increment_id": "000000555"}, "ev-with-its-number")  # the follower brings it whole
+    assert [d["DocNumber"] for d in docs(qbo_sandbox, "SalesReceipt")] == ["MAG-555"]
+    assert (b.states["555"].status, b.states["555"].qbo_id) == ("synced", sale["Id"])
+
+
+async def test_a_cancellation_of_a_parked_order_voids_what_landed_and_is_done_if_nothing_did(
+        qbo_sandbox, session, tmp_path) -> None:
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    lose = [True, False]
+    b = Books(CFG, REALM, lost_creates(dispatcher, lose))
+    landed = {**blueprint_order(), "entity_id": 7, "increment_id": "000000007"}
+    await b.order(landed)
+    lose[1] = True  # the next one never reaches QuickBooks
+    never = {**blueprint_order(), "entity_id": 8, "increment_id": "000000008"}
+    await b.order(never)
+    assert b.parked == [("7", "retries_exhausted"), ("8", "retries_exhausted")]
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    reads = dispatcher.client.reads
+    await b.order({**landed, "state": "canceled", "status": "canceled"}, "ev-c7")
+    await b.order({**never, "state": "canceled", "status": "canceled"}, "ev-c8")
+    assert (Decimal(str(sale["TotalAmt"])), sale["PrivateNote"]) == (Decimal(0), "Voided")
+    assert len(docs(qbo_sandbox, "SalesReceipt")) == 1
+    assert dispatcher.client.reads - reads == 2  # one DocNumber lookup each; the void sent the token it found
+    s7, s8 = b.states["7"], b.states["8"]
+    assert (s7.status, [(f.kind, f.status, f.qbo_id) for f in s7.follow_ups]) == \
+        ("skipped", [("void", "done", sale["Id"])])
+    assert (s8.status, [(f.kind, f.status, f.qbo_id) for f in s8.follow_ups]) == ("skipped", [("void", "done", "")])
+    # A retry of the old letter of either books nothing: the cancellation is final.
+    lose[0] = False
+    await b.order(landed, "ev-retry7", retry_of="dl-7")
+    await b.order(never, "ev-retry8", retry_of="dl-8")
+    assert len(docs(qbo_sandbox, "SalesReceipt")) == 1 and b.states["8"].status == "skipped"

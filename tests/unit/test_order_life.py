@@ -375,3 +375,62 @@ def test_refunds_go_to_the_customer_quickbooks_has_the_sale_booked_to() -> None:
     assert s is not None and s.sale is not None and s.sale.customer_id == "31"
     [refund_cmd] = refund(s, memo()).commands
     assert isinstance(refund_cmd, CreateDocument) and refund_cmd.document.CustomerRef.value == "31"
+
+
+def parked_after_sending(raw: dict[str, Any] = RAW) -> tuple[OrderState, CreateDocument]:
+    """The order's create went out and its answer was lost: parked `retries_exhausted`."""
+    d = on_order(None, MagentoOrder.model_validate(raw), raw, "ev1", customers, items, CFG, REALM)
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and d.state is not None
+    p = on_result(d.state, failure(cmd, "retries_exhausted", "timed out"), customers, items, CFG, REALM)
+    assert p.state is not None and p.state.status == "failed"
+    return p.state, cmd
+
+
+def test_a_cancellation_of_an_order_parked_after_its_create_went_out_looks_it_up_and_voids_it() -> None:
+    state, _ = parked_after_sending()
+    cancelled = {**RAW, "state": "canceled", "status": "canceled"}
+    d = on_order(state, MagentoOrder.model_validate(cancelled), cancelled, "ev9", customers, items, CFG, REALM)
+    [void] = d.commands
+    assert isinstance(void, VoidDocument)
+    assert (d.outcome, void.qbo_id, void.doc_number, void.doc_type) == ("void_requested", None, "MAG-100000001",
+                                                                         "SalesReceipt")
+    assert d.state is not None and d.state.status == "skipped" and d.state.order is None
+    again = on_order(d.state, MagentoOrder.model_validate(cancelled), cancelled, "ev10", customers, items, CFG, REALM)
+    assert (again.outcome, again.commands) == ("duplicate", [])
+    # The void's lookup fails for good: parked; `dlq retry` of that letter looks again, under ids of its own.
+    failed = on_result(d.state, failure(void, "retries_exhausted", "timed out"), customers, items, CFG, REALM)
+    assert failed.parked is not None and failed.state is not None
+    retry = on_order(failed.state, MagentoOrder.model_validate(cancelled), cancelled, "ev11", customers, items, CFG,
+                     REALM, retry_of="dl-void")
+    [void2] = retry.commands
+    assert isinstance(void2, VoidDocument) and void2.request_id != void.request_id and void2.qbo_id is None
+    absent = DocumentVoided(order_id="100000001", order_ref="100000001", realm_id=REALM, request_id=void2.request_id,
+                            doc_type="SalesReceipt", qbo_id="", doc_number="MAG-100000001", absent=True)
+    assert retry.state is not None
+    done = on_result(retry.state, absent, customers, items, CFG, REALM)
+    assert done.outcome == "nothing_to_void" and done.state is not None
+    assert [(f.status, f.qbo_id) for f in done.state.follow_ups] == [("done", "")]
+
+
+def test_a_cancellation_of_an_order_parked_before_anything_was_sent_costs_no_lookup() -> None:
+    unmapped = {**RAW, "grand_total": Decimal(str(RAW["grand_total"])) + 5}  # parked: totals differ, nothing sent
+    p = on_order(None, MagentoOrder.model_validate(unmapped), unmapped, "ev1", customers, items, CFG, REALM)
+    assert p.state is not None and p.state.status == "failed" and p.state.doc_number is None
+    cancelled = {**unmapped, "state": "canceled"}
+    d = on_order(p.state, MagentoOrder.model_validate(cancelled), cancelled, "ev2", customers, items, CFG, REALM)
+    assert (d.outcome, d.commands) == ("skipped", [])
+
+
+def test_a_parked_refund_keeps_its_first_number_when_the_prefix_changes() -> None:
+    d = refund(booked(), memo())
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument) and cmd.document.DocNumber == "MAG-CM-200000007" and d.state is not None
+    p = on_result(d.state, failure(cmd, "retries_exhausted", "timed out"), customers, items, CFG, REALM)
+    assert p.state is not None
+    body = memo()
+    again = on_creditmemo(p.state, MagentoCreditMemo.model_validate(body), body, "cm-retry", items,
+                          MappingConfig(refund_number_prefix="CM-"), REALM, retry_of="dl-cm")
+    [cmd2] = again.commands
+    assert isinstance(cmd2, CreateDocument)
+    assert (cmd2.document.DocNumber, cmd2.verify) == ("MAG-CM-200000007", True)

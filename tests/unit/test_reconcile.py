@@ -67,3 +67,19 @@ def test_refunds_and_cancellations_are_judged_by_what_the_order_nets_to() -> Non
     assert found[("refund_missing", "MAG-CM-000000054")].detail.endswith(
         "the order nets 30.00 in QuickBooks, 25.00 in Magento (grand_total less credit memos)")
     assert refunded.magento_net == D("13.80") and voided.magento_net == D(0)
+
+
+def test_documents_under_a_prefix_the_installation_used_before_are_still_told() -> None:
+    from app.reconcile import used_prefixes
+    from schemas.state import FollowUp
+
+    old = OrderState(status="synced", order_ref="000000001", event_id="e", doc_number="OLD-000000001",
+                     follow_ups=[FollowUp(kind="refund", key="5", ref="200000005", status="done", event_id="c",
+                                          doc_number="OLDCM-200000005")])
+    bare = OrderState(status="synced", order_ref="000000002", event_id="e", doc_number="OLD-2")  # by its entity id
+    hashed = OrderState(status="synced", order_ref="X" * 30, event_id="e", doc_number="MAG-XXXX-ABCDEFGHJKMNP")
+    prefixes = used_prefixes({"1": old, "2": bare, "3": hashed})
+    assert prefixes == ("OLD-", "OLDCM-")
+    docs = [doc("OLD-000000099", "5.00", "9"), doc("OLD-000000001")]
+    found = compare([], {"OLD-000000001"}, docs, ("MAG-", *prefixes))
+    assert [(f.kind, f.doc_number) for f in found] == [("unknown", "OLD-000000099")]
