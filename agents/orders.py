@@ -170,7 +170,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             return
         decision = on_order(state, order, envelope.body, envelope.event_id, customer, item, ctx.mapping, realm_id,
                             retry_of=envelope.retry_of, replay_id=envelope.replay_id, recheck=envelope.recheck,
-                            received_at=envelope.received_at)
+                            received_at=envelope.received_at, stuck=envelope.stuck)
         how = f"{envelope.source} event {envelope.event_id}"
         if envelope.replay_of:
             how += f" (replay {envelope.replay_id} of {envelope.replay_of})"
@@ -193,6 +193,10 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif decision.outcome == "waiting":
             log.info("order_id=%s order=%s resolving %d reference(s) in QuickBooks", order.key, order.order_ref,
                      len(decision.commands))
+        elif decision.outcome.startswith("unstuck_"):
+            log.warning("order_id=%s order=%s was stuck (%s, nothing in flight): %d command(s) sent again under new "
+                        "request ids, looking first", order.key, order.order_ref, state.status if state else "?",
+                        len(decision.commands))
         _log_requested(order.key, order.order_ref, decision)
 
     async def handle_notice(envelope: OrderEnvelope, notice: Notice, source: EventSource) -> None:
@@ -444,7 +448,7 @@ def _describe_result(result: object) -> str:
 
 
 def _log_requested(order_id: str, order_ref: str, decision: Decision) -> None:
-    if decision.outcome != "requested" or decision.mapped is None:
+    if not decision.outcome.endswith("requested") or decision.mapped is None:
         return
     mapped = decision.mapped
     log.info("order_id=%s order=%s requesting %s DocNumber=%s total=%s", order_id, order_ref, mapped.doc_type,

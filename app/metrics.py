@@ -74,6 +74,16 @@ ORDERS_BY_STATE = Gauge(
     "magqb_orders", "Orders in this worker's partitions by state: waiting (for customers/items), requested "
     "(document asked for), parked (in the dead-letter topic), booked, cancelled (never booked).", ["state"]
 )
+RECORDS_EXPIRED_UNHANDLED = Counter(
+    "magqb_records_expired_unhandled",
+    "Records Kafka deleted (retention, delete-records) before a worker handled them, found when the worker's "
+    "committed offset was below the partition's log start.", ["topic"],
+)
+ORDERS_STUCK = Gauge(
+    "magqb_orders_stuck",
+    "Orders in this worker's partitions waiting (resolving, requested) with no change for longer than the retry "
+    "ladder takes and an hour (MAGQB_STUCK_AFTER_MINUTES): their command is gone; `magqb replay --stuck` moves them.",
+)
 OLDEST_UNBOOKED_SECONDS = Gauge(
     "magqb_oldest_unbooked_order_seconds",
     "Age of the oldest order on its way to QuickBooks (waiting or requested) in this worker's partitions, from "

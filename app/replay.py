@@ -133,7 +133,7 @@ def wanted(key: str, value: bytes | None, orders: frozenset[str]) -> bool:
         return False
 
 
-def replayed_value(value: bytes, replay_id: str, recheck: bool = False) -> bytes | None:
+def replayed_value(value: bytes, replay_id: str, recheck: bool = False, stuck: bool = False) -> bytes | None:
     """The event again, as a new event of this replay (the order, credit memo or invoice exactly as it was
     received)."""
     try:
@@ -148,7 +148,7 @@ def replayed_value(value: bytes, replay_id: str, recheck: bool = False) -> bytes
     origin = data.get("origin") or data.get("source")
     data.update({"event_id": uuid.uuid4().hex, "received_at": datetime.now(UTC).isoformat(), "source": SOURCE,
                  "origin": origin if isinstance(origin, str) else None, "replay_id": replay_id, "replay_of": original,
-                 "retry_of": None, "recheck": recheck})
+                 "retry_of": None, "recheck": recheck, "stuck": stuck})
     return jsonutil.dumps(data)
 
 
@@ -172,8 +172,10 @@ class ReplayProgress:
 class ReplayCheckpoint(Checkpoint[ReplayProgress]):
     """One file per replay (its selection, recheck or not, the cluster and app it ran on)."""
 
-    def __init__(self, data_dir: Path, sel: Selection, recheck: bool = False, where: str = "") -> None:
-        key = hashlib.sha256(f"{sel.fingerprint()}|{recheck}|{where}".encode()).hexdigest()[:16]
+    def __init__(self, data_dir: Path, sel: Selection, recheck: bool = False, where: str = "",
+                 stuck: bool = False) -> None:
+        mode = f"{recheck}|stuck" if stuck else str(recheck)
+        key = hashlib.sha256(f"{sel.fingerprint()}|{mode}|{where}".encode()).hexdigest()[:16]
         super().__init__(data_dir / "replays" / f"{key}.json", ReplayProgress)
 
 
@@ -195,7 +197,8 @@ IN_PROGRESS = ("resolving", "requested")
 
 async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selection, checkpoint: ReplayCheckpoint,
                      resume: bool = True, on_batch: Callable[[ReplayProgress, int], None] = lambda p, t: None,
-                     recheck: bool = False, statuses: Mapping[str, str] | None = None) -> ReplayProgress:
+                     recheck: bool = False, statuses: Mapping[str, str] | None = None,
+                     stuck: bool = False) -> ReplayProgress:
     """Publish the newest selected event of each order again; the checkpoint moves only past what Kafka
     acknowledged.
 
@@ -203,7 +206,8 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
     are left out — booked is final, and the worker would answer their events with nothing, so a
     replay of a year of booked orders costs a read of the log, not a trip through the workers (a
     recheck publishes them: asking again is its point). Orders in progress are left to the worker:
-    their commands are out, and a new event would change nothing."""
+    their commands are out, and a new event would change nothing — unless `stuck` (`magqb replay --stuck`):
+    then only they are published, marked so the worker sends their commands again (looking first)."""
     statuses = statuses or {}
     progress = checkpoint.load() if resume else None
     if progress is None:
@@ -232,15 +236,17 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
             # An order's credit memos and invoices go with it (each is known by its id: one already
             # handled is a no-op, one the worker lost is looked for in QuickBooks before it is booked).
             status = statuses.get(key)
+            if stuck and (later or status not in IN_PROGRESS):
+                continue  # moved on since the stuck ones were picked, or not the order's own event
             # Refunds and payments are of booked orders: their events go whatever the order's status
             # (the worker answers one it has handled with nothing, and books one it lost, looking first).
             if status == "synced" and not recheck and not later:
                 progress.booked += 1
                 continue
-            if status in IN_PROGRESS and not later:
+            if status in IN_PROGRESS and not later and not stuck:
                 progress.in_progress += 1
                 continue
-            value = replayed_value(r.value or b"", progress.replay_id, recheck) if r.value else None
+            value = replayed_value(r.value or b"", progress.replay_id, recheck, stuck) if r.value else None
             if value is None:
                 progress.unreadable += 1
                 continue

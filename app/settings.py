@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     qbo_max_in_flight: int = Field(10, ge=1, le=10, validation_alias="MAGQB_QBO_MAX_IN_FLIGHT")
     throttle_backoff_seconds: float = Field(60.0, ge=0, validation_alias="MAGQB_THROTTLE_BACKOFF")
     retry_delays: str = Field("30s,5m,30m,2h", validation_alias="MAGQB_RETRY_DELAYS")
+    # An order waiting this long with no change is stuck (app.domain.stuck); unset: the ladder and an hour.
+    stuck_after_minutes: float | None = Field(None, gt=0, validation_alias="MAGQB_STUCK_AFTER_MINUTES")
     circuit_cooldown_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_CIRCUIT_COOLDOWN")
     # Intuit's monthly allowance of reads (queries, GETs) for the app's tier; 0 = no projection warning.
     qbo_monthly_read_budget: int = Field(500_000, ge=0, validation_alias="MAGQB_QBO_MONTHLY_READ_BUDGET")

@@ -32,12 +32,14 @@ def durability(replication_factor: int) -> dict[str, str]:
 def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str, ...] = ()) -> list[TopicSpec]:
     base = durability(replication_factor)
     keep_forever = {**base, "retention.ms": "-1"}  # the order log is the source of truth: replays need all of it
-    two_weeks = {**base, "retention.ms": str(14 * 24 * 3600 * 1000)}
+    # Commands and retry rungs too: while a realm is blocked (its refresh token refused) nothing of it is
+    # acknowledged, and a block longer than a finite retention (a refused token before a holiday) would let
+    # Kafka delete commands no one handled. They are a fraction of the order log's size.
     return [
         TopicSpec(ORDERS, partitions, replication_factor, keep_forever),
-        TopicSpec(COMMANDS, partitions, replication_factor, two_weeks),
+        TopicSpec(COMMANDS, partitions, replication_factor, keep_forever),
         TopicSpec(RESULTS, partitions, replication_factor, keep_forever),
-        *(TopicSpec(t, partitions, replication_factor, two_weeks) for t in retry_topics),
+        *(TopicSpec(t, partitions, replication_factor, keep_forever) for t in retry_topics),
         TopicSpec(DEAD_LETTER, 1, replication_factor, keep_forever),
         TopicSpec(FOLLOW_CURSOR, 1, replication_factor, {**base, "cleanup.policy": "compact"}),
     ]

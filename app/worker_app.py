@@ -125,7 +125,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
     from app.adapters.monitor import Monitor
 
     monitor = Monitor(app, ctx.order_state, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
-                      settings.monitor_seconds, settings.kafka_partitions)
+                      settings.monitor_seconds, settings.kafka_partitions, settings.stuck_after_minutes)
 
     @app.task
     async def _monitor() -> None:

@@ -58,6 +58,9 @@ class OrderEnvelope(BaseModel):
     # `reconcile --fix`: the order is booked but QuickBooks lacks its document: look it up by DocNumber
     # and create it only if it is really not there.
     recheck: bool = False
+    # `magqb replay --stuck`: the order waits (resolving, requested) with nothing in flight for it: send its
+    # commands again under ids of their own, looking first. Ignored once the order has moved on.
+    stuck: bool = False
 
     @model_validator(mode="after")
     def _carries_its_kind(self) -> OrderEnvelope:

@@ -33,10 +33,20 @@ records and idled on orders it had accepted (issue #4, chaos scenarios 2 and 3):
    committed offset, and any hole in a never-committed partition. Here the acked
    offsets must start exactly at the committed offset (or at the first record
    delivered, for a partition never committed), or nothing is committed yet.
+6. Records deleted before they were handled (retention; `kafka-delete-records`): the
+   committed offset is below the partition's log start and the consumer resets to the
+   log start. faust records the jump as a gap and commits past it — silently: orders
+   whose commands were deleted then wait forever and nobody knows. Here the first
+   record delivered after a seek above the committed offset is checked against the
+   log start; records that were deleted are logged and counted
+   (`magqb_records_expired_unhandled_total`), and the log start becomes the committed
+   offset the commits go on from (a rewind clears faust's read offset, and with it
+   faust's gap: rule 5 alone would then wait for the deleted record for ever).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -46,6 +56,8 @@ from mode.utils.queues import FlowControlEvent
 
 from app import metrics
 
+log = logging.getLogger("magqb.consumer")
+
 
 class RewindingConsumer(faust_aiokafka.Consumer):
     _seek_epoch: int = 0
@@ -54,6 +66,7 @@ class RewindingConsumer(faust_aiokafka.Consumer):
         super().__post_init__()
         self._finished: set[tuple[TP, int]] = set()
         self._first_delivered: dict[TP, int] = {}
+        self._start_checked: set[TP] = set()  # rule 6: partitions whose first record since the seek was seen
 
     def finished(self, message: Any) -> None:
         """An agent is done with this record: its ack may count."""
@@ -80,6 +93,7 @@ class RewindingConsumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         self._seek_epoch += 1
         self._first_delivered.clear()
+        self._start_checked.clear()
         try:
             await super().perform_seek()
         finally:
@@ -93,6 +107,26 @@ class RewindingConsumer(faust_aiokafka.Consumer):
             if never_committed:
                 await self._thread.seek_to_beginning(*never_committed)
         return committed
+
+    async def _check_log_start(self, tp: TP, committed: int) -> None:
+        """Rule 6: were the records from the committed offset on deleted before they were handled?"""
+        try:
+            start = (await self.earliest_offsets(tp)).get(tp)
+        except Exception as exc:  # noqa: BLE001 - asked again after the next seek; nothing is committed meanwhile
+            self._start_checked.discard(tp)
+            log.warning("%s: could not read the log start (%s); asking again later", tp, exc)
+            return
+        if start is None or start <= committed:
+            return
+        # What is below the log start can never be handled: faust's committed offset moves up to it, so
+        # neither rule 5 nor faust's own hole check waits for it (and no gap is recorded below it).
+        self._committed_offset[tp] = start
+        lost = start - committed
+        metrics.RECORDS_EXPIRED_UNHANDLED.labels(topic=tp.topic).inc(lost)
+        log.critical("%s[%d]: %d record(s) at offsets %d..%d were deleted (retention or delete-records) before they "
+                     "were handled; committing on from %d. Orders they carried may be stuck or missing: "
+                     "`magqb replay --stuck` and `magqb reconcile` find them", tp.topic, tp.partition, lost, committed,
+                     start - 1, start)
 
     def _rewind(self, first_undelivered: dict[TP, int]) -> None:
         assigned = self.assignment()
@@ -122,8 +156,13 @@ class RewindingConsumer(faust_aiokafka.Consumer):
                     undelivered[tp] = record.offset
                     continue
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                if self._committed_offset.get(tp) is None:
+                committed = self._committed_offset.get(tp)
+                if committed is None:
                     self._first_delivered.setdefault(tp, record.offset)
+                if tp not in self._start_checked:  # the first record since the seek: where the consumer starts
+                    self._start_checked.add(tp)
+                    if committed is not None and record.offset > committed:
+                        await self._check_log_start(tp, committed)
                 yield tp, to_message(tp, record)
         finally:
             if undelivered:

@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from app.topics import TopicSpec
@@ -51,11 +52,13 @@ async def connect_admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
-    """Create the missing topics; returns the names created. Existing topics are left as they are."""
+    """Create the missing topics; returns the names created. Existing topics keep their settings, except a
+    finite retention where the app needs its records kept (see `_keep_forever`)."""
     admin = await connect_admin(bootstrap, timeout)
     try:
         existing = set(await admin.list_topics())
         await _check_partitions(admin, [s for s in specs if s.name in existing])
+        await _keep_forever(admin, [s for s in specs if s.name in existing and s.config.get("retention.ms") == "-1"])
         missing = [s for s in specs if s.name not in existing]
         if not missing:
             return []
@@ -74,6 +77,30 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
         return created
     finally:
         await admin.close()
+
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source: set on the topic itself
+
+
+async def _keep_forever(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics made by an older magqb kept commands and retry rungs 14 days: a realm blocked longer lost
+    them. Their retention is lifted, once, keeping every other setting made on the topic (AlterConfigs
+    replaces the whole set)."""
+    if not specs:
+        return
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
+    raise_ = []
+    for resp in described:
+        for resource in resp.resources:
+            name, entries = resource[3], resource[4]
+            mine = {e[0]: e[1] for e in entries if len(e) >= 6 and e[3] == DYNAMIC_TOPIC_CONFIG and e[1] is not None}
+            if mine.get("retention.ms", "-1") != "-1":
+                raise_.append((name, mine))
+    for name, mine in raise_:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {**mine, "retention.ms": "-1"})])
+        log.warning("topic %s kept its records %s ms only: now kept until handled and beyond (retention.ms=-1), "
+                    "so a long realm block cannot let Kafka delete commands no one handled", name,
+                    mine["retention.ms"])
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

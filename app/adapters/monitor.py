@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -21,19 +21,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app import metrics, topics
 from app.adapters import kafka_io
 from app.domain.retry_ladder import Rung
+from app.domain.stuck import is_stuck, stuck_after
 
 log = logging.getLogger("magqb.monitor")
 MONITOR_SECONDS = 15.0
 STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "parked", "synced": "booked",
                "skipped": "cancelled", "pending": "waiting_for_order"}
+STUCK = "_stuck"  # counted beside the states, reported as magqb_orders_stuck
 
 
-def _count(rows: Any, counts: Counter[str], oldest: datetime | None) -> datetime | None:
+def _count(rows: Any, counts: Counter[str], oldest: datetime | None, now: datetime | None = None,
+           stuck_after: timedelta | None = None) -> datetime | None:
     for row in rows:
         if not isinstance(row, dict):
             continue
         status = row.get("status")
         counts[STATE_NAMES.get(str(status), str(status))] += 1
+        if stuck_after is not None and now is not None and is_stuck(status, row.get("updated_at"), now, stuck_after):
+            counts[STUCK] += 1
         if status in ("resolving", "requested"):
             received = _when(row.get("received_at") or row.get("updated_at"))
             if received is not None and (oldest is None or received < oldest):
@@ -53,8 +58,9 @@ def _when(value: Any) -> datetime | None:
 
 class Monitor:
     def __init__(self, app: Any, order_state: Any, bootstrap: str, group: str, ladder: tuple[Rung, ...],
-                 every: float = MONITOR_SECONDS, partitions: int = 8) -> None:
+                 every: float = MONITOR_SECONDS, partitions: int = 8, stuck_minutes: float | None = None) -> None:
         self.app = app
+        self.stuck_after = stuck_after(ladder, stuck_minutes)
         self.every = every
         self.partitions = partitions
         self._partitions: dict[Any, int] = {}
@@ -84,14 +90,15 @@ class Monitor:
         owned = self._owned()
         counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
         oldest: datetime | None = None
+        now = datetime.now(UTC)
         items = list(self.order_state.data.items())
         for start in range(0, len(items), 5000):
             rows = [row for key, row in items[start:start + 5000] if self._partition(key) in owned]
-            oldest = _count(rows, counts, oldest)
+            oldest = _count(rows, counts, oldest, now, self.stuck_after)
             await asyncio.sleep(0)
+        metrics.ORDERS_STUCK.set(counts.pop(STUCK, 0))
         for name, n in counts.items():
             metrics.ORDERS_BY_STATE.labels(state=name).set(n)
-        now = datetime.now(UTC)
         metrics.OLDEST_UNBOOKED_SECONDS.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
     async def lag(self, admin: AIOKafkaAdminClient, consumer: Any) -> None:

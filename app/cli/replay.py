@@ -26,8 +26,14 @@ from app.cli.history import DATE
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="After publishing, follow the workers until they have handled every replayed event.")
 @click.option("--wait-timeout", type=float, default=600.0, show_default=True, help="Seconds to follow them.")
+@click.option("--stuck", is_flag=True, help="Re-drive the orders stuck on their way (waiting or requested with no "
+              "change for MAGQB_STUCK_AFTER_MINUTES, default the retry ladder and an hour: their command is gone). "
+              "Their commands go again under new request ids, the DocNumber looked up first. Needs no --from-*.")
+@click.option("--stuck-after", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MINUTES",
+              help="With --stuck: the age that makes an order stuck (default MAGQB_STUCK_AFTER_MINUTES).")
 def replay(from_time: datetime | None, from_offset: int | None, to_time: datetime | None, orders: tuple[str, ...],
-           dry_run: bool, restart: bool, wait: bool, wait_timeout: float) -> None:
+           dry_run: bool, restart: bool, wait: bool, wait_timeout: float, stuck: bool,
+           stuck_after: float | None) -> None:
     """Re-feed past order events through the pipeline (a backfill after an outage or a fix).
 
     Already-booked orders cost no QuickBooks call and change nothing (they are not even sent to
@@ -42,7 +48,17 @@ def replay(from_time: datetime | None, from_offset: int | None, to_time: datetim
     total), would park (reason) — and a summary, reading the log and the order-state changelog only.
 
     Interrupted, the same command resumes from its checkpoint under MAGQB_DATA_DIR/replays.
+
+    --stuck: the orders waiting with nothing in flight (`magqb_orders_stuck`, alert MagqbOrdersStuck) are
+    sent on again; with --dry-run, listed.
     """
+    if stuck:
+        if from_time is not None or from_offset is not None or to_time is not None:
+            fail("--stuck picks its orders from their states: give no --from-* or --to-time")
+        asyncio.run(_unstick(get_settings(), orders, stuck_after, dry_run, wait, wait_timeout))
+        return
+    if stuck_after is not None:
+        fail("--stuck-after goes with --stuck")
     if (from_time is None) == (from_offset is None):
         fail("give exactly one of --from-time and --from-offset")
     if to_time is not None and from_time is not None and to_time <= from_time:
@@ -120,6 +136,56 @@ async def _replay(s: Any, sel: Any, restart: bool, wait: bool, wait_timeout: flo
     if not wait or not progress.produced:
         return
     await _follow(s, progress, wait_timeout)
+
+
+async def _unstick(s: Any, only: tuple[str, ...], minutes: float | None, dry_run: bool, wait: bool,
+                   timeout: float) -> None:
+    """`--stuck`: the stuck orders, read off their states, re-driven (or listed)."""
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    from app import order_log
+    from app.adapters import kafka_io
+    from app.domain.stuck import stuck_after
+    from app.replay import ReplayCheckpoint, Selection, run_replay
+
+    after = stuck_after(s.retry_ladder, minutes if minutes is not None else s.stuck_after_minutes)
+    bar = Progress("reading order states", unit="records")
+    states = await order_log.read_states(s.kafka_bootstrap_servers, s.app_id, lambda d, t: bar.update(d, t))
+    bar.close()
+    from app.domain.stuck import is_stuck
+
+    now = dt.now(UTC)
+    found = {k: st for k, st in states.items() if is_stuck(st.status, st.updated_at, now, after)
+             and (not only or k in only or st.order_ref in only)}
+    for key, st in sorted(found.items()):
+        click.echo(f"{key:<12} {st.order_ref:<20} {st.status:<10} since {st.updated_at.isoformat(timespec='seconds')}"
+                   f"  waiting for {len(st.outstanding)} answer(s)")
+    if not found:
+        click.echo(f"no order is stuck (waiting with no change for more than {after})")
+        return
+    if dry_run:
+        click.echo(f"dry run: {len(found)} stuck order(s); `magqb replay --stuck` sends them on (nothing was sent)")
+        return
+    sel = Selection(from_time_ms=None, from_offset=0, to_time_ms=None, orders=frozenset(found))
+    checkpoint = ReplayCheckpoint(s.data_dir, sel, where=f"{s.kafka_bootstrap_servers}|{s.app_id}", stuck=True)
+    c = kafka_io.consumer(s.kafka_bootstrap_servers, "magqb-replay")
+    producer = kafka_io.producer(s.kafka_bootstrap_servers, "magqb-replay", s.max_event_bytes)
+    await c.start()
+    await producer.start()
+    bar = Progress("finding their events", unit="events")
+    try:
+        progress = await run_replay(c, producer, sel, checkpoint, resume=False, stuck=True,
+                                    on_batch=lambda p, total: bar.update(p.read, total),
+                                    statuses={k: st.status for k, st in found.items()})
+    finally:
+        bar.close()
+        await kafka_io.close(producer)
+        await kafka_io.close(c)
+    click.echo(f"replay {progress.replay_id}: {progress.replayed} stuck order(s) sent on (of {len(found)}; one "
+               "without an order event in the log cannot be: `magqb import --order` brings it from Magento)")
+    if wait and progress.produced:
+        await _follow(s, progress, timeout)
 
 
 async def _follow(s: Any, progress: Any, timeout: float) -> None:

@@ -220,6 +220,7 @@ def on_order(
     replay_id: str | None = None,
     recheck: bool = False,
     received_at: datetime | None = None,
+    stuck: bool = False,
 ) -> Decision:
     """A Magento order event arrived (first delivery, duplicate webhook, replay, `dlq retry`, cancellation)."""
     seen = state.order_updated_at if state is not None else None
@@ -234,8 +235,13 @@ def on_order(
         # Magento's cancellation is final: a delivery of the order as it was before (a retried webhook,
         # `dlq retry` of a letter parked earlier, a replay of an older event) must not book it.
         return Decision(state=None, outcome="stale")
-    decision = _on_order(state, order, raw_order, event_id, customers, items, cfg, realm_id, retry_of, replay_id,
-                         recheck, received_at)
+    if stuck and state is not None and state.status in IN_PROGRESS and not cancelled:
+        decision = _unstick(state, order, raw_order, event_id, customers, items, cfg, realm_id)
+    elif stuck:  # it moved on since the operator looked: nothing to re-drive
+        return Decision(state=None, outcome="duplicate")
+    else:
+        decision = _on_order(state, order, raw_order, event_id, customers, items, cfg, realm_id, retry_of, replay_id,
+                             recheck, received_at)
     newest = max((t for t in (seen, order.updated_at) if t is not None), default=None)
     if decision.state is not None and newest is not None and decision.state.order_updated_at != newest:
         decision = dataclasses.replace(decision, state=decision.state.model_copy(update={"order_updated_at": newest}))
@@ -305,6 +311,21 @@ def _on_order(
                       salt=salt, history=state.history if state is not None else [], received_at=received_at,
                       follow_ups=later, doc_number=state.doc_number if state is not None else None)
     return _advance(order, base, customers, items, cfg, realm_id)
+
+
+IN_PROGRESS = ("resolving", "requested")
+
+
+def _unstick(state: OrderState, order: MagentoOrder, raw_order: dict[str, Any], event_id: str,
+             customers: CustomerLookup, items: ItemLookup, cfg: MappingConfig, realm_id: str) -> Decision:
+    """`magqb replay --stuck`: the order waits for answers to commands that are gone (deleted with a topic,
+    lost to a bug). Its commands go again under request ids of their own; the create looks its DocNumber (the
+    one it first went out under) up first, so an earlier attempt that landed is found, never booked twice.
+    Answers to the old commands, should they still come, are stale (not outstanding) or find the same document."""
+    base = state.model_copy(update={"status": "resolving", "event_id": event_id, "order": state.order or raw_order,
+                                    "salt": f"stuck:{event_id}", "outstanding": [], "error": None})
+    decision = _advance(MagentoOrder.model_validate(base.order), base, customers, items, cfg, realm_id)
+    return dataclasses.replace(decision, outcome=f"unstuck_{decision.outcome}")
 
 
 def _sale_facts_of(state: OrderState, order: MagentoOrder, customers: CustomerLookup,

@@ -23,7 +23,8 @@ INST = 'instance=~"$instance"'
 # (title, unit, [(legend, expr)], width, kind)
 PANELS: list[tuple[str, str, list[tuple[str, str]], int, str]] = [
     ("Oldest unbooked order", "s", [("oldest", f"max(magqb_oldest_unbooked_order_seconds{{{INST}}})")], 6, "stat"),
-    ("Orders by state", "short", [("{{state}}", f"sum by (state) (magqb_orders{{{INST}}})")], 6, "stat"),
+    ("Orders by state", "short", [("{{state}}", f"sum by (state) (magqb_orders{{{INST}}})"),
+                                  ("stuck", f"sum(magqb_orders_stuck{{{INST}}})")], 6, "stat"),
     ("Realm blocked / circuit open", "short", [
         ("blocked {{realm}}", f"max by (realm) (magqb_qbo_realm_blocked{{{REALM}}})"),
         ("circuit open {{realm}}", f"max by (realm) (magqb_qbo_circuit_open{{{REALM}}})")], 6, "stat"),

@@ -290,3 +290,113 @@ def test_a_blocked_realm_holds_every_order_until_a_good_token_arrives(chaos) -> 
     run.wait_booked(timeout=120)
     exact(run.report(1.0))
     assert stack.metric("magqb_qbo_realm_blocked", realm=realm) == 0
+
+
+async def _delete_unhandled(bootstrap: str, topic: str) -> int:
+    """What a finite retention did to a realm blocked longer than it: every record of `topic` deleted."""
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    from app.adapters import kafka_io
+
+    c = kafka_io.consumer(bootstrap, "magqb-test")
+    await c.start()
+    try:
+        spans = await kafka_io.whole(c, topic)
+    finally:
+        await kafka_io.close(c)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({s.tp: RecordsToDelete(s.end) for s in spans if s.size})
+    finally:
+        await admin.close()
+    return sum(s.size for s in spans)
+
+
+async def _retention(bootstrap: str, topic: str) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": ""})])
+    finally:
+        await admin.close()
+    return str(resp.resources[0][4][0][1])
+
+
+def test_commands_lost_in_a_long_block_leave_no_partition_uncommittable_and_stuck_orders_are_sent_on(chaos) -> None:
+    """A realm blocked longer than Kafka kept its commands (a refused token before a holiday, with the
+    14-day retention of before): the worker used to reset to the log start and never commit that partition
+    again, and the orders whose commands were deleted waited forever. Now commands are kept until handled;
+    and when records are gone anyway the worker commits on (and counts them), `magqb_orders_stuck` shows
+    the orders nothing will move, and `magqb replay --stuck` books each exactly once."""
+    import sqlite3
+
+    from app.adapters import kafka_io
+
+    run = chaos(orders=4, customers=2, skus=2, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0,
+                token_ttl=3600, seed=83, extra_env={"MAGQB_STUCK_AFTER_MINUTES": "0.1"})
+    stack = run.stack
+    bootstrap, group, realm = (stack.env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "MAGQB_APP_ID",
+                                                      "QUICKBOOKS_REALM_ID"))
+    assert asyncio.run(_retention(bootstrap, "qbo.commands")) == "-1"
+    assert asyncio.run(_retention(bootstrap, "qbo.retry.1s")) == "-1"
+    orders = run.make_orders()
+    run.post(orders[0])
+    poll(lambda: run.created("SalesReceipt") == 1, 60, "the first order")
+    poll(lambda: sum(asyncio.run(kafka_io.committed(bootstrap, group, "qbo.commands")).values()) > 0, 60,
+         "the commands partition to be committed once")
+
+    store = run.workdir / "worker0" / "tokens.sqlite3"
+    run.term_worker("worker0")
+    with sqlite3.connect(store) as db:  # Intuit refuses the stored token: the realm is blocked
+        db.execute("UPDATE refresh_tokens SET refresh_token = 'revoked-by-intuit'")
+    run.start_worker("worker0")
+    poll(lambda: "worker ready" in stack.log_tail("worker0", 400), 120, "the restarted worker")
+    for order in orders[1:3]:
+        run.post(order)
+    poll(lambda: stack.metric("magqb_qbo_realm_blocked", realm=realm) == 1, 60, "the realm to be blocked")
+    before = sum(asyncio.run(kafka_io.committed(bootstrap, group, "qbo.commands")).values())
+    run.term_worker("worker0")
+    deleted = asyncio.run(_delete_unhandled(bootstrap, "qbo.commands"))
+    assert deleted > before  # the blocked orders' commands, never handled, are gone
+
+    good = json.loads(http("GET", f"{stack.sandbox_url}/_sandbox/tokens")[1])["refresh_tokens"][0]
+    with sqlite3.connect(store) as db:  # the operator reconnects the company
+        db.execute("UPDATE refresh_tokens SET refresh_token = ?", (good,))
+    run.start_worker("worker0")
+    poll(lambda: "worker ready" in stack.log_tail("worker0", 400), 120, "the worker after the holiday")
+    run.post(orders[3])
+    poll(lambda: run.created("SalesReceipt") == 2, 60, "an order placed after the block")
+    # The partition commits again: past every command written since, the new order's included.
+    ends = asyncio.run(_ends(bootstrap, "qbo.commands"))
+    poll(lambda: asyncio.run(kafka_io.committed(bootstrap, group, "qbo.commands")) == ends, 60,
+         lambda: f"qbo.commands committed to {ends}")
+    lost = deleted - before
+    assert stack.metric("magqb_records_expired_unhandled_total", topic="qbo.commands") == lost
+
+    poll(lambda: stack.metric("magqb_orders_stuck") == 2, 60, "the two orders whose commands were deleted")
+    dry = subprocess.run([MAGQB, "replay", "--stuck", "--dry-run"], env=stack.env, capture_output=True, text=True,
+                         timeout=120)
+    assert dry.returncode == 0 and "dry run: 2 stuck order(s)" in dry.stdout, dry.stdout + dry.stderr
+    assert {str(o["entity_id"]) for o in orders[1:3]} == {ln.split()[0] for ln in dry.stdout.splitlines()[:2]}
+    out = subprocess.run([MAGQB, "replay", "--stuck"], env=stack.env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "2 stuck order(s) sent on" in out.stdout, out.stdout + out.stderr
+    run.wait_booked(timeout=120)
+    exact(run.report(1.0))
+    poll(lambda: stack.metric("magqb_orders_stuck") == 0, 60, "no order stuck any more")
+    again = subprocess.run([MAGQB, "replay", "--stuck"], env=stack.env, capture_output=True, text=True, timeout=120)
+    assert "no order is stuck" in again.stdout, again.stdout
+
+
+async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
+    from app.adapters import kafka_io
+
+    c = kafka_io.consumer(bootstrap, "magqb-test")
+    await c.start()
+    try:
+        return {s.tp.partition: s.end for s in await kafka_io.whole(c, topic) if s.end}
+    finally:
+        await kafka_io.close(c)

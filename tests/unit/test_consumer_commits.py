@@ -27,6 +27,7 @@ def consumer(committed: int | None = None) -> Any:
     c._waiting_for_ack = None
     c._finished = set()
     c._first_delivered = {}
+    c._start_checked = set()
     c.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
     if committed is not None:
         c._committed_offset[TPX] = committed
@@ -76,3 +77,36 @@ def test_a_partition_never_committed_commits_only_from_its_first_delivered_recor
     c.finished(m0)
     c.ack(m0)
     assert c._new_offset(TPX) == 2
+
+
+async def test_past_records_deleted_before_they_were_handled_commits_go_on_from_the_log_start() -> None:
+    c = consumer(committed=10)
+
+    async def earliest(*tps: Any) -> dict[Any, int]:
+        return {TPX: 15}  # offsets 10..14 were deleted (retention) before anything handled them
+
+    c.earliest_offsets = earliest
+    await c._check_log_start(TPX, 10)
+    for offset in (15, 16):
+        m = message(offset)
+        c.finished(m)
+        c.ack(m)
+    assert c._new_offset(TPX) == 17
+    c2 = consumer(committed=10)
+    c2.earliest_offsets = earliest
+    await c2._check_log_start(TPX, 10)
+    m = message(16)  # the record at the log start is still in hand
+    c2.finished(m)
+    c2.ack(m)
+    assert c2._new_offset(TPX) is None
+    c3 = consumer(committed=10)  # nothing deleted: the record at the committed offset is awaited
+
+    async def intact(*tps: Any) -> dict[Any, int]:
+        return {TPX: 0}
+
+    c3.earliest_offsets = intact
+    await c3._check_log_start(TPX, 10)
+    m = message(15)
+    c3.finished(m)
+    c3.ack(m)
+    assert c3._new_offset(TPX) is None and c3._committed_offset[TPX] == 10
