@@ -47,3 +47,27 @@ def test_a_topic_with_another_partition_count_stops_start_up_with_one_clear_line
         assert done.returncode == 2, done.stderr
         [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("magqb:")]
         assert "magento.orders has 8 (needs 3)" in line and "MAGQB_PARTITIONS" in line
+
+
+async def test_a_topic_an_older_version_kept_14_days_keeps_its_records_now_and_its_other_settings(
+        kafka_bootstrap: str) -> None:
+    import uuid
+
+    name = f"magqb-test-commands-{uuid.uuid4().hex[:8]}"
+    two_weeks = str(14 * 24 * 3600 * 1000)
+    old = topics.TopicSpec(name, 1, 1, {"min.insync.replicas": "1", "retention.ms": two_weeks,
+                                        "segment.ms": "3600000"})
+    assert await ensure_topics(kafka_bootstrap, [old]) == [name]
+    now = topics.TopicSpec(name, 1, 1, {"min.insync.replicas": "1", "retention.ms": "-1"})
+    assert await ensure_topics(kafka_bootstrap, [now]) == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+    values = {c[0]: c[1] for c in resp.resources[0][4]}
+    assert (values["retention.ms"], values["segment.ms"], values["min.insync.replicas"]) == ("-1", "3600000", "1")
+    assert all(s.config["retention.ms"] == "-1" for s in topics.app_topics(8, 1, ("qbo.retry.30s",))
+               if s.name.startswith(("qbo.commands", "qbo.retry.")))
