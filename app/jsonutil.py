@@ -23,9 +23,10 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-def dumps(obj: Any, indent: bool = False) -> bytes:
+def dumps(obj: Any, indent: bool = False, sort_keys: bool = False) -> bytes:
     """Serialize to JSON bytes; Decimal becomes a JSON number with its exact digits."""
-    return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 if indent else None)
+    option = (orjson.OPT_INDENT_2 if indent else 0) | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    return orjson.dumps(obj, default=_default, option=option or None)
 
 
 def loads(data: bytes | str) -> Any:

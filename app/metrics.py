@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 WEBHOOKS = Counter(
     "magqb_webhooks",
     "Webhook requests by outcome (accepted, bad_signature, bad_json, too_large, invalid, slow_body, "
-    "broker_unavailable, duplicate).",
+    "broker_unavailable, duplicate, repeat: a body already recorded, answered and not written again, "
+    "repeat_limited: a repeat past the source's budget, answered 429).",
     ["result"],
 )
 INGRESS_CONNECTIONS_CLOSED = Counter(

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     # the ingress accepts must fit in one, with room for the dead letter that may one day carry it.
     ingress_read_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="MAGQB_INGRESS_READ_TIMEOUT")
     ingress_max_connections: int = Field(512, ge=1, validation_alias="MAGQB_INGRESS_MAX_CONNECTIONS")
+    # Repeats of bodies already recorded answered per source and minute before 429 (0: no limit).
+    ingress_repeats_per_minute: int = Field(60, ge=0, validation_alias="MAGQB_INGRESS_REPEATS_PER_MINUTE")
     max_event_bytes: int = Field(1_000_000, ge=65536, le=16 * 1024 * 1024, validation_alias="MAGQB_MAX_EVENT_BYTES")
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
     # Where every process serves /metrics when given a metrics port (loopback unless you open it).

@@ -263,6 +263,11 @@ def _on_order(
     received_at: datetime | None = None,
 ) -> Decision:
     salt = request_ids.attempt_salt(retry_of, replay_id)
+    if not salt and state is not None and state.status == "failed" and state.order == raw_order:
+        # The very body it was parked with, again (a webhook re-sent, a captured body posted again): nothing
+        # new to book, and no QuickBooks call. `magqb dlq retry` is the way to try it again.
+        return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
+                        outcome="duplicate")
     if not salt and state is not None and state.status == "failed":
         # A new delivery of a parked order (a source that repeats itself, the follower): an earlier attempt
         # may have landed, so ids of its own and a lookup first, as `dlq retry` gets.

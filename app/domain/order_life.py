@@ -95,6 +95,10 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, retry_of: st
             return Decision(state=None, outcome="duplicate")
         return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
                         outcome="duplicate")
+    if existing is not None and state is not None and not fu.salt and existing.body == fu.body:
+        # The very body it was parked with, again: nothing new, no QuickBooks call (`magqb dlq retry` tries again).
+        return Decision(state=state.model_copy(update={"duplicates_seen": state.duplicates_seen + 1}),
+                        outcome="duplicate")
     if existing is not None and not fu.salt:
         # A new delivery of a parked one: an earlier attempt may have landed, so ids of its own and a
         # lookup first (as `dlq retry` gets).

@@ -24,7 +24,9 @@ from app import jsonutil, metrics, topics
 from app.adapters.magento_api import MagentoApiError, MagentoClient, MagentoConnection
 from app.domain.order_search import int_field, search_criteria
 from app.domain.signature import SIGNATURE_HEADER, verify
+from app.ingress import repeats
 from app.ingress.guard import ConnectionGuard
+from app.ingress.repeats import RepeatGuard
 from app.settings import Settings
 from app.sources import adobe_commerce, adobe_io, mageos
 from app.sources.mageos import parse_event_secrets
@@ -108,6 +110,7 @@ class Ingress:
                            if settings.adobe_webhook_public_key.strip() else None)
         self._io_keys = adobe_io.KeyCache(settings.adobe_io_key_url, key_fetch or _fetch_key)
         self._io_seen = adobe_io.SeenEvents()
+        self._repeats = RepeatGuard(settings.ingress_repeats_per_minute)
         # The REST client of notify-then-fetch sources (None: REST not configured).
         self._magento = magento or (lambda: None)
 
@@ -198,7 +201,23 @@ class Ingress:
 
     async def _produce(self, raw: dict[str, Any], kind: EventKind, key: str, ref: str, source: str,
                        event_id: str | None = None) -> str | web.Response:
-        """The event's id once Kafka acknowledged it, or the answer that says why not."""
+        """The event's id once Kafka acknowledged it (or recorded it before: a repeat is not written again), or
+        the answer that says why not."""
+        body_digest = repeats.digest(kind, key, raw)
+        earlier = self._repeats.recorded(body_digest)
+        if earlier is not None:
+            wait = self._repeats.admit(source)
+            if wait:
+                metrics.WEBHOOKS.labels(result="repeat_limited").inc()
+                log.warning("order_id=%s %s from %s: more repeats of recorded bodies than %d a minute, refused (429)",
+                            key, ref, source, self._repeats.per_minute)
+                resp = _problem(429, "too many repeats of events already recorded", retry_after_seconds=int(wait))
+                resp.headers["Retry-After"] = str(int(wait))
+                return resp
+            metrics.WEBHOOKS.labels(result="repeat").inc()
+            log.info("order_id=%s %s from %s again: recorded as event %s, not written again", key, ref, source,
+                     earlier)
+            return earlier
         event_id, value = envelope_bytes(raw, source, kind=kind, event_id=event_id)
         room = self.settings.max_event_bytes - DEAD_LETTER_RESERVE
         if len(value) > room:
@@ -220,6 +239,7 @@ class Ingress:
             log.error("order_id=%s %s not accepted: Kafka did not acknowledge (%s)", key, ref, exc.__class__.__name__)
             return _unavailable("event store unavailable, retry later")
         metrics.WEBHOOKS.labels(result="accepted").inc()
+        self._repeats.record(body_digest, event_id)
         log.info("order_id=%s %s accepted from %s as event %s", key, ref, source, event_id)
         return event_id
 

@@ -122,9 +122,10 @@ class Stack:
         return json.loads(http("GET", f"{self.sandbox_url}/_sandbox/stats")[1])
 
     # ---- the worker's own view
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of `name`'s samples whose labels include `labels` (in any order); 0 when there are none."""
-        status, raw = http("GET", f"{self.worker_url}/metrics")
+    def metric(self, name: str, _of: str = "worker", **labels: str) -> float:
+        """The sum of `name`'s samples whose labels include `labels` (in any order); 0 when there are none.
+        `_of`: "worker", or "ingress"."""
+        status, raw = http("GET", f"{self.ingress_url if _of == 'ingress' else self.worker_url}/metrics")
         if status != 200:
             return 0.0
         total = 0.0
