@@ -35,7 +35,7 @@ from app.adapters.qbo_client import QboClient
 from app.adapters.read_budget import ReadBudget
 from app.adapters.realm_gate import RealmGate
 from app.adapters.transient import Abandoned, pause, retry_transient
-from app.dispatch import Command, Dispatcher, GiveUp, Outcome, RealmBlocked, RetryLater
+from app.dispatch import Command, Dispatcher, GiveUp, Outcome, RealmBlocked, RealmPaused, RetryLater
 from app.domain import retry_ladder as ladder_mod
 from app.domain.circuit import CircuitBreaker
 from app.domain.pacing import Pacer
@@ -49,6 +49,8 @@ log = logging.getLogger("magqb.dispatcher")
 
 MAX_PENDING = 256  # commands taken from Kafka and not yet acknowledged
 BLOCKED_RECHECK_SECONDS = 30.0
+PAUSED_RECHECK_SECONDS = 2.0  # the token manager itself backs off (2 s doubling to 60 s) between real calls
+PAUSED_LOG_SECONDS = 30.0
 OWN_REASONS = ("internal", "docnumber_taken", "stale_reference", "document_differs")  # else "permanent"
 # At a stop, commands already talking to QBO get this long to settle; the rest are left
 # unacknowledged (the next owner repeats them, idempotently).
@@ -210,7 +212,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             frontier: AckFrontier[Any, Any] = AckFrontier()
             tasks: set[asyncio.Task[None]] = set()
             tasks_by_tp: dict[Any, set[asyncio.Task[None]]] = {}
-            last_blocked_log = 0.0
+            last_blocked_log = last_paused_log = 0.0
 
             async def revoked(tps: set[Any]) -> None:
                 """The new owner starts on these partitions from the committed offset: stop working on
@@ -234,7 +236,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                 """QBO's answer to the command. While the realm is blocked (refresh token refused) the
                 command waits here, unacknowledged, and is tried again every BLOCKED_RECHECK_SECONDS;
                 each command is retried only by its own task, so never twice at once."""
-                nonlocal last_blocked_log
+                nonlocal last_blocked_log, last_paused_log
                 while True:
                     if not ctx.ownership.owns(tp):
                         raise Abandoned  # revoked while it waited: the new owner dispatches it
@@ -245,6 +247,9 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                         return outcome
                     except RealmBlocked as exc:
                         blocked = exc
+                    except RealmPaused as exc:
+                        paused = exc
+                        blocked = None
                     except Exception as exc:  # a bug becomes a visible dead letter
                         if stopping():
                             raise Abandoned from exc  # the stop closed the session under it
@@ -252,6 +257,13 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                         return GiveUp("internal", f"{exc.__class__.__name__}: {exc}")
                     finally:
                         metrics.COMMANDS_IN_FLIGHT.dec()
+                    if blocked is None:
+                        if time.monotonic() - last_paused_log >= PAUSED_LOG_SECONDS:
+                            last_paused_log = time.monotonic()
+                            log.warning("realm=%s dispatch paused: %s; commands wait unacknowledged and go when a "
+                                        "token comes (asked every few seconds)", realm, paused)
+                        await pause(PAUSED_RECHECK_SECONDS, stopping)
+                        continue
                     metrics.REALM_BLOCKED.labels(realm=realm).set(1)
                     if time.monotonic() - last_blocked_log >= BLOCKED_RECHECK_SECONDS:
                         last_blocked_log = time.monotonic()

@@ -67,6 +67,12 @@ class RealmBlocked(Exception):
     """QBO refused the refresh token: nothing for this realm can be dispatched until an operator acts."""
 
 
+class RealmPaused(Exception):
+    """No access token for a reason that says nothing about the refresh token (the token endpoint unreachable
+    or answering nonsense, the token store unreadable): the realm's commands wait where they are, unacknowledged,
+    and go as soon as a token comes — they do not walk down the retry ladder into dead letters."""
+
+
 class DocNumberTaken(Exception):
     """The DocNumber is held by a document that is provably not this order's — or is this order's but
     books another total (reason document_differs)."""
@@ -136,7 +142,7 @@ class Dispatcher:
             except TokenRefreshError as exc:
                 if exc.permanent:
                     raise RealmBlocked(str(exc)) from None
-                return RetryLater("auth", str(exc)[:1000])
+                raise RealmPaused(str(exc)) from None
             metrics.COMMANDS.labels(command=cmd.type, result="ok").inc()
             return result
 

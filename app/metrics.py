@@ -59,6 +59,11 @@ CIRCUIT_OPEN = Gauge("magqb_qbo_circuit_open", "1 while the realm's circuit brea
 REALM_BLOCKED = Gauge(
     "magqb_qbo_realm_blocked", "1 while dispatch for the realm is stopped (refresh token refused).", ["realm"]
 )
+REFRESH_TOKEN_UNSAVED = Gauge(
+    "magqb_qbo_refresh_token_unsaved",
+    "1 while a refresh token Intuit issued could not be written to the token store (kept in memory, written "
+    "again at every use).", ["realm"],
+)
 REFRESH_TOKEN_EXPIRY = Gauge(
     "magqb_qbo_refresh_token_expiry_seconds",
     "Seconds until the realm's refresh token expires (the earlier of its rolling and hard expiry).", ["realm"]

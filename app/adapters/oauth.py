@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,12 @@ EXPIRY_MARGIN_SECONDS = 60
 EXPIRY_WARNING_DAYS = 14
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
 NO_TOKEN_HINT = "run `magqb connect` (or `magqb token set`) to give it one"
+# A token endpoint (or token store) that fails without refusing the token is asked again after this
+# long, doubling up to TRANSIENT_MAX_SECONDS: every waiting command asks, one call per period is enough.
+TRANSIENT_FIRST_SECONDS = 2.0
+TRANSIENT_MAX_SECONDS = 60.0
+STORE_ERRORS = (sqlite3.Error, OSError)
+SAVE_RETRY_SECONDS = 5.0
 
 
 def expiries(data: dict[str, object], now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -37,7 +44,9 @@ def expiries(data: dict[str, object], now: datetime) -> tuple[datetime | None, d
 
 
 class TokenRefreshError(Exception):
-    """The token endpoint refused (invalid_grant: the refresh token is unknown or expired)."""
+    """No access token. `permanent`: the token endpoint refused the refresh token (invalid_grant: unknown,
+    expired, revoked) and only an operator can help; else it failed without saying anything about the
+    token (unreachable, a 5xx, an answer that is not a token, the token store unreadable): asked again."""
 
     def __init__(self, message: str, permanent: bool) -> None:
         super().__init__(message)
@@ -71,12 +80,23 @@ class TokenManager:
         # realm is blocked every waiting command asks, and one probe per period is enough.
         self._refused_recheck = refused_recheck_seconds
         self._refused: tuple[str, float, TokenRefreshError] | None = None
+        # A transient failure: (not before, the error, the next wait).
+        self._failing: tuple[float, TokenRefreshError, float] | None = None
+        # A refresh token Intuit issued that the store could not keep yet: used, and written again, until it is.
+        self._unsaved: tuple[str, str, datetime | None, datetime | None] | None = None  # (used, newest, expiries)
+        self._alerted = False
+        self._next_save = 0.0  # while the store fails, written again at most every SAVE_RETRY_SECONDS
         self._expiry_published = False
+        metrics.REFRESH_TOKEN_UNSAVED.labels(realm=realm_id).set(0)
         for outcome in ("ok", "refused", "unreachable"):  # at 0 from the start: the first refusal is an increase
             metrics.TOKEN_REFRESHES.labels(realm=realm_id, outcome=outcome)
 
     async def access_token(self) -> str:
         if self._access and time.monotonic() < self._expires_at:
+            if self._unsaved is not None and time.monotonic() >= self._next_save:
+                async with self._lock:
+                    if self._unsaved is not None:
+                        await self._save_unsaved()
             if not self._expiry_published:
                 await self._warn_if_expiring()
             return self._access
@@ -91,62 +111,133 @@ class TokenManager:
         async with self._lock:
             if self._access and self._access != stale and time.monotonic() < self._expires_at:
                 return self._access
-            # The store wins over the environment: the env token is only the very first one.
-            refresh_token = await self._store.get(self._realm_id)
-            if refresh_token is None:
-                refresh_token = self._initial.get_secret_value()
-            if not refresh_token:
-                raise TokenRefreshError(f"no refresh token for realm {self._realm_id}: {NO_TOKEN_HINT}", True)
-            redact.register(refresh_token)
-            if self._refused is not None:
-                token, until, error = self._refused
-                if token == refresh_token and time.monotonic() < until:
-                    raise error
+            if self._failing is not None and time.monotonic() < self._failing[0]:
+                raise self._failing[1]
             try:
-                async with self._session.post(
-                    self._token_url,
-                    data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                    auth=self._auth,
-                    headers={"Accept": "application/json", HARD_EXPIRY_HEADER: "true"},
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="unreachable").inc()
-                raise TokenRefreshError(f"token endpoint unreachable: {exc.__class__.__name__}", False) from None
-            if status != 200:
-                fault = parse_fault(status, body)
-                permanent = fault.code in ("invalid_grant", "invalid_client")
-                error = TokenRefreshError(
-                    f"token refresh for realm {self._realm_id} refused: HTTP {status} {fault.code or ''} "
-                    f"{fault.detail}".strip(),
-                    permanent,
-                )
-                if permanent:
-                    self._refused = (refresh_token, time.monotonic() + self._refused_recheck, error)
-                metrics.TOKEN_REFRESHES.labels(realm=self._realm_id,
-                                               outcome="refused" if permanent else "unreachable").inc()
+                token = await self._refresh()
+            except TokenRefreshError as exc:
+                if not exc.permanent:
+                    wait = self._failing[2] if self._failing is not None else TRANSIENT_FIRST_SECONDS
+                    self._failing = (time.monotonic() + wait, exc, min(wait * 2, TRANSIENT_MAX_SECONDS))
+                raise
+            self._failing = None
+            return token
+
+    async def _current_refresh_token(self) -> str:
+        """The token to refresh with: one Intuit issued that is not stored yet, else the store's (which wins over
+        the environment: the env token is only the very first one)."""
+        if self._unsaved is not None:
+            await self._save_unsaved()
+            if self._unsaved is not None:
+                return self._unsaved[1]
+        try:
+            refresh_token = await self._store.get(self._realm_id)
+        except STORE_ERRORS as exc:
+            raise TokenRefreshError(f"the token store of realm {self._realm_id} cannot be read "
+                                    f"({exc.__class__.__name__}: {exc}); trying again", False) from None
+        if refresh_token is None:
+            refresh_token = self._initial.get_secret_value()
+        if not refresh_token:
+            raise TokenRefreshError(f"no refresh token for realm {self._realm_id}: {NO_TOKEN_HINT}", True)
+        return refresh_token
+
+    async def _refresh(self) -> str:
+        refresh_token = await self._current_refresh_token()
+        redact.register(refresh_token)
+        if self._refused is not None:
+            token, until, error = self._refused
+            if token == refresh_token and time.monotonic() < until:
                 raise error
-            self._refused = None
-            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="ok").inc()
+        try:
+            async with self._session.post(
+                self._token_url,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=self._auth,
+                headers={"Accept": "application/json", HARD_EXPIRY_HEADER: "true"},
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="unreachable").inc()
+            raise TokenRefreshError(f"token endpoint unreachable: {exc.__class__.__name__}", False) from None
+        if status != 200:
+            fault = parse_fault(status, body)
+            permanent = fault.code in ("invalid_grant", "invalid_client")
+            error = TokenRefreshError(
+                f"token refresh for realm {self._realm_id} refused: HTTP {status} {fault.code or ''} "
+                f"{fault.detail}".strip(),
+                permanent,
+            )
+            if permanent:
+                self._refused = (refresh_token, time.monotonic() + self._refused_recheck, error)
+            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id,
+                                           outcome="refused" if permanent else "unreachable").inc()
+            raise error
+        self._refused = None
+        try:
             data = json.loads(body)
-            redact.register(str(data.get("access_token") or ""), str(data.get("refresh_token") or ""))
-            new_rt = data.get("refresh_token")
-            rolling, hard = expiries(data, datetime.now(UTC))
-            if not await self._store.replace(self._realm_id, refresh_token, str(new_rt or refresh_token), rolling, hard):
-                log.warning("realm=%s a newer refresh token was stored while this one was refreshed (magqb connect, "
-                            "token set, or another process): keeping the newer one", self._realm_id)
-            await self._warn_if_expiring()
-            self._access = str(data["access_token"])
-            ttl = float(data.get("expires_in", 3600))
-            self._expires_at = time.monotonic() + ttl - min(EXPIRY_MARGIN_SECONDS, ttl / 10)
-            self.refreshes += 1
-            log.info("realm=%s access token refreshed (expires in %ss)", self._realm_id, data.get("expires_in"))
-            return self._access
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="unreachable").inc()
+            raise TokenRefreshError(f"token endpoint answered 200 with no token ({len(body)} bytes that are not a "
+                                    "JSON object): a proxy or an outage page; trying again", False)
+        redact.register(str(data.get("access_token") or ""), str(data.get("refresh_token") or ""))
+        new_rt = data.get("refresh_token")
+        rolling, hard = expiries(data, datetime.now(UTC))
+        if isinstance(new_rt, str) and new_rt:
+            # Kept before anything else: Intuit may have retired the old one as it answered.
+            await self._keep(refresh_token, new_rt, rolling, hard)
+        access = data.get("access_token")
+        if not isinstance(access, str) or not access:
+            metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="unreachable").inc()
+            raise TokenRefreshError("token endpoint answered 200 without an access_token; trying again", False)
+        metrics.TOKEN_REFRESHES.labels(realm=self._realm_id, outcome="ok").inc()
+        await self._warn_if_expiring()
+        self._access = access
+        ttl = float(data.get("expires_in", 3600)) if isinstance(data.get("expires_in"), int | float) else 3600.0
+        self._expires_at = time.monotonic() + ttl - min(EXPIRY_MARGIN_SECONDS, ttl / 10)
+        self.refreshes += 1
+        log.info("realm=%s access token refreshed (expires in %ss)", self._realm_id, data.get("expires_in"))
+        return self._access
+
+    async def _keep(self, used: str, newest: str, rolling: datetime | None, hard: datetime | None) -> None:
+        """Store the refresh token Intuit just issued; if the store fails, keep it here, alert, and write it
+        again at every use until it is stored."""
+        self._unsaved = (used, newest, rolling, hard)
+        await self._save_unsaved()
+
+    async def _save_unsaved(self) -> None:
+        assert self._unsaved is not None
+        used, newest, rolling, hard = self._unsaved
+        try:
+            stored = await self._store.replace(self._realm_id, used, newest, rolling, hard)
+        except STORE_ERRORS as exc:
+            self._next_save = time.monotonic() + SAVE_RETRY_SECONDS
+            metrics.REFRESH_TOKEN_UNSAVED.labels(realm=self._realm_id).set(1)
+            if self._alerted:
+                return
+            self._alerted = True
+            log.critical("realm=%s the refresh token Intuit just issued could not be stored (%s: %s): it is kept in "
+                         "memory and used, and written again at every use. Fix MAGQB_DATA_DIR (disk full, "
+                         "permissions, a lock) before this worker stops, or reconnect with `magqb connect` after",
+                         self._realm_id, exc.__class__.__name__, exc)
+            return
+        if not stored:
+            log.warning("realm=%s a newer refresh token was stored while this one was refreshed (magqb connect, "
+                        "token set, or another process): keeping the newer one", self._realm_id)
+        elif self._alerted:
+            log.warning("realm=%s the refresh token kept in memory is stored now", self._realm_id)
+        self._unsaved, self._alerted = None, False
+        metrics.REFRESH_TOKEN_UNSAVED.labels(realm=self._realm_id).set(0)
 
     async def _warn_if_expiring(self) -> None:
         self._expiry_published = True
-        info = await self._store.info(self._realm_id)
+        try:
+            info = await self._store.info(self._realm_id)
+        except STORE_ERRORS:
+            self._expiry_published = False  # told at the next use (the store's trouble is said elsewhere)
+            return
         expiry = info.earliest_expiry() if info else None
         if expiry is None:
             return

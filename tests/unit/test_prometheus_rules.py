@@ -26,7 +26,7 @@ def test_the_scrape_configuration_is_valid() -> None:
 
 def test_the_alert_rules_are_valid() -> None:
     out = promtool("check", "rules", "alerts.yml")
-    assert out.returncode == 0 and "SUCCESS: 15 rules found" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "SUCCESS: 16 rules found" in out.stdout, out.stdout + out.stderr
 
 
 def test_every_alert_fires_on_its_synthetic_series_and_only_then() -> None:
