@@ -92,6 +92,12 @@ Outcome = Result | RetryLater | GiveUp
 
 
 DOCUMENTS_REMEMBERED = 10_000  # answers to documents this process created, by requestid
+PREFERENCES_SECONDS = 3600.0  # the company's numbering setting is read again hourly (a read each time)
+NUMBERS_OFF = ("custom transaction numbers are off in QuickBooks company {realm} (Settings → Account and settings → "
+               "Sales → Custom transaction numbers): QuickBooks numbers sales forms itself and ignores magqb's "
+               "DocNumbers, so an earlier attempt cannot be found by its number. magqb looks each document up by its "
+               "customer, date and note before creating it instead: one more read per document. Turn the setting "
+               "on to book at one call per order")
 
 
 class Dispatcher:
@@ -109,6 +115,7 @@ class Dispatcher:
         self._by_name: LookupBatcher[str, dict[str, Any]] = LookupBatcher(self._fetch_items, lookup_window)
         self._by_number: dict[str, LookupBatcher[str, list[dict[str, Any]]]] = {}
         self._lookup_window = lookup_window
+        self._numbers: tuple[bool, float] | None = None  # (the company keeps our DocNumbers, read at)
 
     async def handle(self, cmd: Command, verify: bool = False) -> Outcome:
         """`verify`: an earlier attempt of this command may have reached QuickBooks — look before creating."""
@@ -302,6 +309,42 @@ class Dispatcher:
 
     # ------------------------------------------------------------ documents
 
+    async def numbers_kept(self) -> bool:
+        """Whether the company keeps the DocNumbers we send (Preferences.SalesFormsPrefs.CustomTxnNumbers), read
+        once an hour. Unreadable: assumed on (as companies are made) and asked again at the next document."""
+        now = asyncio.get_running_loop().time()
+        if self._numbers is not None and now - self._numbers[1] < PREFERENCES_SECONDS:
+            return self._numbers[0]
+        async with self._locks["preferences"]:
+            if self._numbers is not None and now - self._numbers[1] < PREFERENCES_SECONDS:
+                return self._numbers[0]
+            prefs = await self.client.preferences()
+            kept = (prefs.get("SalesFormsPrefs") or {}).get("CustomTxnNumbers", True) is not False
+            first = self._numbers is None or self._numbers[0] != kept
+            self._numbers = (kept, now)
+            metrics.CUSTOM_TXN_NUMBERS.labels(realm=self.client.realm_id).set(1 if kept else 0)
+            if not kept and first:
+                log.error("realm=%s %s", self.client.realm_id, NUMBERS_OFF.format(realm=self.client.realm_id))
+            elif kept and first:
+                log.info("realm=%s custom transaction numbers are on: DocNumbers guard every document",
+                         self.client.realm_id)
+            return kept
+
+    async def _find_by_note(self, cmd: CreateDocument) -> dict[str, Any] | None:
+        """With the company numbering documents itself: this command's document among the customer's of its day,
+        known by the note it was sent with (a sale's also by the order it names)."""
+        where = [f"CustomerRef = {qbo_quote(cmd.document.CustomerRef.value)}"]
+        if cmd.document.TxnDate:
+            where.append(f"TxnDate = {qbo_quote(cmd.document.TxnDate)}")
+        select = f"SELECT * FROM {cmd.doc_type} WHERE {' AND '.join(where)} ORDERBY Id"
+        sale = cmd.doc_type in ("SalesReceipt", "Invoice")
+        async for rows in self.client.pages(cmd.doc_type, select):
+            for row in rows:
+                note = row.get("PrivateNote")
+                if note == cmd.document.PrivateNote or (sale and note_names_order(note, cmd.order_ref, cmd.order_id)):
+                    return dict(row)
+        return None
+
     async def _find_document(self, cmd: CreateDocument) -> dict[str, Any] | None:
         """The document holding the command's DocNumber, if it is provably this order's (its PrivateNote
         names the order). One held by anything else raises DocNumberTaken: adopting it would mark this
@@ -341,12 +384,19 @@ class Dispatcher:
         if remembered is not None:  # this very command again (a duplicate record): this process booked it
             return self._document_result(cmd, remembered, created=False)
         found = await self._known_document(cmd) if verify and cmd.known_id else None
-        if found is None and verify:
+        numbered = await self.numbers_kept()
+        if found is None and not numbered:
+            # No DocNumber guard: QBO would not refuse a repeat. Every create looks first, by the note.
+            found = await self._find_by_note(cmd)
+        elif found is None and verify:
             found = await self._find_document(cmd)
         created = False
         if found is None:
+            body = cmd.document.to_qbo()
+            if not numbered:
+                body.pop("DocNumber", None)  # QBO: "do not send a value as it can lead to unwanted duplicates"
             try:
-                found = await self.client.create(cmd.doc_type, cmd.document.to_qbo(), cmd.request_id)
+                found = await self.client.create(cmd.doc_type, body, cmd.request_id)
                 created = True
             except QboError as exc:
                 if exc.error_class is not ErrorClass.DUPLICATE_DOC_NUMBER:
@@ -388,7 +438,16 @@ class Dispatcher:
         have voided it or we do not know its SyncToken; a read and a second try when someone edited it.
         Without an Id (the create was parked unanswered) one lookup by DocNumber finds it, or that there is none."""
         if cmd.qbo_id is None:
-            rows = await self._documents_by_number(cmd.doc_type).get(cmd.doc_number) or []
+            if await self.numbers_kept():
+                rows = await self._documents_by_number(cmd.doc_type).get(cmd.doc_number) or []
+            elif cmd.customer_id is not None:  # QBO numbered it: among the customer's documents
+                select = f"SELECT * FROM {cmd.doc_type} WHERE CustomerRef = {qbo_quote(cmd.customer_id)} ORDERBY Id"
+                rows = [r async for page in self.client.pages(cmd.doc_type, select) for r in page]
+            else:
+                raise DocNumberTaken(f"order {cmd.order_ref} was cancelled while parked, and QuickBooks numbers "
+                                     f"documents itself: its {cmd.doc_type} cannot be looked up by number. Find it "
+                                     f"in QuickBooks by its note (Magento Order ID: {cmd.order_ref}) and void it, "
+                                     f"then `magqb dlq purge` this letter", reason="lookup_impossible")
             mine = [dict(r) for r in rows if note_names_order(r.get("PrivateNote"), cmd.order_ref, cmd.order_id)]
             if not mine:
                 log.info("order_id=%s order=%s cancelled while parked: no %s DocNumber=%s of it in QuickBooks, "

@@ -59,6 +59,11 @@ CIRCUIT_OPEN = Gauge("magqb_qbo_circuit_open", "1 while the realm's circuit brea
 REALM_BLOCKED = Gauge(
     "magqb_qbo_realm_blocked", "1 while dispatch for the realm is stopped (refresh token refused).", ["realm"]
 )
+CUSTOM_TXN_NUMBERS = Gauge(
+    "magqb_qbo_custom_txn_numbers",
+    "1 when the QuickBooks company keeps the DocNumbers magqb sends (custom transaction numbers on); 0 when it "
+    "numbers sales forms itself (each document then costs a lookup by its note first).", ["realm"],
+)
 REFRESH_TOKEN_UNSAVED = Gauge(
     "magqb_qbo_refresh_token_unsaved",
     "1 while a refresh token Intuit issued could not be written to the token store (kept in memory, written "

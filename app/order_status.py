@@ -81,7 +81,10 @@ async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
     document = None
     if st.qbo_id:
         document = {"type": st.doc_type, "Id": st.qbo_id, "DocNumber": st.doc_number,
-                    "TotalAmt": str(st.total_amt) if st.total_amt is not None else None}
+                    "TotalAmt": str(st.total_amt) if st.total_amt is not None else None,
+                    # Booked under a number of QuickBooks' own: the company's custom transaction numbers are off.
+                    "numbered_by_quickbooks": bool(st.doc_number) and not str(st.doc_number).startswith(
+                        _prefixes(settings))}
     later = [{"kind": f.kind, "magento": f.ref, "status": f.status, "type": f.doc_type, "Id": f.qbo_id,
               "number": f.doc_number, "amount": str(f.total_amt) if f.total_amt is not None else None,
               "error": f.error} for f in st.follow_ups]
@@ -93,6 +96,18 @@ async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
         "outstanding_commands": sorted(waiting), "retries": retries, "events": events, "story": story,
         "dead_letters": letters,
     }
+
+
+def _prefixes(settings: Any) -> tuple[str, ...]:
+    """The installation's DocNumber prefixes (the mapping file's; the defaults when it cannot be read)."""
+    from app.domain.mapping import MappingConfig
+    from app.mapping_file import MappingFileError, load_mapping
+
+    try:
+        cfg = load_mapping(getattr(settings, "mapping_file", None))
+    except MappingFileError:
+        cfg = MappingConfig()
+    return cfg.doc_prefixes or ("",)
 
 
 def net_booked(st: OrderState) -> Decimal:

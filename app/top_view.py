@@ -60,6 +60,7 @@ class RealmView:
     blocked: bool
     circuit_open: bool
     token_expires_in_days: float | None
+    numbers_kept: bool | None = None  # the company's custom transaction numbers (None: not read yet)
 
 
 @dataclass
@@ -105,6 +106,9 @@ def view(now: Snapshot, before: Snapshot | None) -> View:
             circuit_open=now.maximum("magqb_qbo_circuit_open", realm=realm) >= 1,
             token_expires_in_days=(min(v for labels, v in expiry if labels.get("realm") == realm) / 86400
                                    if expiry and any(labels.get("realm") == realm for labels, _ in expiry) else None),
+            numbers_kept=(now.maximum("magqb_qbo_custom_txn_numbers", realm=realm) >= 1
+                          if any(labels.get("realm") == realm
+                                 for labels, _ in now.samples.get("magqb_qbo_custom_txn_numbers", [])) else None),
         ))
     return View(
         realms=realms,

@@ -76,6 +76,8 @@ class VoidDocument(_Command):
     qbo_id: str | None = Field(default=None, min_length=1)
     doc_number: str
     sync_token: str | None = None  # the one it was created with; a stale one costs a read and a retry
+    # Without qbo_id, where a company that numbers documents itself has it: the customer's documents.
+    customer_id: str | None = None
 
 
 class ReceivePayment(_Command):

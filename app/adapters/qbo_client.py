@@ -99,6 +99,14 @@ class QboClient:
             raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
         return obj
 
+    async def preferences(self) -> dict[str, Any]:
+        """`GET /preferences`: the company's settings (a read)."""
+        data = await self._request("GET", "preferences", "Preferences", params={})
+        obj = data.get("Preferences")
+        if not isinstance(obj, dict):
+            raise QboError(parse_fault(200, jsonutil.dumps(data)), ErrorClass.RETRIABLE)
+        return obj
+
     async def void(self, entity: str, id_: str, sync_token: str, request_id: str) -> dict[str, Any]:
         """`POST /<entity>?operation=void` with the current SyncToken (a stale one is fault 5010)."""
         data = await self._request("POST", entity.lower(), entity, body={"Id": id_, "SyncToken": sync_token},

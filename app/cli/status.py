@@ -43,6 +43,9 @@ def _text(i: dict[str, Any]) -> str:
     doc = i.get("document")
     if doc:
         lines.append(f"  QuickBooks: {doc['type']} Id={doc['Id']} DocNumber={doc['DocNumber']} TotalAmt={doc['TotalAmt']}")
+        if doc.get("numbered_by_quickbooks"):
+            lines.append("  numbered by QuickBooks: the company's custom transaction numbers are off (Settings → Sales);"
+                         " magqb finds its documents by their note, at one more read each")
     elif i.get("doc_number"):
         lines.append(f"  QuickBooks: not booked yet; it will be {i.get('doc_type')} DocNumber={i['doc_number']}")
     names = {"refund": "credit memo", "payment": "invoice paid", "void": "cancellation"}

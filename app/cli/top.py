@@ -95,6 +95,11 @@ def render(v: View) -> RenderableType:
     small.add_row(listing("lag by topic", v.lag_by_topic), listing("retries waiting by rung", v.retries_by_rung),
                   listing("dead letters since start", v.dead_letters_by_reason))
     parts: list[RenderableType] = [head, realms, small]
+    for r in v.realms:
+        if r.numbers_kept is False:
+            parts.append(Text(f"realm {r.realm}: custom transaction numbers are OFF in QuickBooks: it numbers documents "
+                              "itself, so each document costs a lookup by its note first (Settings → Sales → Custom "
+                              "transaction numbers: on)", style="yellow"))
     if v.unreachable:
         parts.append(Text("unreachable: " + "; ".join(v.unreachable), style="red"))
     parts.append(Text("q or Ctrl-C quits", style="dim"))

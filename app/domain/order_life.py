@@ -168,7 +168,8 @@ def on_cancel_parked(state: OrderState, raw_order: dict[str, Any], event_id: str
                            request_id=request_ids.request_id(realm_id, "void-parked",
                                                              f"{state.doc_type}:{state.doc_number}", salt),
                            doc_type=state.doc_type, qbo_id=state.qbo_id, doc_number=state.doc_number,
-                           sync_token=state.sync_token if state.qbo_id else None)
+                           sync_token=state.sync_token if state.qbo_id else None,
+                           customer_id=state.sale.customer_id if state.sale is not None else None)
     fu = fu.model_copy(update={"outstanding": [command.request_id]})
     why = state.error if state.status == "failed" else None
     done = put(state, fu).model_copy(update={

@@ -45,6 +45,9 @@ class FaultSettings(BaseModel):
     retry_after: bool = Field(False, description="send Retry-After: 60 with a 429")
     throttle_xml: bool = Field(False, description="answer 429s in XML, as QBO's gateway sometimes does")
     seed: int | None = Field(None, description="seed of the fault RNG, for repeatable runs")
+    # A company setting rather than a fault, set the same way: Preferences.SalesFormsPrefs.CustomTxnNumbers.
+    custom_txn_numbers: bool = Field(True, description="the company's custom transaction numbers (Settings → "
+                                     "Sales); off, QBO numbers sales forms itself and ignores the DocNumber sent")
 
 
 class ThrottleWindow:

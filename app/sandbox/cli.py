@@ -25,7 +25,8 @@ def _fault_options(fn: Any) -> Any:
     for name, f in reversed(list(FaultSettings.model_fields.items())):
         flag = "--" + name.replace("_", "-")
         if f.annotation is bool:
-            fn = click.option(flag, name, is_flag=True, default=None, help=_sentence(f.description))(fn)
+            help_ = _sentence(f.description) + (" [default: on]" if f.default else "")
+            fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_)(fn)
         else:
             kind = float if f.annotation is float else int
             default = "" if f.default is None else f" [default: {f.default}]"

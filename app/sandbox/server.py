@@ -75,7 +75,8 @@ class Sandbox:
         self.reset()
 
     def reset(self) -> None:
-        self.company = Company(realm_id=self.config.realm_id, extra_tax_codes=dict(self.config.tax_codes))
+        self.company = Company(realm_id=self.config.realm_id, extra_tax_codes=dict(self.config.tax_codes),
+                               custom_txn_numbers=self.faults.custom_txn_numbers)
         self.tokens = TokenAuthority(self.config.refresh_token, self.faults.token_ttl, self.faults.refresh_token_grace,
                                      hard_ttl=self.faults.refresh_token_hard_ttl)
         self.quota.clear()
@@ -91,6 +92,7 @@ class Sandbox:
         if "seed" in update:
             self.dice = Dice(merged.seed)
         self.faults = merged
+        self.company.custom_txn_numbers = merged.custom_txn_numbers
         self.tokens.token_ttl = merged.token_ttl
         self.tokens.refresh_token_grace = merged.refresh_token_grace
         self.tokens.hard_ttl = merged.refresh_token_hard_ttl
@@ -355,6 +357,11 @@ async def query_endpoint(request: web.Request) -> web.Response:
     return _json({"QueryResponse": _run_query(sandbox, text), "time": qbo_time()})
 
 
+async def preferences_endpoint(request: web.Request) -> web.Response:
+    sandbox = request.app[SANDBOX_KEY]
+    return _json({"Preferences": sandbox.company.preferences(), "time": qbo_time()})
+
+
 async def read_endpoint(request: web.Request) -> web.Response:
     sandbox = request.app[SANDBOX_KEY]
     entity = URL_ENTITIES.get(request.match_info["entity"])
@@ -603,6 +610,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_route("GET", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_route("POST", "/v3/company/{realm}/query", query_endpoint)
     app.router.add_post("/v3/company/{realm}/batch", batch_endpoint)
+    app.router.add_get("/v3/company/{realm}/preferences", preferences_endpoint)
     app.router.add_get("/v3/company/{realm}/{entity}/{id}", read_endpoint)
     app.router.add_post("/v3/company/{realm}/{entity}", create_endpoint)
     app.router.add_get("/_sandbox/stats", stats_endpoint)

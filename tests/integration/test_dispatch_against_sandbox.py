@@ -376,6 +376,7 @@ def _reads_and_writes(sb: RunningSandbox) -> tuple[int, int]:
 async def test_a_fresh_document_costs_one_write_and_no_read(qbo_sandbox, session, tmp_path) -> None:
     dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
     cmd = await _booked_order_command(qbo_sandbox, dispatcher, "100000001")
+    assert await dispatcher.numbers_kept()  # the company's numbering: one read a process an hour, not a document
     before = _reads_and_writes(qbo_sandbox)
     result = await dispatcher.handle(cmd)
     assert isinstance(result, DocumentCreated) and result.created

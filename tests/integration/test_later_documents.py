@@ -225,3 +225,34 @@ async def test_a_cancellation_of_a_parked_order_voids_what_landed_and_is_done_if
     await b.order(landed, "ev-retry7", retry_of="dl-7")
     await b.order(never, "ev-retry8", retry_of="dl-8")
     assert len(docs(qbo_sandbox, "SalesReceipt")) == 1 and b.states["8"].status == "skipped"
+
+
+@pytest.mark.parametrize("custom_numbers", [True, False], ids=["numbers-kept", "qbo-numbers-them"])
+async def test_an_order_whose_answer_was_lost_is_booked_once_whoever_numbers_the_documents(
+        qbo_sandbox, session, tmp_path, custom_numbers: bool, caplog) -> None:
+    import logging
+
+    from app import metrics
+
+    qbo_sandbox.sandbox.set_faults({"custom_txn_numbers": custom_numbers})
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    lose = [True, False]
+    b = Books(CFG, REALM, lost_creates(dispatcher, lose))
+    with caplog.at_level(logging.INFO, logger="magqb.dispatcher"):
+        await b.order(blueprint_order())  # created, its answer lost: parked retries_exhausted
+        lose[0] = False
+        await b.order({**blueprint_order(), "updated_at": "2033-01-02 10:00:00"}, "ev-again")  # a new delivery
+        await b.creditmemo(memo(1, 100000001), "cm1")
+    [sale] = docs(qbo_sandbox, "SalesReceipt")
+    [refund] = docs(qbo_sandbox, "RefundReceipt")
+    state = b.states["100000001"]
+    assert (state.status, state.qbo_id) == ("synced", sale["Id"])
+    assert [(f.status, f.qbo_id) for f in state.follow_ups] == [("done", refund["Id"])]
+    if custom_numbers:
+        assert (sale["DocNumber"], refund["DocNumber"]) == ("MAG-100000001", "MAG-CM-200000001")
+    else:  # QuickBooks' own numbers: found again by the note, said loudly once
+        assert sale["DocNumber"].isdigit() and refund["DocNumber"].isdigit()
+        assert state.doc_number == sale["DocNumber"]
+        assert any("custom transaction numbers are off" in r.getMessage() for r in caplog.records)
+    assert metrics.CUSTOM_TXN_NUMBERS.labels(realm=REALM)._value.get() == (1 if custom_numbers else 0)
+    assert qbo_sandbox.sandbox.requests["GET /v3/preferences 200"] == 1  # read once, not per document

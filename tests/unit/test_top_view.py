@@ -64,3 +64,20 @@ def test_a_process_unreachable_once_is_not_a_jump() -> None:
     without_a.add(WORKER_B, "worker1")
     v = view(snap(60.0, later, WORKER_B), without_a)  # worker0 was unreachable the time before
     assert v.realms[0].booked_per_minute == 0
+
+
+def test_a_company_that_numbers_its_documents_itself_is_flagged_per_realm() -> None:
+    off = WORKER_A + 'magqb_qbo_custom_txn_numbers{realm="123"} 0\n'
+    [realm] = view(snap(0.0, off, WORKER_B), None).realms
+    assert realm.numbers_kept is False
+    [realm] = view(snap(0.0, WORKER_A.replace("} 240", "} 240\nmagqb_qbo_custom_txn_numbers{realm=\"123\"} 1"),
+                        WORKER_B), None).realms
+    assert realm.numbers_kept is True
+    [realm] = view(snap(0.0, WORKER_A, WORKER_B), None).realms
+    assert realm.numbers_kept is None  # not read yet (no document since the worker started)
+    from app.cli.top import render
+    from rich.console import Console
+
+    console = Console(width=160, record=True)
+    console.print(render(view(snap(0.0, off, WORKER_B), None)))
+    assert "custom transaction numbers are OFF" in console.export_text()
