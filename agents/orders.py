@@ -26,7 +26,9 @@ from pydantic import ValidationError
 from app import jsonutil, metrics, topics
 from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
+from app.adapters.log_reader import LogReader
 from app.adapters.transient import Abandoned, retry_transient
+from app.domain import state_size
 from app.domain.order_flow import Decision, on_order, on_result, unseen_and_old
 from app.domain.order_life import on_creditmemo, on_invoice
 from app.redact import scrub
@@ -44,7 +46,7 @@ from schemas.events import (
     decode_result,
 )
 from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder
-from schemas.state import CustomerEntry, HistoryEntry, ItemEntry, OrderState, with_history
+from schemas.state import CustomerEntry, HistoryEntry, ItemEntry, LogRef, OrderState, with_history
 
 log = logging.getLogger("magqb.orders")
 REVOKE_WAIT_SECONDS = 5.0
@@ -77,9 +79,22 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         row = ctx.items.get(name.lower())
         return ItemEntry.model_validate(row) if row else None
 
+    reader = LogReader(ctx.settings.kafka_bootstrap_servers, f"{ctx.settings.app_id}-bodies")
+
     def load_state(order_id: str) -> OrderState | None:
         row = ctx.order_state.get(order_id)
         return OrderState.model_validate(row) if row else None
+
+    async def load_whole(order_id: str) -> OrderState | None:
+        """The order's state with every body a decision may need (those the row left out read back from the log)."""
+        state = load_state(order_id)
+        if state is None:
+            return None
+        wanted = state_size.missing_bodies(state)
+        if not wanted:
+            return state
+        bodies = {state_size.key(at): await reader.body(at) for at in wanted}
+        return state_size.with_bodies(state, bodies)
 
     async def park(order_id: str, order_ref: str, decision: Decision, source: EventSource) -> None:
         """Not booked: into the dead-letter topic with the reason, the command (sent or not) and the
@@ -109,7 +124,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         log.error("order_id=%s order=%s not booked, dead-lettered as %s (%s): %s", order_id, order_ref,
                   letter.id, parked.reason, parked.message)
 
-    async def apply(order_id: str, order_ref: str, decision: Decision, source: EventSource) -> None:
+    async def apply(order_id: str, order_ref: str, decision: Decision, source: EventSource,
+                    event_id: str | None = None) -> None:
         if decision.parked is not None:
             await park(order_id, order_ref, decision, source)
         for table, keys in ((ctx.customers, decision.forget_customers), (ctx.items, decision.forget_items)):
@@ -126,14 +142,18 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd))
             await fut
         if decision.state is not None:
-            await save_state(order_id, decision.state)
+            state = decision.state
+            if event_id is not None:  # bodies this event brought: where they are, should the row leave them out
+                state = state_size.placed(state, event_id, LogRef(topic=source.topic, partition=source.partition,
+                                                                  offset=source.offset))
+            await save_state(order_id, state)
         metrics.ORDERS.labels(outcome=decision.outcome).inc()
 
     async def save_state(order_id: str, state: OrderState) -> None:
         """The order's row, acknowledged by Kafka before the event is: faust's own table writes are
         buffered, and its commit can pass them (its flush gives up after 0.1 s)."""
         table = ctx.order_state
-        value = state.model_dump(mode="json")
+        value = state_size.fit(state, ctx.settings.max_event_bytes).model_dump(mode="json")
         fut = table.send_changelog(table.partition_for_key(order_id), order_id, value)
         table.data[order_id] = value
         await fut
@@ -160,7 +180,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             await handle_later(envelope, body, source)
             return
         order = body
-        state = load_state(order.key)
+        state = await load_whole(order.key)
         if unseen_and_old(state, order, envelope.source, envelope.received_at, max_age, envelope.replay_id,
                           envelope.retry_of, envelope.origin):
             metrics.ORDERS.labels(outcome="before_magqb").inc()
@@ -177,7 +197,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if envelope.retry_of:
             how += f" (retry of dead letter {envelope.retry_of})"
         decision = _story(decision, "order event", f"{how}: {decision.outcome}", source)
-        await apply(order.key, order.order_ref, decision, source)
+        await apply(order.key, order.order_ref, decision, source, envelope.event_id)
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
                      order.key, order.order_ref, envelope.event_id, state.status if state else "?")
@@ -214,7 +234,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
     async def handle_later(envelope: OrderEnvelope, body: MagentoCreditMemo | MagentoInvoice,
                            source: EventSource) -> None:
         """A credit memo or invoice of an order: booked against the order's document, or waiting for it."""
-        state = load_state(body.key)
+        state = await load_whole(body.key)
         if isinstance(body, MagentoCreditMemo):
             what = f"credit memo {body.refund_ref}"
             decision = on_creditmemo(state, body, envelope.body, envelope.event_id, item, ctx.mapping, realm_id,
@@ -228,7 +248,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if envelope.retry_of:
             how += f" (retry of dead letter {envelope.retry_of})"
         decision = _story(decision, "later event", f"{how}: {decision.outcome}", source)
-        await apply(body.key, order_ref, decision, source)
+        await apply(body.key, order_ref, decision, source, envelope.event_id)
         if decision.outcome == "waiting_for_order":
             log.info("order_id=%s order=%s %s waits for the order's document", body.key, order_ref, what)
         elif decision.outcome == "duplicate":
@@ -251,7 +271,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             ).model_dump()
         elif isinstance(result, ItemResolved):
             ctx.items[result.name.lower()] = ItemEntry(item_id=result.item_id).model_dump()
-        decision = on_result(load_state(result.order_id), result, customer, item, ctx.mapping, realm_id)
+        decision = on_result(await load_whole(result.order_id), result, customer, item, ctx.mapping, realm_id)
         decision = _story(decision, "result", _describe_result(result), source)
         await apply(result.order_id, result.order_ref, decision, source)
         if isinstance(result, DocumentCreated) and decision.outcome == "synced":

@@ -53,6 +53,15 @@ class SaleFacts(BaseModel):
     store_id: int | None = None
 
 
+class LogRef(BaseModel):
+    """Where an event is in the order log: a body too large to keep in a state row is read back from there."""
+
+    model_config = ConfigDict(frozen=True)
+    topic: str
+    partition: int
+    offset: int
+
+
 class FollowUp(BaseModel):
     """A later event of a booked order and the QuickBooks document it becomes: a credit memo (a
     RefundReceipt or CreditMemo), a paid invoice (a Payment), the cancellation (a void)."""
@@ -64,6 +73,8 @@ class FollowUp(BaseModel):
     status: FollowUpStatus
     event_id: str
     body: dict[str, Any] | None = None  # the credit memo / invoice, until QuickBooks has its document
+    # Where its event is in the log: the body is left out of the row (and read back) when the row would not fit.
+    body_at: LogRef | None = None
     outstanding: list[str] = Field(default_factory=list)
     salt: str = ""
     refs_refreshed: bool = False  # QBO refused a cached item id of it: resolved again once

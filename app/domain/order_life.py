@@ -30,6 +30,7 @@ from app.domain.decision import Command, Decision, Parked
 from app.domain.follow_up_mapping import map_creditmemo, map_payment, refund_item_needs
 from app.domain.mapping import MappingConfig, MappingError
 from app.domain.money import ZERO, to_cents
+from app.domain.state_size import MAX_FOLLOW_UPS
 from schemas.commands import CreateDocument, EnsureItem, ReceivePayment, VoidDocument
 from schemas.dead_letter import Attempt
 from schemas.events import AnyResult, CommandFailed, DocumentCreated, DocumentVoided, PaymentReceived
@@ -105,6 +106,13 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, retry_of: st
         fu = fu.model_copy(update={"salt": f"again:{fu.event_id}"})
     if existing is not None and existing.doc_number and existing.kind in ("refund", "payment"):
         fu = fu.model_copy(update={"doc_number": existing.doc_number})  # its number for life (see map_creditmemo)
+    if existing is None and state is not None and len(state.follow_ups) >= MAX_FOLLOW_UPS:
+        # No real order has this many credit memos and invoices: a person looks (the row must stay one record).
+        parked = Parked("too_many_later_events", f"order {state.order_ref} has {len(state.follow_ups)} credit memos, "
+                        f"invoices and cancellations already (at most {MAX_FOLLOW_UPS}): {fu.kind} {fu.ref} is not "
+                        "booked; book it by hand in QuickBooks, then `magqb dlq purge` this letter",
+                        f"map_{fu.kind}", None, retry_event=envelope_of(fu))
+        return Decision(state=None, outcome="parked", parked=parked)
     if state is None:
         pending = OrderState(status="pending", order_ref=order_key, event_id=fu.event_id, follow_ups=[fu])
         return Decision(state=pending, outcome="waiting_for_order")

@@ -288,3 +288,41 @@ def test_an_order_of_a_known_customer_and_items_costs_one_write_and_no_read(stac
     assert (after[0] - before[0], after[1] - before[1]) == (0, 1)
     assert stack.metric("magqb_qbo_requests_total", entity="salesreceipt", kind="write", method="POST",
                         status="200") >= 2
+
+
+def test_credit_memos_too_large_to_keep_together_wait_for_their_order_and_are_each_booked(stack: Stack) -> None:
+    """Three credit memos of ~600 KB each (the largest bodies the ingress takes are ~1 MB) come before their
+    order: together they are more than a Kafka record holds. Their order's state keeps where they are in the
+    log, not the bodies; the partition goes on, and once the order is booked each is refunded once."""
+    base = random.randint(10**6, 10**8)
+    order = {**blueprint_order(), "entity_id": base, "increment_id": f"{base:09d}",
+             "customer_email": f"large.{base}@example.com"}
+    lines = [("PROD001", "10", "0.80"), ("PROD001", "10", "0.80"), ("PROD002", "25", "2.00")]
+    memos = []
+    for n, (sku, price, tax) in enumerate(lines):
+        total = Decimal(price) + Decimal(tax)
+        memos.append({"entity_id": base * 10 + n, "increment_id": f"{base + n:09d}", "order_id": base, "state": 2,
+                      "subtotal": price, "tax_amount": tax, "shipping_amount": "0", "grand_total": str(total),
+                      "items": [{"order_item_id": 1 if sku == "PROD001" else 2, "sku": sku, "name": sku, "qty": 1,
+                                 "price": price, "row_total": price, "tax_amount": tax}],
+                      "comments": [{"comment": f"{n}" * 600_000}]})
+    for m in memos:
+        assert stack.post_order(m, "creditmemo-created")[0] == 202
+    later = make_order(base + 1, f"after.{base}@example.com", [("AFTER-1", 1, "10.00")])
+    later["entity_id"] = base + 10**9  # another order on whatever partition: it must be booked too
+    assert stack.post_order(order)[0] == 202
+    assert stack.post_order(later)[0] == 202
+    numbers = [f"MAG-CM-{m['increment_id']}" for m in memos]
+
+    def refunds() -> list[dict] | None:
+        found = [stack.query(f"SELECT * FROM RefundReceipt WHERE DocNumber = '{n}'").get("RefundReceipt", [])
+                 for n in numbers]
+        return found if all(len(f) == 1 for f in found) else None
+
+    found = poll(refunds, 120, lambda: "the three refunds (worker log:\n" + stack.log_tail("worker") + ")")
+    assert [f[0]["TotalAmt"] for f in found] == [Decimal("10.80"), Decimal("10.80"), Decimal("27.00")]
+    assert len(receipts(stack, f"MAG-{base:09d}")) == 1
+    poll(lambda: receipts(stack, f"MAG-{later['increment_id']}"), 60, "the order behind them")
+    story = json.loads(subprocess.run([MAGQB, "status", str(base), "--json"], env=stack.env, capture_output=True,
+                                      text=True, timeout=120).stdout)
+    assert [(f["kind"], f["status"]) for f in story["later"]] == [("refund", "done")] * 3

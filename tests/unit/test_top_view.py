@@ -75,8 +75,9 @@ def test_a_company_that_numbers_its_documents_itself_is_flagged_per_realm() -> N
     assert realm.numbers_kept is True
     [realm] = view(snap(0.0, WORKER_A, WORKER_B), None).realms
     assert realm.numbers_kept is None  # not read yet (no document since the worker started)
-    from app.cli.top import render
     from rich.console import Console
+
+    from app.cli.top import render
 
     console = Console(width=160, record=True)
     console.print(render(view(snap(0.0, off, WORKER_B), None)))
