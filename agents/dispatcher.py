@@ -152,7 +152,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             command_type=cmd.type, error_class=failure.error_class, message=failure.message[:1000],
             fault=failure.fault, reason=reason,
             attempts=[Attempt.model_validate(h).model_dump(mode="json") for h in history],
-            command=cmd.model_dump(mode="json"),
+            command=cmd.model_dump(mode="json"), unnumbered=failure.unnumbered,
         ))
 
     async def record(cmd: Command, event: Any, outcome: Outcome) -> None:
@@ -244,6 +244,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     try:
                         outcome = await dispatcher.handle(cmd, verify)
                         metrics.REALM_BLOCKED.labels(realm=realm).set(0)
+                        metrics.REALM_PAUSED.labels(realm=realm).set(0)
                         return outcome
                     except RealmBlocked as exc:
                         blocked = exc
@@ -258,6 +259,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     finally:
                         metrics.COMMANDS_IN_FLIGHT.dec()
                     if blocked is None:
+                        metrics.REALM_PAUSED.labels(realm=realm).set(1)
                         if time.monotonic() - last_paused_log >= PAUSED_LOG_SECONDS:
                             last_paused_log = time.monotonic()
                             log.warning("realm=%s dispatch paused: %s; commands wait unacknowledged and go when a "

@@ -445,7 +445,8 @@ def _story(decision: Decision, what: str, detail: str, source: EventSource) -> D
     if decision.parked is not None:
         entries.append(HistoryEntry(at=now, what="parked", detail=f"{decision.parked.reason}: "
                                                                    f"{decision.parked.message}"[:300]))
-    return dataclasses.replace(decision, state=with_history(decision.state, *entries))
+    return dataclasses.replace(decision, state=with_history(decision.state, *entries,
+                                                            touch=decision.outcome != "duplicate"))
 
 
 def _describe_result(result: object) -> str:

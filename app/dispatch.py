@@ -14,6 +14,7 @@ customer, item or document.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ class RetryLater:
     error_class: str
     message: str
     fault: dict[str, Any] | None = None
+    unnumbered: bool = False  # a create of it went out without its DocNumber (see CreateDocument.find_by_note)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class GiveUp:
     error_class: str
     message: str
     fault: dict[str, Any] | None = None
+    unnumbered: bool = False
 
 
 class RealmBlocked(Exception):
@@ -116,9 +119,17 @@ class Dispatcher:
         self._by_number: dict[str, LookupBatcher[str, list[dict[str, Any]]]] = {}
         self._lookup_window = lookup_window
         self._numbers: tuple[bool, float] | None = None  # (the company keeps our DocNumbers, read at)
+        self._unnumbered: OrderedDict[str, None] = OrderedDict()  # requestids of creates sent without a DocNumber
 
     async def handle(self, cmd: Command, verify: bool = False) -> Outcome:
         """`verify`: an earlier attempt of this command may have reached QuickBooks — look before creating."""
+        outcome = await self._handle(cmd, verify)
+        if isinstance(outcome, RetryLater | GiveUp) and cmd.request_id in self._unnumbered:
+            # It may be in QuickBooks under a number of QuickBooks' own: whoever retries it must look by its note.
+            outcome = dataclasses.replace(outcome, unnumbered=True)
+        return outcome
+
+    async def _handle(self, cmd: Command, verify: bool = False) -> Outcome:
         throttles = quick = 0
         while True:
             try:
@@ -318,7 +329,17 @@ class Dispatcher:
         async with self._locks["preferences"]:
             if self._numbers is not None and now - self._numbers[1] < PREFERENCES_SECONDS:
                 return self._numbers[0]
-            prefs = await self.client.preferences()
+            try:
+                prefs = await self.client.preferences()
+            except QboError as exc:
+                if exc.error_class in (ErrorClass.RETRIABLE, ErrorClass.THROTTLED, ErrorClass.AUTH):
+                    raise  # the command's own retries handle a QuickBooks that is away
+                # Refused (a permission, a company that hides them): assumed on, as companies are made, and asked
+                # again in a while — the read is advice, it must not stop every order.
+                log.warning("realm=%s the company's Preferences cannot be read (%s): custom transaction numbers "
+                            "taken as on; asked again in 5 minutes", self.client.realm_id, exc)
+                self._numbers = (True, now - PREFERENCES_SECONDS + 300)
+                return True
             kept = (prefs.get("SalesFormsPrefs") or {}).get("CustomTxnNumbers", True) is not False
             first = self._numbers is None or self._numbers[0] != kept
             self._numbers = (kept, now)
@@ -385,16 +406,20 @@ class Dispatcher:
             return self._document_result(cmd, remembered, created=False)
         found = await self._known_document(cmd) if verify and cmd.known_id else None
         numbered = await self.numbers_kept()
-        if found is None and not numbered:
-            # No DocNumber guard: QBO would not refuse a repeat. Every create looks first, by the note.
+        if found is None and (not numbered or (verify and cmd.find_by_note)):
+            # No DocNumber guard now (QBO would not refuse a repeat), or an earlier attempt went out without one:
+            # looked up by its note. Every create, while the company numbers documents itself.
             found = await self._find_by_note(cmd)
-        elif found is None and verify:
+        if found is None and verify and numbered:
             found = await self._find_document(cmd)
         created = False
         if found is None:
             body = cmd.document.to_qbo()
             if not numbered:
                 body.pop("DocNumber", None)  # QBO: "do not send a value as it can lead to unwanted duplicates"
+                self._unnumbered[cmd.request_id] = None
+                while len(self._unnumbered) > DOCUMENTS_REMEMBERED:
+                    self._unnumbered.popitem(last=False)
             try:
                 found = await self.client.create(cmd.doc_type, body, cmd.request_id)
                 created = True
@@ -438,17 +463,26 @@ class Dispatcher:
         have voided it or we do not know its SyncToken; a read and a second try when someone edited it.
         Without an Id (the create was parked unanswered) one lookup by DocNumber finds it, or that there is none."""
         if cmd.qbo_id is None:
-            if await self.numbers_kept():
-                rows = await self._documents_by_number(cmd.doc_type).get(cmd.doc_number) or []
-            elif cmd.customer_id is not None:  # QBO numbered it: among the customer's documents
+            numbered = await self.numbers_kept()
+            rows = (await self._documents_by_number(cmd.doc_type).get(cmd.doc_number) or []) if numbered else []
+            if not numbered or cmd.unnumbered:  # QBO may have numbered it: among the customer's documents
+                if cmd.customer_id is None:
+                    raise DocNumberTaken(
+                        f"order {cmd.order_ref} was cancelled while parked, and QuickBooks numbers documents itself: "
+                        f"its {cmd.doc_type} cannot be looked up by number. Find it in QuickBooks by its note "
+                        f"(Magento Order ID: {cmd.order_ref}) and void it, then `magqb dlq purge` this letter",
+                        reason="lookup_impossible")
                 select = f"SELECT * FROM {cmd.doc_type} WHERE CustomerRef = {qbo_quote(cmd.customer_id)} ORDERBY Id"
-                rows = [r async for page in self.client.pages(cmd.doc_type, select) for r in page]
-            else:
-                raise DocNumberTaken(f"order {cmd.order_ref} was cancelled while parked, and QuickBooks numbers "
-                                     f"documents itself: its {cmd.doc_type} cannot be looked up by number. Find it "
-                                     f"in QuickBooks by its note (Magento Order ID: {cmd.order_ref}) and void it, "
-                                     f"then `magqb dlq purge` this letter", reason="lookup_impossible")
-            mine = [dict(r) for r in rows if note_names_order(r.get("PrivateNote"), cmd.order_ref, cmd.order_id)]
+                rows = [*rows, *[r async for page in self.client.pages(cmd.doc_type, select) for r in page]]
+            mine = list({str(r["Id"]): dict(r) for r in rows
+                         if note_names_order(r.get("PrivateNote"), cmd.order_ref, cmd.order_id)}.values())
+            if len(mine) > 1:  # booked twice before it was cancelled: every copy goes
+                for extra in mine[1:]:
+                    if not _is_voided(extra):
+                        await self.client.void(cmd.doc_type, str(extra["Id"]), str(extra.get("SyncToken", "0")),
+                                               request_ids.derived(cmd.request_id, f"also:{extra['Id']}"))
+                        log.warning("order_id=%s order=%s a second %s Id=%s of the cancelled order voided too",
+                                    cmd.order_id, cmd.order_ref, cmd.doc_type, extra["Id"])
             if not mine:
                 log.info("order_id=%s order=%s cancelled while parked: no %s DocNumber=%s of it in QuickBooks, "
                          "nothing to void", cmd.order_id, cmd.order_ref, cmd.doc_type, cmd.doc_number)

@@ -56,6 +56,10 @@ RECONCILE_MISMATCHES = Counter(
 COMMANDS_IN_FLIGHT = Gauge("magqb_dispatcher_in_flight", "QBO commands being dispatched right now.")
 QBO_THROTTLED = Counter("magqb_qbo_throttled", "HTTP 429 answers from QuickBooks.", ["realm"])
 CIRCUIT_OPEN = Gauge("magqb_qbo_circuit_open", "1 while the realm's circuit breaker holds calls back.", ["realm"])
+REALM_PAUSED = Gauge(
+    "magqb_qbo_realm_paused", "1 while dispatch for the realm waits for a token endpoint (or token store) that fails "
+    "without refusing the token.", ["realm"]
+)
 REALM_BLOCKED = Gauge(
     "magqb_qbo_realm_blocked", "1 while dispatch for the realm is stopped (refresh token refused).", ["realm"]
 )

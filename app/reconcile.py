@@ -172,7 +172,9 @@ def used_prefixes(states: dict[str, OrderState]) -> tuple[str, ...]:
     def add(number: str | None, *refs: str) -> None:
         for ref in refs:
             if number and ref and number.endswith(ref) and len(number) > len(ref):
-                found[number[:-len(ref)]] = None
+                prefix = number[:-len(ref)]
+                if not prefix.isdigit():  # digits alone are no prefix (a number QuickBooks gave, an id's head)
+                    found[prefix] = None
                 return
 
     for key, st in states.items():

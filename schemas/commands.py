@@ -64,6 +64,9 @@ class CreateDocument(_Command):
     # `reconcile --fix` on a booked order: the QBO Id it was booked as. If that document still exists
     # (renumbered, its note edited) it is the order's document, and nothing is created.
     known_id: str | None = None
+    # An earlier attempt went out without its DocNumber (the company numbered it then): with `verify`, it is
+    # looked up by its note as well as by its number, whatever the company's setting is now.
+    find_by_note: bool = False
 
 
 class VoidDocument(_Command):
@@ -78,6 +81,7 @@ class VoidDocument(_Command):
     sync_token: str | None = None  # the one it was created with; a stale one costs a read and a retry
     # Without qbo_id, where a company that numbers documents itself has it: the customer's documents.
     customer_id: str | None = None
+    unnumbered: bool = False  # its create went out without a DocNumber once: look among the customer's too
 
 
 class ReceivePayment(_Command):

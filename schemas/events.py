@@ -89,6 +89,8 @@ class CommandFailed(_Result):
     reason: str | None = None
     attempts: list[dict[str, Any]] = Field(default_factory=list)  # schemas.dead_letter.Attempt, newest last
     command: dict[str, Any] | None = None  # the command as dispatched
+    # A create sent without its DocNumber (the company numbers documents itself): QBO may hold it under its own.
+    unnumbered: bool = False
 
     @field_validator("message")
     @classmethod

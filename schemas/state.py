@@ -78,6 +78,8 @@ class FollowUp(BaseModel):
     outstanding: list[str] = Field(default_factory=list)
     salt: str = ""
     refs_refreshed: bool = False  # QBO refused a cached item id of it: resolved again once
+    # Its create went out without a DocNumber at least once (the company numbered it): looked up by its note too.
+    unnumbered: bool = False
     doc_type: str | None = None
     doc_number: str | None = None
     qbo_id: str | None = None
@@ -108,6 +110,8 @@ class OrderState(BaseModel):
     salt: str = ""
     # QBO refused a cached customer/item id (inactive, deleted): the order's ids were resolved again once.
     refs_refreshed: bool = False
+    # Its create went out without a DocNumber at least once (the company numbered it): looked up by its note too.
+    unnumbered: bool = False
     doc_type: str | None = None
     doc_number: str | None = None
     qbo_id: str | None = None
@@ -138,9 +142,13 @@ class ItemEntry(BaseModel):
     item_id: str
 
 
-def with_history(state: OrderState, *entries: HistoryEntry) -> OrderState:
-    """`state` with `entries` appended to its story, capped (the first step, how it came, is kept)."""
+def with_history(state: OrderState, *entries: HistoryEntry, touch: bool = True) -> OrderState:
+    """`state` with `entries` appended to its story, capped (the first step, how it came, is kept). `touch`:
+    the order moved (a duplicate delivery does not: an order stuck stays stuck however often it is re-sent)."""
     history = [*state.history, *entries]
     if len(history) > HISTORY_MAX:
         history = [history[0], *history[-(HISTORY_MAX - 1):]]
-    return state.model_copy(update={"history": history, "updated_at": datetime.now(UTC)})
+    update: dict[str, Any] = {"history": history}
+    if touch:
+        update["updated_at"] = datetime.now(UTC)
+    return state.model_copy(update=update)

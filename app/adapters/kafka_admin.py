@@ -94,13 +94,22 @@ async def _keep_forever(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> N
         for resource in resp.resources:
             name, entries = resource[3], resource[4]
             mine = {e[0]: e[1] for e in entries if len(e) >= 6 and e[3] == DYNAMIC_TOPIC_CONFIG and e[1] is not None}
-            if mine.get("retention.ms", "-1") != "-1":
-                raise_.append((name, mine))
-    for name, mine in raise_:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {**mine, "retention.ms": "-1"})])
+            # The retention in force: the topic's own, else the broker's default (a finite one counts too).
+            effective = next((str(e[1]) for e in entries if e[0] == "retention.ms" and e[1] is not None), "-1")
+            if effective != "-1":
+                raise_.append((name, mine, effective))
+    for name, mine, effective in raise_:
+        [resp] = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                            {**mine, "retention.ms": "-1"})])
+        errors = [r for r in resp.resources if r[0] != 0]
+        if errors:
+            log.error("topic %s keeps its records %s ms only and could not be changed (error %s %s): set "
+                      "retention.ms=-1 on it (kafka-configs --alter --entity-type topics --entity-name %s "
+                      "--add-config retention.ms=-1), or a long realm block loses commands", name, effective,
+                      errors[0][0], errors[0][1], name)
+            continue
         log.warning("topic %s kept its records %s ms only: now kept until handled and beyond (retention.ms=-1), "
-                    "so a long realm block cannot let Kafka delete commands no one handled", name,
-                    mine["retention.ms"])
+                    "so a long realm block cannot let Kafka delete commands no one handled", name, effective)
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

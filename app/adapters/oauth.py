@@ -203,8 +203,10 @@ class TokenManager:
 
     async def _keep(self, used: str, newest: str, rolling: datetime | None, hard: datetime | None) -> None:
         """Store the refresh token Intuit just issued; if the store fails, keep it here, alert, and write it
-        again at every use until it is stored."""
-        self._unsaved = (used, newest, rolling, hard)
+        again at every use until it is stored. The store still holds the token of before the first unsaved
+        one: that is what a later write must find and replace (not the unsaved one this refresh used)."""
+        stored = self._unsaved[0] if self._unsaved is not None else used
+        self._unsaved = (stored, newest, rolling, hard)
         await self._save_unsaved()
 
     async def _save_unsaved(self) -> None:

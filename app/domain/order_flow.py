@@ -50,6 +50,8 @@ CustomerLookup = Callable[[str], CustomerEntry | None]
 ItemLookup = Callable[[str], ItemEntry | None]
 
 STALE_REFERENCE = "stale_reference"
+# Failures of a create that prove QuickBooks made nothing under its DocNumber: held by another document, refused.
+REFUSED = ("docnumber_taken", "permanent")
 
 
 def _advance(
@@ -158,6 +160,7 @@ def _map(order: MagentoOrder, refs: ResolvedRefs, base: OrderState, cfg: Mapping
         store_id=order.store_id,
         verify=bool(base.salt),  # a retry or a re-resolution: an earlier attempt may have reached QuickBooks
         known_id=base.qbo_id,  # set only when a booked order is checked again (`reconcile --fix`)
+        find_by_note=base.unnumbered,
     )
     if mapped.mismatch is not None:
         m = mapped.mismatch
@@ -235,7 +238,7 @@ def on_order(
         # Magento's cancellation is final: a delivery of the order as it was before (a retried webhook,
         # `dlq retry` of a letter parked earlier, a replay of an older event) must not book it.
         return Decision(state=None, outcome="stale")
-    if stuck and state is not None and state.status in IN_PROGRESS and not cancelled:
+    if stuck and state is not None and state.status in IN_PROGRESS:  # (its cancellation waits in it, if that came)
         decision = _unstick(state, order, raw_order, event_id, customers, items, cfg, realm_id)
     elif stuck:  # it moved on since the operator looked: nothing to re-drive
         return Decision(state=None, outcome="duplicate")
@@ -310,11 +313,16 @@ def _on_order(
         return Decision(state=OrderState(status="skipped", order_ref=order.order_ref, event_id=event_id,
                                          error="cancelled in Magento before it was booked", follow_ups=later,
                                          history=state.history if state is not None else []), outcome="skipped")
-    # The number its create first went out under is the order's for life: a lookup finds an earlier attempt
-    # there even after the prefix changed or the order came back with an increment id it had not.
+    # The number its create went out under stays the order's while QuickBooks may hold a document under it (an
+    # answer lost): a lookup finds that attempt even after the prefix changed or the order came back with an
+    # increment id it had not. A refused create forgets it (`_on_failure`): nothing was made under it, and the
+    # configuration numbers the order afresh, so `dlq retry` after a prefix fix books it.
+    kept = state is not None and state.doc_number is not None and state.status in ("failed", "resolving", "requested")
     base = OrderState(status="resolving", order_ref=order.order_ref, event_id=event_id, order=raw_order,
                       salt=salt, history=state.history if state is not None else [], received_at=received_at,
-                      follow_ups=later, doc_number=state.doc_number if state is not None else None)
+                      follow_ups=later,
+                      **({"doc_number": state.doc_number, "doc_type": state.doc_type, "sale": state.sale,
+                          "unnumbered": state.unnumbered} if kept and state is not None else {}))
     return _advance(order, base, customers, items, cfg, realm_id)
 
 
@@ -439,5 +447,10 @@ def _on_failure(
                             lambda n: None if n.lower() in forget_i else items(n), cfg, realm_id, fresh=True)
         return Decision(state=decision.state, commands=decision.commands, outcome=decision.outcome,
                         parked=decision.parked, forget_customers=forget_c, forget_items=forget_i)
-    return Decision(state=_answered(state, failed).model_copy(update={"status": "failed", "error": failed.message}),
-                    outcome="failed", parked=parked)
+    # The reason leads the error, as `_park`'s do: whether the document may exist depends on it.
+    update: dict[str, Any] = {"status": "failed", "error": f"{reason}: {failed.message}",
+                              "unnumbered": state.unnumbered or failed.unnumbered}
+    if failed.command_type == "create_document" and reason in REFUSED:
+        # QuickBooks refused the create after looking (or a fresh one): nothing of the order is under that number.
+        update |= {"doc_number": None, "doc_type": None}
+    return Decision(state=_answered(state, failed).model_copy(update=update), outcome="failed", parked=parked)

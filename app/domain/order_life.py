@@ -48,6 +48,8 @@ LIVE = ("resolving", "requested", "done")  # a follow-up that is, or will be, in
 # Why a sent command may have been given up although QuickBooks made the document (its answer lost).
 # A refusal (a validation fault, docnumber_taken, document_differs, stale_reference) proves nothing was made.
 AMBIGUOUS = ("retries_exhausted", "internal")
+# Failures of a create that prove QuickBooks made nothing under its DocNumber (as order_flow's).
+REFUSED = ("docnumber_taken", "permanent", "mapping", "reconciliation", "over_refund", "over_payment")
 
 
 def may_be_in_quickbooks(fu: FollowUp) -> bool:
@@ -104,8 +106,10 @@ def _arrive(state: OrderState | None, fu: FollowUp, order_key: str, retry_of: st
         # A new delivery of a parked one: an earlier attempt may have landed, so ids of its own and a
         # lookup first (as `dlq retry` gets).
         fu = fu.model_copy(update={"salt": f"again:{fu.event_id}"})
-    if existing is not None and existing.doc_number and existing.kind in ("refund", "payment"):
-        fu = fu.model_copy(update={"doc_number": existing.doc_number})  # its number for life (see map_creditmemo)
+    if existing is not None and existing.doc_number and existing.kind in ("refund", "payment") and (
+            (existing.error or "").split(":")[0] not in REFUSED):
+        # Its number while QuickBooks may hold it under that one (see order_flow: a refusal numbers it afresh).
+        fu = fu.model_copy(update={"doc_number": existing.doc_number, "unnumbered": existing.unnumbered})
     if existing is None and state is not None and len(state.follow_ups) >= MAX_FOLLOW_UPS:
         # No real order has this many credit memos and invoices: a person looks (the row must stay one record).
         parked = Parked("too_many_later_events", f"order {state.order_ref} has {len(state.follow_ups)} credit memos, "
@@ -153,7 +157,9 @@ def parked_with_document(state: OrderState) -> bool:
     cancelled so already, its lookup-and-void parked in turn (a `dlq retry` of that goes again)."""
     if not state.doc_number or state.doc_type not in ("SalesReceipt", "Invoice"):
         return False
-    return state.status == "failed" or (state.status == "skipped" and find(state, "void", VOID_KEY) is not None)
+    if state.status == "skipped":
+        return find(state, "void", VOID_KEY) is not None
+    return state.status == "failed"  # a refused create forgets its number (order_flow._on_failure)
 
 
 def on_cancel_parked(state: OrderState, raw_order: dict[str, Any], event_id: str, realm_id: str,
@@ -177,7 +183,8 @@ def on_cancel_parked(state: OrderState, raw_order: dict[str, Any], event_id: str
                                                              f"{state.doc_type}:{state.doc_number}", salt),
                            doc_type=state.doc_type, qbo_id=state.qbo_id, doc_number=state.doc_number,
                            sync_token=state.sync_token if state.qbo_id else None,
-                           customer_id=state.sale.customer_id if state.sale is not None else None)
+                           customer_id=state.sale.customer_id if state.sale is not None else None,
+                           unnumbered=state.unnumbered)
     fu = fu.model_copy(update={"outstanding": [command.request_id]})
     why = state.error if state.status == "failed" else None
     done = put(state, fu).model_copy(update={
@@ -289,6 +296,7 @@ def _advance_refund(state: OrderState, fu: FollowUp, items: ItemLookup, cfg: Map
         **common, request_id=request_ids.document_request_id(realm_id, mapped.doc_type, mapped.document.DocNumber,
                                                              body, fu.salt),
         doc_type=mapped.doc_type, document=mapped.document, magento_grand_total=memo.grand_total, verify=bool(fu.salt),
+        find_by_note=fu.unnumbered,
     )
     total = mapped.document.computed_total()
     if mapped.mismatch is not None:
@@ -420,6 +428,8 @@ def on_follow_up_result(state: OrderState, fu: FollowUp, result: FollowUpResult,
                             fresh=True)
         return dataclasses.replace(d, forget_items=names)
     if isinstance(result, CommandFailed):
+        if result.unnumbered:
+            fu = fu.model_copy(update={"unnumbered": True})
         parked = _park(state, fu, result.reason or "permanent", result.message)
         assert parked.parked is not None
         letter = dataclasses.replace(parked.parked, command_type=result.command_type, command=result.command,

@@ -200,13 +200,13 @@ class Ingress:
                             content_type="application/json")
 
     async def _produce(self, raw: dict[str, Any], kind: EventKind, key: str, ref: str, source: str,
-                       event_id: str | None = None) -> str | web.Response:
+                       event_id: str | None = None, limit_repeats: bool = True) -> str | web.Response:
         """The event's id once Kafka acknowledged it (or recorded it before: a repeat is not written again), or
         the answer that says why not."""
         body_digest = repeats.digest(kind, key, raw)
         earlier = self._repeats.recorded(body_digest)
         if earlier is not None:
-            wait = self._repeats.admit(source)
+            wait = self._repeats.admit(source) if limit_repeats else 0.0
             if wait:
                 metrics.WEBHOOKS.labels(result="repeat_limited").inc()
                 log.warning("order_id=%s %s from %s: more repeats of recorded bodies than %d a minute, refused (429)",
@@ -277,7 +277,9 @@ class Ingress:
         if what == "notice":
             notice = {"order_id": key, "what": event, "detail": f"status {str(raw.get('status'))[:40]}"}
             return await self._publish(notice, "notice", key, ref, source)
-        published = await self._produce(raw, kind, key, ref, source)
+        # Repeats here are judged after the invoices are read: a recorded order body may come with a new invoice.
+        repeats_only = self._repeats.recorded(repeats.digest(kind, key, raw)) is not None
+        published = await self._produce(raw, kind, key, ref, source, limit_repeats=False)
         if isinstance(published, web.Response):
             return published
         client = self._magento()
@@ -298,9 +300,17 @@ class Ingress:
             if isinstance(checked, web.Response):
                 log.warning("order_id=%s invoice %s from REST is not readable: skipped", key, invoice.get("entity_id"))
                 continue
-            answer = await self._produce(*checked, source=source)
+            repeats_only = repeats_only and self._repeats.recorded(repeats.digest(
+                checked[1], checked[2], checked[0])) is not None
+            answer = await self._produce(*checked, source=source, limit_repeats=False)
             if isinstance(answer, web.Response):
                 return answer
+        wait = self._repeats.admit(source) if repeats_only else 0.0
+        if wait:  # nothing new in it, and more such than the source's budget: slowed down (all was recorded)
+            metrics.WEBHOOKS.labels(result="repeat_limited").inc()
+            resp = _problem(429, "too many repeats of events already recorded", retry_after_seconds=int(wait))
+            resp.headers["Retry-After"] = str(int(wait))
+            return resp
         return _accepted(published, key)
 
     # ------------------------------------------------------------ Adobe Commerce webhooks

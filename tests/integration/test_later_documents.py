@@ -162,7 +162,8 @@ def lost_creates(dispatcher: Dispatcher, lose: list[bool]) -> Any:
                 await dispatcher.handle(cmd)
             return CommandFailed(order_id=cmd.order_id, order_ref=cmd.order_ref, realm_id=REALM,
                                  request_id=cmd.request_id, command_type=cmd.type, error_class="retriable",
-                                 message="timed out 6 times", reason="retries_exhausted")
+                                 message="timed out 6 times", reason="retries_exhausted",
+                                 unnumbered=cmd.request_id in dispatcher._unnumbered)  # as agents/dispatcher says
         return await dispatcher.handle(cmd)
     return answer
 
@@ -256,3 +257,31 @@ async def test_an_order_whose_answer_was_lost_is_booked_once_whoever_numbers_the
         assert any("custom transaction numbers are off" in r.getMessage() for r in caplog.records)
     assert metrics.CUSTOM_TXN_NUMBERS.labels(realm=REALM)._value.get() == (1 if custom_numbers else 0)
     assert qbo_sandbox.sandbox.requests["GET /v3/preferences 200"] == 1  # read once, not per document
+
+
+async def test_an_order_sent_while_quickbooks_numbered_documents_is_found_after_the_setting_is_turned_on(
+        qbo_sandbox, session, tmp_path) -> None:
+    """Custom transaction numbers off: the create goes out without a DocNumber (QuickBooks numbers it 1001) and its
+    answer is lost. The operator turns the setting on, as the log advises; the retry looks by the note as well as
+    by the number, and the cancellation of another such order finds its document among the customer's."""
+    qbo_sandbox.sandbox.set_faults({"custom_txn_numbers": False})
+    dispatcher, _ = make_dispatcher(qbo_sandbox, session, tmp_path)
+    lose = [True, False]
+    b = Books(CFG, REALM, lost_creates(dispatcher, lose))
+    other = {**blueprint_order(), "entity_id": 9, "increment_id": "000000009"}
+    await b.order(blueprint_order())
+    await b.order(other)
+    assert b.parked == [("100000001", "retries_exhausted"), ("9", "retries_exhausted")]
+    assert b.states["100000001"].unnumbered and b.states["9"].unnumbered
+    qbo_sandbox.sandbox.set_faults({"custom_txn_numbers": True})
+    dispatcher._numbers = None  # the hourly read comes round
+    lose[0] = False
+    await b.order(blueprint_order(), "ev-retry", retry_of="dl-1")
+    await b.order({**other, "state": "canceled", "status": "canceled"}, "ev-cancel")
+    receipts = docs(qbo_sandbox, "SalesReceipt")
+    assert len(receipts) == 2 and all(r["DocNumber"].isdigit() for r in receipts)
+    booked = b.states["100000001"]
+    assert (booked.status, booked.qbo_id) in {("synced", r["Id"]) for r in receipts}
+    voided = next(r for r in receipts if r["Id"] != booked.qbo_id)
+    assert (Decimal(str(voided["TotalAmt"])), voided["PrivateNote"]) == (Decimal(0), "Voided")
+    assert [(f.kind, f.status, f.qbo_id) for f in b.states["9"].follow_ups] == [("void", "done", voided["Id"])]

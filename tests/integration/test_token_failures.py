@@ -115,11 +115,14 @@ async def test_a_rotated_token_the_store_cannot_keep_is_used_from_memory_and_wri
     url, holder = endpoint
     holder.append(Script(good("at-2", "rt-2"), good("at-3", "rt-3")))
     store = LockedStore(tmp_path / "tokens.sqlite3")
+    store.broken = False
+    await store.put(REALM, "rt-1")  # the store holds the token of before (the write must replace it, not insert)
+    store.broken = True
     gauge = metrics.REFRESH_TOKEN_UNSAVED.labels(realm=REALM)
     async with aiohttp.ClientSession() as http:
         tokens = manager(http, url, store)
         assert await tokens.access_token() == "at-2"  # the access token is used; rt-2 lives in memory
-        assert gauge._value.get() == 1 and await store.get(REALM) is None
+        assert gauge._value.get() == 1 and await store.get(REALM) == "rt-1"
         assert await tokens.refresh(stale="at-2") == "at-3"  # refreshed with rt-2, not the stale rt-1
         assert holder[0].asked == ["rt-1", "rt-2"]
         store.broken = False

@@ -434,3 +434,43 @@ def test_a_parked_refund_keeps_its_first_number_when_the_prefix_changes() -> Non
     [cmd2] = again.commands
     assert isinstance(cmd2, CreateDocument)
     assert (cmd2.document.DocNumber, cmd2.verify) == ("MAG-CM-200000007", True)
+
+
+def test_a_create_refused_for_its_number_is_numbered_afresh_after_the_prefix_is_fixed() -> None:
+    d = on_order(None, ORDER, RAW, "ev1", customers, items, CFG, REALM)
+    [cmd] = d.commands
+    assert isinstance(cmd, CreateDocument)
+    p = on_result(d.state, failure(cmd, "docnumber_taken", "held by another store's order"), customers, items,
+                  CFG, REALM)
+    assert p.state is not None and p.state.doc_number is None  # nothing of it is under that number
+    fixed = MappingConfig(doc_number_prefix="S2-")
+    retry = on_order(p.state, ORDER, RAW, "ev2", customers, items, fixed, REALM, retry_of="dl-1")
+    [cmd2] = retry.commands
+    assert isinstance(cmd2, CreateDocument) and cmd2.document.DocNumber == "S2-100000001"
+
+
+def test_an_order_parked_again_before_its_create_keeps_the_document_its_first_attempt_may_have_made() -> None:
+    state, _ = parked_after_sending()  # its create went out, the answer was lost
+    changed = {**RAW, "updated_at": "2033-01-05 10:00:00"}
+    # A new delivery needs its customer again (QuickBooks merged it away): that fails for good, before any create.
+    again = on_order(state, MagentoOrder.model_validate(changed), changed, "ev2", lambda k: None, items, CFG, REALM)
+    [ensure] = again.commands
+    assert again.state is not None and (again.state.doc_type, again.state.doc_number) == ("SalesReceipt",
+                                                                                          "MAG-100000001")
+    p = on_result(again.state, failure(ensure, "permanent", "6240 …"), customers, items, CFG, REALM)
+    assert p.state is not None and p.state.status == "failed"
+    cancelled = {**changed, "state": "canceled", "updated_at": "2033-01-06 10:00:00"}
+    c = on_order(p.state, MagentoOrder.model_validate(cancelled), cancelled, "ev3", customers, items, CFG, REALM)
+    [void] = c.commands
+    assert isinstance(void, VoidDocument) and (void.doc_number, void.qbo_id) == ("MAG-100000001", None)
+
+
+def test_a_stuck_order_whose_newest_event_is_its_cancellation_is_still_sent_on() -> None:
+    d = on_order(None, ORDER, RAW, "ev1", customers, items, CFG, REALM)
+    cancelled = {**RAW, "state": "canceled"}
+    c = on_order(d.state, MagentoOrder.model_validate(cancelled), cancelled, "ev2", customers, items, CFG, REALM)
+    assert c.state is not None and c.state.status == "requested"  # the void waits for the document
+    s = on_order(c.state, MagentoOrder.model_validate(cancelled), cancelled, "ev3", customers, items, CFG, REALM,
+                 replay_id="r", stuck=True)
+    [cmd] = s.commands
+    assert isinstance(cmd, CreateDocument) and cmd.verify and s.outcome == "unstuck_requested"

@@ -78,8 +78,10 @@ def test_documents_under_a_prefix_the_installation_used_before_are_still_told() 
                                           doc_number="OLDCM-200000005")])
     bare = OrderState(status="synced", order_ref="000000002", event_id="e", doc_number="OLD-2")  # by its entity id
     hashed = OrderState(status="synced", order_ref="X" * 30, event_id="e", doc_number="MAG-XXXX-ABCDEFGHJKMNP")
-    prefixes = used_prefixes({"1": old, "2": bare, "3": hashed})
-    assert prefixes == ("OLD-", "OLDCM-")
+    numbered = OrderState(status="synced", order_ref="1000000001", event_id="e", doc_number="1000000001")
+    by_qbo = OrderState(status="synced", order_ref="000000004", event_id="e", doc_number="1004")  # QBO's own
+    prefixes = used_prefixes({"1": old, "2": bare, "3": hashed, "1000000001": numbered, "4": by_qbo})
+    assert prefixes == ("OLD-", "OLDCM-")  # digits alone are no prefix
     docs = [doc("OLD-000000099", "5.00", "9"), doc("OLD-000000001")]
     found = compare([], {"OLD-000000001"}, docs, ("MAG-", *prefixes))
     assert [(f.kind, f.doc_number) for f in found] == [("unknown", "OLD-000000099")]

@@ -78,3 +78,33 @@ def test_a_stuck_order_waiting_for_its_customer_asks_for_it_again() -> None:
     [ensure] = again.commands
     assert isinstance(ensure, EnsureCustomer) and ensure.request_id != d.commands[0].request_id
     assert again.outcome == "unstuck_waiting"
+
+
+def test_a_duplicate_delivery_does_not_make_a_stuck_order_look_fresh() -> None:
+    from schemas.state import HistoryEntry, OrderState, with_history
+
+    old = OrderState(status="requested", order_ref="1", event_id="e", updated_at=datetime.now(UTC) - timedelta(hours=5))
+    entry = HistoryEntry(at=NOW, what="order event", detail="again")
+    assert with_history(old, entry, touch=False).updated_at == old.updated_at
+    assert with_history(old, entry).updated_at > old.updated_at
+
+
+async def test_preferences_the_company_will_not_show_are_taken_as_numbers_kept_not_as_a_failure_of_every_order(
+        ) -> None:
+    from app.adapters.qbo_client import QboError
+    from app.dispatch import Dispatcher
+    from app.domain.faults import ErrorClass, QboFault
+
+    class Refusing:
+        realm_id = "123"
+        reads = 0
+
+        async def preferences(self) -> dict[str, object]:
+            self.reads += 1
+            raise QboError(QboFault(403, "ApplicationAuthorizationFailed", "403", "no access", None, ""),
+                           ErrorClass.PERMANENT)
+
+    client = Refusing()
+    d = Dispatcher(client)  # type: ignore[arg-type]
+    assert await d.numbers_kept() is True and await d.numbers_kept() is True
+    assert client.reads == 1  # not asked again at every document
