@@ -90,6 +90,9 @@ def classify(key: str, value: bytes | None, state: OrderState | None, cfg: Mappi
                        f"{state.doc_number}", state.doc_type, state.doc_number, state.total_amt, state.qbo_id)
     if state is not None and state.status in ("resolving", "requested"):
         return Verdict(key, state.order_ref, "in_progress", f"{state.status}: commands out, not replayed")
+    if state is not None and state.status == "skipped":
+        # Cancelled: final (a parked one's document, if QuickBooks had one, voided on the way).
+        return Verdict(key, state.order_ref, "would_skip", "cancelled in Magento before it was booked")
     try:
         envelope = decode_envelope(value)
         order = MagentoOrder.model_validate(envelope.body)

@@ -122,6 +122,12 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
     register_dispatcher(ctx)
     register_follower(ctx)
 
+    from app import metrics
+
+    # At 0 from the start: the first records Kafka deletes unhandled are an increase an alert sees.
+    for topic in (topics.ORDERS, topics.RESULTS, topics.COMMANDS, *(r.topic for r in settings.retry_ladder)):
+        metrics.RECORDS_EXPIRED_UNHANDLED.labels(topic=topic)
+
     from app.adapters.monitor import Monitor
 
     monitor = Monitor(app, ctx.order_state, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
