@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from app import jsonutil, topics
-from app.adapters import kafka_io
+from app.adapters import kafka_io, kafka_security
 from schemas.commands import AnyCommand, CreateDocument, ReceivePayment, command_adapter
 from schemas.dead_letter import DeadLetter, DeadLetterAction
 
@@ -44,7 +44,8 @@ class DeadLetterLog:
 
 
 async def read_log(bootstrap: str, timeout_ms: int = 2000) -> DeadLetterLog:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_security.client_kwargs(bootstrap),
+                                enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     log = DeadLetterLog([], set(), set(), 0)

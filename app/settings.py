@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from app.adapters.kafka_security import KafkaSecurity
     from app.adapters.magento_auth import MagentoAuth
     from app.domain.retry_ladder import Rung
 
@@ -72,6 +73,14 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    # How every Kafka client connects (app.adapters.kafka_security): a managed cluster wants SASL_SSL.
+    kafka_security_protocol: str = Field("PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: str | None = Field(None, validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: str | None = Field(None, validation_alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: str | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
     kafka_partitions: int = Field(8, ge=1, validation_alias="MAGQB_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, validation_alias="MAGQB_REPLICATION_FACTOR")
     kafka_connect_timeout_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_KAFKA_CONNECT_TIMEOUT")
@@ -163,6 +172,16 @@ class Settings(BaseSettings):
         """Faust wants kafka:// URLs; KAFKA_BOOTSTRAP_SERVERS is the plain host:port list."""
         return ";".join(f"kafka://{h.strip()}" for h in self.kafka_bootstrap_servers.split(",") if h.strip())
 
+    def kafka_security(self) -> KafkaSecurity:
+        from app.adapters.kafka_security import KafkaSecurity
+
+        return KafkaSecurity(protocol=self.kafka_security_protocol.strip().upper(),
+                             mechanism=(self.kafka_sasl_mechanism or "").strip().upper() or None,
+                             username=self.kafka_sasl_username or None,
+                             password=self.kafka_sasl_password.get_secret_value() or None,
+                             cafile=self.kafka_ssl_cafile or None, certfile=self.kafka_ssl_certfile or None,
+                             keyfile=self.kafka_ssl_keyfile or None)
+
     def magento_auth(self) -> MagentoAuth:
         """OAuth 1.0a with the integration's four values, or Bearer MAGENTO_ACCESS_TOKEN (MagentoAuthError)."""
         from app.adapters.magento_auth import magento_auth
@@ -206,7 +225,15 @@ def load_settings(**overrides: object) -> Settings:
     redact.register(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
         settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,
-        settings.quickbooks_refresh_token)))
+        settings.quickbooks_refresh_token, settings.kafka_sasl_password)))
+    from app.adapters import kafka_security
+
+    security = settings.kafka_security()
+    try:
+        security.check()
+    except kafka_security.KafkaSecurityError as exc:
+        raise SettingsError(str(exc)) from None
+    kafka_security.register(settings.kafka_bootstrap_servers, security)
     return settings
 
 

@@ -72,6 +72,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
     app = WorkerApp(
         settings.app_id,
         broker=settings.kafka_broker_url,
+        broker_credentials=settings.kafka_security().faust_credentials(),
         datadir=str(settings.data_dir / "faust"),
         store="memory://",  # tables are rebuilt from their changelog topics on start
         topic_partitions=n,

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from app.adapters import kafka_security
 from app.topics import TopicSpec
 
 log = logging.getLogger("magqb.kafka")
@@ -21,6 +22,43 @@ class BrokerUnavailable(Exception):
     """No broker answered within the bounded wait."""
 
 
+class KafkaAccessRefused(BrokerUnavailable):
+    """The cluster answered and refused us (credentials), or we refused it (a certificate not trusted): waiting
+    does not help, and the line says which setting to look at."""
+
+
+class _Reasons(logging.Handler):
+    """What aiokafka says about a failed connection (it raises only "Unable to bootstrap")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _refusal(bootstrap: str, messages: list[str]) -> KafkaAccessRefused | None:
+    security = kafka_security.for_bootstrap(bootstrap)
+    said = " ".join(messages[-5:])
+    if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
+        return KafkaAccessRefused(
+            f"Kafka at {bootstrap} refused the credentials of user {security.username!r} ({security.mechanism}): "
+            f"check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM")
+    if "UnsupportedSaslMechanism" in said or "Unsupported SASL mechanism" in said:
+        return KafkaAccessRefused(f"Kafka at {bootstrap} does not offer SASL mechanism {security.mechanism}: set "
+                                  f"KAFKA_SASL_MECHANISM to one its listener enables")
+    if "CERTIFICATE_VERIFY_FAILED" in said:
+        why = said.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip()
+        return KafkaAccessRefused(
+            f"the certificate of Kafka at {bootstrap} is not trusted ({why}): KAFKA_SSL_CAFILE must name the CA "
+            f"that signed it{f' (now {security.cafile})' if security.cafile else ''}")
+    if "WRONG_VERSION_NUMBER" in said or "record layer failure" in said:
+        return KafkaAccessRefused(f"Kafka at {bootstrap} does not speak TLS there: is KAFKA_SECURITY_PROTOCOL "
+                                  f"({security.protocol}) the listener's?")
+    return None
+
+
 class TopicLayoutError(Exception):
     """A topic exists with another partition count than the app needs (MAGQB_PARTITIONS)."""
 
@@ -29,25 +67,35 @@ async def connect_admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     next_note = time.monotonic() + 5
-    # aiokafka logs every failed attempt at ERROR; during this bounded wait one line every 5 s says it.
+    # aiokafka logs every failed attempt at ERROR; during this bounded wait one line every 5 s says it, and
+    # what aiokafka said is kept to tell a refusal (credentials, certificate) from a broker that is away.
     aiokafka_log = logging.getLogger("aiokafka")
-    level = aiokafka_log.level
-    aiokafka_log.setLevel(logging.CRITICAL)
+    level, propagate = aiokafka_log.level, aiokafka_log.propagate
+    reasons = _Reasons()
+    aiokafka_log.addHandler(reasons)
+    aiokafka_log.setLevel(logging.DEBUG)
+    aiokafka_log.propagate = False
     try:
         while time.monotonic() < deadline:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000,
+                                        **kafka_security.client_kwargs(bootstrap))
             try:
                 await admin.start()
                 return admin
             except (KafkaConnectionError, KafkaError, OSError) as exc:
                 last = exc
                 await admin.close()
+                refused = _refusal(bootstrap, reasons.messages)
+                if refused is not None:
+                    raise refused from None
                 if time.monotonic() >= next_note:
                     log.warning("waiting for Kafka at %s (%.0fs left)", bootstrap, deadline - time.monotonic())
                     next_note += 5
                 await asyncio.sleep(0.5)
     finally:
+        aiokafka_log.removeHandler(reasons)
         aiokafka_log.setLevel(level)
+        aiokafka_log.propagate = propagate
     raise BrokerUnavailable(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s ({last})")
 
 

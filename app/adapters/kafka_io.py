@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from app.adapters import kafka_security
+
 _PARTITIONER = DefaultPartitioner()
 
 
 def producer(bootstrap: str, client_id: str, max_request_size: int = 1_000_000) -> AIOKafkaProducer:
     """acks=all and idempotent, as the ingress: what a tool publishes is as durable as a webhook."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_security.client_kwargs(bootstrap), acks="all",
+                            enable_idempotence=True, linger_ms=5,
                             max_request_size=max_request_size, client_id=client_id)
 
 
 def consumer(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
     """No group, no commits: reading never moves the workers' offsets."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_security.client_kwargs(bootstrap),
+                            enable_auto_commit=False, group_id=None,
                             client_id=client_id, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
                             fetch_max_bytes=32 << 20)
 
@@ -115,7 +119,8 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The consumer group's committed offsets of `topic`, by partition (what the workers finished)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="magqb-tools")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="magqb-tools",
+                                **kafka_security.client_kwargs(bootstrap))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

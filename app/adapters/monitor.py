@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app import metrics, topics
-from app.adapters import kafka_io
+from app.adapters import kafka_io, kafka_security
 from app.domain.retry_ladder import Rung
 from app.domain.stuck import is_stuck, stuck_after
 
@@ -137,6 +137,7 @@ class Monitor:
                     await self.states()
                     if admin is None:
                         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                                    **kafka_security.client_kwargs(self.bootstrap),
                                                     client_id=f"{self.group}-monitor")
                         await admin.start()
                         consumer = kafka_io.consumer(self.bootstrap, f"{self.group}-monitor")

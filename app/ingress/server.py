@@ -521,6 +521,7 @@ async def _fetch_key(url: str) -> bytes:
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.kafka_security().client_kwargs(),
         acks="all",
         enable_idempotence=True,
         linger_ms=1,
