@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     ingress_repeats_per_minute: int = Field(60, ge=0, validation_alias="MAGQB_INGRESS_REPEATS_PER_MINUTE")
     max_event_bytes: int = Field(1_000_000, ge=65536, le=16 * 1024 * 1024, validation_alias="MAGQB_MAX_EVENT_BYTES")
     app_id: str = Field("magqb", validation_alias="MAGQB_APP_ID")
+    # Before every topic name and the consumer group (MAGQB_APP_ID): installations sharing a cluster stay apart.
+    topic_prefix: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9._-]*$", validation_alias="MAGQB_TOPIC_PREFIX")
     # Where every process serves /metrics when given a metrics port (loopback unless you open it).
     metrics_host: str = Field("127.0.0.1", validation_alias="MAGQB_METRICS_HOST")
     # Seconds between a worker's rounds of lag, orders-by-state and oldest-unbooked figures.
@@ -234,6 +236,12 @@ def load_settings(**overrides: object) -> Settings:
     except kafka_security.KafkaSecurityError as exc:
         raise SettingsError(str(exc)) from None
     kafka_security.register(settings.kafka_bootstrap_servers, security)
+    from app import topics
+
+    topics.configure(settings.topic_prefix)
+    if settings.topic_prefix and not settings.app_id.startswith(settings.topic_prefix):
+        # The consumer group and faust's changelogs ({app_id}-…) are named by it: prefixed as the topics are.
+        settings = settings.model_copy(update={"app_id": settings.topic_prefix + settings.app_id})
     return settings
 
 

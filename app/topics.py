@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# MAGQB_TOPIC_PREFIX goes before each (see `configure`): two installations on one cluster never meet.
+PREFIX = ""
 ORDERS = "magento.orders"
 COMMANDS = "qbo.commands"  # key = realm id: one dispatcher owns a realm's quota
 RESULTS = "qbo.results"
 DEAD_LETTER = "qbo.dead-letter"
 FOLLOW_CURSOR = "magqb.follow-cursor"  # the REST follower's cursor, one row per store (compacted)
+_BASE = {"ORDERS": ORDERS, "COMMANDS": COMMANDS, "RESULTS": RESULTS, "DEAD_LETTER": DEAD_LETTER,
+         "FOLLOW_CURSOR": FOLLOW_CURSOR}
+
+
+def configure(prefix: str) -> None:
+    """Every topic name of this process starts with `prefix` (called when the settings are loaded: every
+    module reads the names as `topics.ORDERS` at use, never copied at import)."""
+    global PREFIX
+    PREFIX = prefix
+    for name, base in _BASE.items():
+        globals()[name] = prefix + base
 
 
 @dataclass(frozen=True)

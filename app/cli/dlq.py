@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from app import topics
 from app.cli.common import ensure_app_topics, fail, get_settings
 
 # ---------------------------------------------------------------- dead letters
@@ -26,7 +27,7 @@ def _dlq_log() -> Any:
     from app.dead_letters import read_log
 
     s = get_settings()
-    ensure_app_topics(s, ["qbo.dead-letter"])
+    ensure_app_topics(s, [topics.DEAD_LETTER])
     return s, asyncio.run(read_log(s.kafka_bootstrap_servers))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from app import topics
 from app.cli.common import Progress, ensure_app_topics, fail, get_settings, magento_client
 from app.cli.history import DATE
 
@@ -35,7 +36,7 @@ def follow(once: bool, since: datetime | None, lookback_hours: float, page_size:
     if not s.magento_rest_configured:
         fail("the follower needs MAGENTO_BASE_URL and the integration's credentials (MAGENTO_CONSUMER_KEY, "
              "MAGENTO_CONSUMER_SECRET, MAGENTO_ACCESS_TOKEN, MAGENTO_ACCESS_TOKEN_SECRET)")
-    ensure_app_topics(s, ["magento.orders", "magqb.follow-cursor"])
+    ensure_app_topics(s, [topics.ORDERS, topics.FOLLOW_CURSOR])
     try:
         failed = asyncio.run(_follow(s, once, since, timedelta(hours=lookback_hours), page_size))
     except KeyboardInterrupt:

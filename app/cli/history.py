@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from app import topics
 from app.cli.common import Progress, ensure_app_topics, fail, get_settings, magento_client
 
 
@@ -59,7 +60,7 @@ def import_orders(since: datetime, until: datetime | None, statuses: tuple[str, 
 
     search = OrderSearch(since=since, until=until, statuses=statuses, store_id=store_id, page_size=page_size)
     if not dry_run:
-        ensure_app_topics(s, ["magento.orders"])
+        ensure_app_topics(s, [topics.ORDERS])
     try:
         progress = asyncio.run(_import(s, search, dry_run, restart))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from app import topics
 from app.cli.common import Progress, ensure_app_topics, fail, get_settings, mapping, render
 from app.cli.history import DATE
 
@@ -36,7 +37,7 @@ def reconcile(since: datetime, until: datetime | None, fix: bool, fmt: str) -> N
     if until is not None and until <= since:
         fail("--until must be after --since")
     s = get_settings()
-    ensure_app_topics(s, ["magento.orders"])
+    ensure_app_topics(s, [topics.ORDERS])
     findings, summary = asyncio.run(_reconcile(s, since, until))
     rows = [f.row() for f in findings]
     if fmt == "json":

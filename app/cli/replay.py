@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from app import topics
 from app.cli.common import Progress, ensure_app_topics, fail, get_settings, mapping
 from app.cli.history import DATE
 
@@ -64,7 +65,7 @@ def replay(from_time: datetime | None, from_offset: int | None, to_time: datetim
     if to_time is not None and from_time is not None and to_time <= from_time:
         fail("--to-time must be after --from-time")
     s = get_settings()
-    ensure_app_topics(s, ["magento.orders"])
+    ensure_app_topics(s, [topics.ORDERS])
     from app.replay import Selection
 
     sel = Selection(from_time_ms=int(from_time.timestamp() * 1000) if from_time else None, from_offset=from_offset,

@@ -25,7 +25,9 @@ class Rung:
 
     @property
     def topic(self) -> str:
-        return RETRY_TOPIC_PREFIX + self.label
+        from app import topics
+
+        return topics.PREFIX + RETRY_TOPIC_PREFIX + self.label
 
 
 def parse_ladder(text: str) -> tuple[Rung, ...]:
