@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: str | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
     kafka_ssl_keyfile: str | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
     kafka_partitions: int = Field(8, ge=1, validation_alias="MAGQB_PARTITIONS")
-    kafka_replication_factor: int = Field(1, ge=1, validation_alias="MAGQB_REPLICATION_FACTOR")
+    # Unset: the cluster's, min(3, brokers) (app.adapters.kafka_admin.cluster_replication).
+    kafka_replication_factor: int | None = Field(None, ge=1, validation_alias="MAGQB_REPLICATION_FACTOR")
     kafka_connect_timeout_seconds: float = Field(30.0, gt=0, validation_alias="MAGQB_KAFKA_CONNECT_TIMEOUT")
     kafka_session_timeout_seconds: float = Field(10.0, ge=6, le=300, validation_alias="MAGQB_SESSION_TIMEOUT")
     kafka_produce_timeout_seconds: float = Field(10.0, gt=0, validation_alias="MAGQB_PRODUCE_TIMEOUT")

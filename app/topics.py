@@ -36,9 +36,15 @@ class TopicSpec:
     config: dict[str, str]
 
 
+CLUSTER_DEFAULT = 0  # a TopicSpec's replication factor: the cluster's, min(3, brokers), found when created
+
+
 def durability(replication_factor: int) -> dict[str, str]:
     """acks=all means "every in-sync replica": with two of them required, an acknowledged event is on
-    two brokers before the webhook gets its 202 (one on a single-broker cluster)."""
+    two brokers before the webhook gets its 202 (one on a single-broker cluster). The cluster's default
+    is filled in when the topic is made (app.adapters.kafka_admin)."""
+    if replication_factor == CLUSTER_DEFAULT:
+        return {}
     return {"min.insync.replicas": str(min(2, replication_factor))}
 
 

@@ -76,7 +76,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         datadir=str(settings.data_dir / "faust"),
         store="memory://",  # tables are rebuilt from their changelog topics on start
         topic_partitions=n,
-        topic_replication_factor=settings.kafka_replication_factor,
+        topic_replication_factor=settings.kafka_replication_factor or 1,  # resolved by the caller (cluster_replication)
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,

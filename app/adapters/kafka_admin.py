@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from app.adapters import kafka_security
-from app.topics import TopicSpec
+from app.topics import CLUSTER_DEFAULT, TopicSpec, durability
 
 log = logging.getLogger("magqb.kafka")
 
@@ -104,8 +104,10 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
     finite retention where the app needs its records kept (see `_keep_forever`)."""
     admin = await connect_admin(bootstrap, timeout)
     try:
+        specs = await _with_replication(admin, specs)
         existing = set(await admin.list_topics())
         await _check_partitions(admin, [s for s in specs if s.name in existing])
+        await _check_replication(admin, bootstrap, [s for s in specs if s.name in existing])
         await _keep_forever(admin, [s for s in specs if s.name in existing and s.config.get("retention.ms") == "-1"])
         missing = [s for s in specs if s.name not in existing]
         if not missing:
@@ -125,6 +127,47 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
         return created
     finally:
         await admin.close()
+
+
+def replication_for(brokers: int) -> int:
+    """The cluster's replication factor for magqb's topics: three copies where there are three brokers."""
+    return max(1, min(3, brokers))
+
+
+async def cluster_replication(bootstrap: str, configured: int | None, timeout: float) -> int:
+    """MAGQB_REPLICATION_FACTOR, else the cluster's (min(3, brokers))."""
+    if configured:
+        return configured
+    admin = await connect_admin(bootstrap, timeout)
+    try:
+        return replication_for(len((await admin.describe_cluster())["brokers"]))
+    finally:
+        await admin.close()
+
+
+async def _with_replication(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[TopicSpec]:
+    if not any(s.replication_factor == CLUSTER_DEFAULT for s in specs):
+        return specs
+    rf = replication_for(len((await admin.describe_cluster())["brokers"]))
+    return [TopicSpec(s.name, s.partitions, rf, {**durability(rf), **s.config})
+            if s.replication_factor == CLUSTER_DEFAULT else s for s in specs]
+
+
+async def _check_replication(admin: AIOKafkaAdminClient, bootstrap: str, specs: list[TopicSpec]) -> None:
+    """A topic made with fewer copies than magqb wants now (a cluster grown from one broker) is not changed by
+    itself — that moves data — but said at every start, with the command that does it."""
+    if not specs:
+        return
+    wanted = {s.name: s.replication_factor for s in specs}
+    for t in await admin.describe_topics(list(wanted)):
+        if t["error_code"] != 0 or not t["partitions"]:
+            continue
+        have = min(len(p["replicas"]) for p in t["partitions"])
+        if have < wanted[t["topic"]]:
+            log.warning("topic %s has %d replica(s) of its partitions, magqb wants %d: raise it with "
+                        "kafka-reassign-partitions --bootstrap-server %s --reassignment-json-file <plan.json> --execute "
+                        "(a plan listing %d brokers per partition; see the README, Production)", t["topic"], have,
+                        wanted[t["topic"]], bootstrap, wanted[t["topic"]])
 
 
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source: set on the topic itself

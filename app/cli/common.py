@@ -69,7 +69,8 @@ def app_topics(s: Any) -> Any:
     """The application's topics as the settings size them, retry rungs included."""
     from app import topics
 
-    return topics.app_topics(s.kafka_partitions, s.kafka_replication_factor, retry_topics(s))
+    return topics.app_topics(s.kafka_partitions, s.kafka_replication_factor or topics.CLUSTER_DEFAULT,
+                             retry_topics(s))
 
 
 def ensure_app_topics(s: Any, names: Iterable[str] | None = None) -> None:

@@ -118,14 +118,17 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     mapping = mapping_(settings.mapping_file)  # a bad file stops the worker before it touches Kafka
 
     from app import topics
-    from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, ensure_topics
+    from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, cluster_replication, ensure_topics
 
     try:
+        # faust's own topics (changelogs, the assignor's) get the same replication as the app's.
+        rf = asyncio.run(cluster_replication(settings.kafka_bootstrap_servers, settings.kafka_replication_factor,
+                                             settings.kafka_connect_timeout_seconds))
+        settings = settings.model_copy(update={"kafka_replication_factor": rf})
         asyncio.run(
             ensure_topics(
                 settings.kafka_bootstrap_servers,
-                topics.worker_topics(settings.app_id, settings.kafka_partitions, settings.kafka_replication_factor,
-                                     retry_topics(settings)),
+                topics.worker_topics(settings.app_id, settings.kafka_partitions, rf, retry_topics(settings)),
                 timeout=settings.kafka_connect_timeout_seconds,
             )
         )

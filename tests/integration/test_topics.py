@@ -71,3 +71,33 @@ async def test_a_topic_an_older_version_kept_14_days_keeps_its_records_now_and_i
     assert (values["retention.ms"], values["segment.ms"], values["min.insync.replicas"]) == ("-1", "3600000", "1")
     assert all(s.config["retention.ms"] == "-1" for s in topics.app_topics(8, 1, ("qbo.retry.30s",))
                if s.name.startswith(("qbo.commands", "qbo.retry.")))
+
+
+async def test_by_default_topics_get_the_clusters_replication_and_fewer_copies_than_wanted_are_said(
+        kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import uuid
+
+    from app.adapters.kafka_admin import cluster_replication, replication_for
+
+    assert [replication_for(n) for n in (1, 2, 3, 5)] == [1, 2, 3, 3]
+    assert topics.durability(topics.CLUSTER_DEFAULT) == {}
+    assert await cluster_replication(kafka_bootstrap, None, 10) == 1  # one broker here
+    assert await cluster_replication(kafka_bootstrap, 3, 10) == 3  # MAGQB_REPLICATION_FACTOR wins
+    name = f"magqb-test-rf-{uuid.uuid4().hex[:8]}"
+    spec = topics.TopicSpec(name, 2, topics.CLUSTER_DEFAULT, {"retention.ms": "-1"})
+    assert await ensure_topics(kafka_bootstrap, [spec]) == [name]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([name])
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    assert {len(p["replicas"]) for p in described["partitions"]} == {1}
+    assert {c[0]: c[1] for c in resp.resources[0][4]}["min.insync.replicas"] == "1"
+    # The cluster grew, or MAGQB_REPLICATION_FACTOR was raised: the existing topic is said, with the command.
+    with caplog.at_level(logging.WARNING, logger="magqb.kafka"):
+        await ensure_topics(kafka_bootstrap, [topics.TopicSpec(name, 2, 3, {"retention.ms": "-1"})])
+    [line] = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert "has 1 replica(s) of its partitions, magqb wants 3" in line and "kafka-reassign-partitions" in line
