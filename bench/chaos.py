@@ -7,6 +7,8 @@
     .venv/bin/python bench/chaos.py --scenario broker   # the broker stopped for 20 s a third of the way in
     .venv/bin/python bench/chaos.py --scenario term     # a deploy: SIGTERM three times mid-run, restarted each time
     .venv/bin/python bench/chaos.py --scenario rolling  # two workers restarted one after the other (SIGTERM)
+    .venv/bin/python bench/chaos.py --scenario leader-kill  # three brokers; the one leading most of magento.orders
+                                                            # SIGKILLed mid-run, restarted a minute later
 
 Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
 the figures are printed (and written as JSON with --json PATH).
@@ -31,7 +33,8 @@ QUOTA_PER_MINUTE = 500
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker", "term", "rolling"),
+    ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker", "term", "rolling",
+                                           "leader-kill"),
                     default="faults")
     ap.add_argument("--orders", type=int, default=500)
     ap.add_argument("--customers", type=int, default=100)
@@ -50,6 +53,10 @@ def main() -> None:
         # and a short ladder (rungs holding records), no spurious 429s.
         plan.latency_ms, plan.fail_rate, plan.throttle_rate, plan.commit_then_fail_rate = 250, 0.08, 0.0, 0.02
         plan.token_ttl, plan.retry_delays = 3600, "2s,4s,8s,16s,32s"
+    if args.scenario == "leader-kill":
+        # Issue 20, scenario 1: commands in flight (QBO answering in 200 ms) when the broker dies.
+        plan.brokers, plan.latency_ms, plan.token_ttl = 3, 200, 3600
+        plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
     if args.scenario == "quota":
         plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
         plan.token_ttl = 3600
@@ -67,7 +74,20 @@ def main() -> None:
                  "takeover": [rng.randrange(len(orders) // 4, len(orders) // 2)]}.get(args.scenario, [])
         stops: list[float] = []
         outage = len(orders) // 3 if args.scenario == "broker" else -1
+        leader_down = len(orders) // 2 if args.scenario == "leader-kill" else -1
+        victim, killed_at = 0, 0.0
         for n, order in enumerate(orders):
+            if n == leader_down:
+                leaders = run.leaders("magento.orders")
+                victim = max(leaders, key=lambda node: leaders[node])
+                run.node(victim, "kill")
+                killed_at = time.monotonic()
+                print(f"  broker {victim} (leading {leaders[victim]} of {sum(leaders.values())} order partitions) "
+                      f"SIGKILLed after {n} orders")
+            if victim and killed_at and time.monotonic() - killed_at >= 60:
+                run.node(victim, "start")
+                print(f"  broker {victim} restarted {time.monotonic() - killed_at:.0f}s later")
+                killed_at = 0.0
             if n == outage:
                 run.stop_broker()
                 down = time.monotonic()
@@ -92,6 +112,8 @@ def main() -> None:
                 run.start_worker(name)
             elif n in kills:
                 run.kill_worker("worker1")
+        if victim and killed_at:
+            run.node(victim, "start")
         run.wait_booked(args.timeout)
         report = run.report(time.monotonic() - started)
     finally:

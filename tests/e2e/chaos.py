@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.dead_letters import read_log
-from tests.conftest import TEST_ENV, blueprint_order, free_port, read_topics
+from tests.conftest import TEST_ENV, blueprint_order, free_port, free_ports, read_topics
 from tests.e2e.harness import Stack, http, poll, start, stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +50,7 @@ class ChaosPlan:
     partitions: int = 4
     seed: int = 7
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings for ingress and workers
+    brokers: int = 1  # > 1: a KRaft cluster of that many nodes (ops/kafka/cluster)
     metrics_ports: bool = False  # workers also serve /metrics on a --metrics-port of their own
 
 
@@ -98,16 +99,23 @@ class ChaosRun:
     # ------------------------------------------------------------ processes
 
     def start(self) -> Stack:
-        port, controller = free_port(), free_port()
-        self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
-                          "KAFKA_DATA_DIR": str(self.workdir / "kafka")}
+        if self.plan.brokers > 1:
+            port = free_ports(2 * self.plan.brokers)
+            self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_NODES": str(self.plan.brokers),
+                              "KAFKA_DATA_DIR": str(self.workdir / "kafka"), "KAFKA_HEAP": "384m"}
+            bootstrap = ",".join(f"127.0.0.1:{port + 2 * n}" for n in range(self.plan.brokers))
+        else:
+            port, controller = free_port(), free_port()
+            self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
+                              "KAFKA_DATA_DIR": str(self.workdir / "kafka")}
+            bootstrap = f"127.0.0.1:{port}"
         subprocess.run([str(REPO / "ops/kafka/start")], env=self.kafka_env, check=True, capture_output=True,
-                       timeout=180)
+                       timeout=240)
         sandbox_port, ingress_port = free_port(), free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_", "KAFKA_"))},
             **TEST_ENV,
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "QUICKBOOKS_API_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
             "QUICKBOOKS_TOKEN_URL": f"http://127.0.0.1:{sandbox_port}/oauth2/v1/tokens/bearer",
             "MAGQB_APP_ID": f"magqb-chaos-{self.run_id}",
@@ -165,6 +173,28 @@ class ChaosRun:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=timeout)
         return time.monotonic() - started
+
+    def node(self, n: int, what: str) -> None:
+        """One node of the cluster: start, stop (SIGTERM), kill (SIGKILL), pause (SIGSTOP), resume."""
+        subprocess.run([str(REPO / "ops/kafka/cluster"), "node", str(n), what], env=self.kafka_env, check=True,
+                       capture_output=True, timeout=180)
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """Node id → how many of `topic`'s partitions it leads now."""
+        from collections import Counter
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def read() -> list[Any]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.env["KAFKA_BOOTSTRAP_SERVERS"])  # type: ignore[union-attr]
+            await admin.start()
+            try:
+                return await admin.describe_topics([topic])
+            finally:
+                await admin.close()
+
+        [t] = asyncio.run(read())
+        return dict(Counter(p["leader"] for p in t["partitions"]))
 
     def stop_broker(self) -> None:
         subprocess.run([str(REPO / "ops/kafka/stop")], env=self.kafka_env, check=True, capture_output=True, timeout=90)
