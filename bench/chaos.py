@@ -112,8 +112,11 @@ def main() -> None:
                 run.start_worker(name)
             elif n in kills:
                 run.kill_worker("worker1")
-        if victim and killed_at:
+        if victim and killed_at:  # every order is in: the broker still comes back a minute after its death
+            while time.monotonic() - killed_at < 60:
+                time.sleep(1)
             run.node(victim, "start")
+            print(f"  broker {victim} restarted {time.monotonic() - killed_at:.0f}s later")
         run.wait_booked(args.timeout)
         report = run.report(time.monotonic() - started)
     finally:
