@@ -179,6 +179,12 @@ class ChaosRun:
         subprocess.run([str(REPO / "ops/kafka/cluster"), "node", str(n), what], env=self.kafka_env, check=True,
                        capture_output=True, timeout=180)
 
+    def controller(self) -> int:
+        """The node that is the active KRaft controller now."""
+        out = subprocess.run([str(REPO / "ops/kafka/cluster"), "controller"], env=self.kafka_env, check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        return int(out.strip().splitlines()[-1])
+
     def leaders(self, topic: str) -> dict[int, int]:
         """Node id → how many of `topic`'s partitions it leads now."""
         from collections import Counter

@@ -444,3 +444,38 @@ def test_with_two_of_three_brokers_down_the_ingress_answers_503_and_books_each_o
         run.post(order)  # as Magento: 503 is re-sent until accepted
     run.wait_booked(timeout=180)
     exact(run.report(1.0))
+
+
+@pytest.mark.parametrize("trouble", ["broker-hung", "controller-killed", "rolling-restart"])
+def test_a_cluster_in_trouble_under_load_books_every_order_once(chaos, trouble: str) -> None:
+    """Issue 20's scenarios 2–4 at small size, with commands in flight: one broker SIGSTOPped (hung, not dead) for
+    a while, then resumed; the active KRaft controller SIGKILLed and restarted; all three brokers restarted one
+    at a time (SIGTERM). Every accepted order is booked exactly once, none dead-lettered."""
+    run = chaos(brokers=3, orders=18, customers=5, skus=4, fail_rate=0.0, throttle_rate=0.0,
+                commit_then_fail_rate=0.0, latency_ms=150, partitions=4, token_ttl=3600,
+                seed={"broker-hung": 93, "controller-killed": 94, "rolling-restart": 95}[trouble])
+    hung: list[int] = []
+    since: list[float] = []
+
+    def after_post(n: int) -> None:
+        if trouble == "broker-hung" and n == 6:
+            leaders = run.leaders("magento.orders")
+            hung.append(max(leaders, key=lambda node: leaders[node]))
+            run.node(hung[0], "pause")
+            since.append(time.monotonic())
+        elif trouble == "broker-hung" and n == 12:
+            # hung past the brokers' session timeout (9 s): its partitions had to move (bench: 30 s)
+            poll(lambda: time.monotonic() - since[0] >= 15, 30, "the broker to stay hung 15 s")
+            run.node(hung[0], "resume")
+        elif trouble == "controller-killed" and n == 6:
+            hung.append(run.controller())
+            run.node(hung[0], "kill")
+        elif trouble == "controller-killed" and n == 12:
+            run.node(hung[0], "start")
+        elif trouble == "rolling-restart" and n in (4, 9, 14):
+            node = (4, 9, 14).index(n) + 1
+            run.node(node, "stop")
+            run.node(node, "start")
+
+    report = book_all(run, timeout=240, after_post=after_post)
+    exact(report)
