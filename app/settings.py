@@ -102,6 +102,9 @@ class Settings(BaseSettings):
 
     # This service
     data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")
+    # Seals the realms' refresh tokens on the magqb.tokens topic, where every worker host reads them; unset:
+    # this host's file alone (one worker host). The same key on every host (`magqb token new-key` makes one).
+    token_key: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_TOKEN_KEY")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAGQB_MAX_BODY_BYTES")
     # The largest Kafka record a producer sends (faust's and aiokafka's max_request_size): an order
     # the ingress accepts must fit in one, with room for the dead letter that may one day carry it.
@@ -127,6 +130,18 @@ class Settings(BaseSettings):
     def _not_blank(cls, v: SecretStr) -> SecretStr:
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
+        return v
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value().strip():
+            from app.adapters.token_topic import TokenKeyError, parse_key
+
+            try:
+                parse_key(v.get_secret_value())
+            except TokenKeyError as exc:
+                raise ValueError(str(exc).removeprefix("MAGQB_TOKEN_KEY ")) from None
         return v
 
     @field_validator("mageos_event_secrets")
@@ -228,7 +243,7 @@ def load_settings(**overrides: object) -> Settings:
     redact.register(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
         settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,
-        settings.quickbooks_refresh_token, settings.kafka_sasl_password)))
+        settings.quickbooks_refresh_token, settings.kafka_sasl_password, settings.token_key)))
     from app.adapters import kafka_security
 
     security = settings.kafka_security()

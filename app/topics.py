@@ -15,8 +15,9 @@ COMMANDS = "qbo.commands"  # key = realm id: one dispatcher owns a realm's quota
 RESULTS = "qbo.results"
 DEAD_LETTER = "qbo.dead-letter"
 FOLLOW_CURSOR = "magqb.follow-cursor"  # the REST follower's cursor, one row per store (compacted)
+TOKENS = "magqb.tokens"  # each realm's refresh token, sealed (app.adapters.token_topic; compacted)
 _BASE = {"ORDERS": ORDERS, "COMMANDS": COMMANDS, "RESULTS": RESULTS, "DEAD_LETTER": DEAD_LETTER,
-         "FOLLOW_CURSOR": FOLLOW_CURSOR}
+         "FOLLOW_CURSOR": FOLLOW_CURSOR, "TOKENS": TOKENS}
 
 
 def configure(prefix: str) -> None:
@@ -61,7 +62,15 @@ def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str
         *(TopicSpec(t, partitions, replication_factor, keep_forever) for t in retry_topics),
         TopicSpec(DEAD_LETTER, 1, replication_factor, keep_forever),
         TopicSpec(FOLLOW_CURSOR, 1, replication_factor, {**base, "cleanup.policy": "compact"}),
+        tokens_spec(replication_factor),
     ]
+
+
+def tokens_spec(replication_factor: int = CLUSTER_DEFAULT) -> TopicSpec:
+    """Compacted, but a record stays a day before compaction may drop it: a token write that lost its
+    compare-and-set is followed by the winner's again well within that (app.adapters.token_topic)."""
+    return TopicSpec(TOKENS, 1, replication_factor, {**durability(replication_factor), "cleanup.policy": "compact",
+                                                     "min.compaction.lag.ms": str(24 * 3600 * 1000)})
 
 
 TABLES = ("order_state", "customers", "items")

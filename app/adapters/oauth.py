@@ -10,10 +10,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from app import metrics, redact
-from app.adapters.token_store import TokenStore
+from app.adapters.token_store import RefreshTokenStore
+from app.adapters.token_topic import TokenKeyError
 from app.domain.faults import parse_fault
 
 log = logging.getLogger("magqb.oauth")
@@ -28,7 +30,8 @@ NO_TOKEN_HINT = "run `magqb connect` (or `magqb token set`) to give it one"
 # long, doubling up to TRANSIENT_MAX_SECONDS: every waiting command asks, one call per period is enough.
 TRANSIENT_FIRST_SECONDS = 2.0
 TRANSIENT_MAX_SECONDS = 60.0
-STORE_ERRORS = (sqlite3.Error, OSError)
+# The file, or the topic on Kafka, failing: asked again (TimeoutError is an OSError).
+STORE_ERRORS = (sqlite3.Error, OSError, KafkaError)
 SAVE_RETRY_SECONDS = 5.0
 
 
@@ -61,7 +64,7 @@ class TokenManager:
         client_id: str,
         client_secret: SecretStr,
         realm_id: str,
-        store: TokenStore,
+        store: RefreshTokenStore,
         initial_refresh_token: SecretStr,
         refused_recheck_seconds: float = 30.0,
     ) -> None:
@@ -135,6 +138,8 @@ class TokenManager:
         except STORE_ERRORS as exc:
             raise TokenRefreshError(f"the token store of realm {self._realm_id} cannot be read "
                                     f"({exc.__class__.__name__}: {exc}); trying again", False) from None
+        except TokenKeyError as exc:
+            raise TokenRefreshError(str(exc), True) from None
         if refresh_token is None:
             refresh_token = self._initial.get_secret_value()
         if not refresh_token:
@@ -214,7 +219,7 @@ class TokenManager:
         used, newest, rolling, hard = self._unsaved
         try:
             stored = await self._store.replace(self._realm_id, used, newest, rolling, hard)
-        except STORE_ERRORS as exc:
+        except (*STORE_ERRORS, TokenKeyError) as exc:
             self._next_save = time.monotonic() + SAVE_RETRY_SECONDS
             metrics.REFRESH_TOKEN_UNSAVED.labels(realm=self._realm_id).set(1)
             if self._alerted:
@@ -237,7 +242,7 @@ class TokenManager:
         self._expiry_published = True
         try:
             info = await self._store.info(self._realm_id)
-        except STORE_ERRORS:
+        except (*STORE_ERRORS, TokenKeyError):
             self._expiry_published = False  # told at the next use (the store's trouble is said elsewhere)
             return
         expiry = info.earliest_expiry() if info else None

@@ -14,11 +14,35 @@ import aiohttp
 
 from app.adapters.oauth import TokenManager
 from app.adapters.qbo_client import QboClient
-from app.adapters.token_store import TokenStore
+from app.adapters.token_store import RefreshTokenStore, TokenStore
+from app.adapters.token_topic import TokenKeyError, TopicTokenStore, holds_tokens, parse_key
 
 
-def token_store(settings: Any) -> TokenStore:
-    return TokenStore(settings.data_dir / "tokens.sqlite3")
+def token_store(settings: Any) -> RefreshTokenStore:
+    """The sealed topic every host reads when MAGQB_TOKEN_KEY is set (this host's file as its copy); else the file."""
+    file = TokenStore(settings.data_dir / "tokens.sqlite3")
+    key = settings.token_key.get_secret_value()
+    if not key.strip():
+        return file
+    return TopicTokenStore(settings.kafka_bootstrap_servers, parse_key(key), file,
+                           timeout=settings.kafka_connect_timeout_seconds)
+
+
+async def check_token_store(settings: Any, what: str) -> str:
+    """Before a worker or a token tool starts: the key opens every token on the topic, or, without a key, the
+    topic holds none (else this host would refresh with its own, stale, file). TokenKeyError is one line to
+    show; the answer says where tokens are kept."""
+    store = token_store(settings)
+    if isinstance(store, TopicTokenStore):
+        realms = await store.check()
+        return f"refresh tokens on {store.topic} (sealed; {realms} realm(s)), shared by every host"
+    if await holds_tokens(settings.kafka_bootstrap_servers):
+        from app import topics
+
+        raise TokenKeyError(f"{what}: the realms' refresh tokens are on topic {topics.TOKENS}, sealed, and "
+                            "MAGQB_TOKEN_KEY is not set: set it to the key the other hosts use")
+    return (f"refresh tokens in {settings.data_dir / 'tokens.sqlite3'} (this host only: set MAGQB_TOKEN_KEY on "
+            "every host before a second worker host joins)")
 
 
 @asynccontextmanager

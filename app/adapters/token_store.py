@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 
@@ -40,6 +41,23 @@ class TokenInfo:
     def earliest_expiry(self) -> datetime | None:
         dates = [d for d in (self.expires_at, self.hard_expires_at) if d is not None]
         return min(dates) if dates else None
+
+
+class RefreshTokenStore(Protocol):
+    """Where a realm's refresh token lives: this file (one worker host), or the sealed topic every host reads
+    (app.adapters.token_topic, with MAGQB_TOKEN_KEY)."""
+
+    async def get(self, realm_id: str) -> str | None: ...
+
+    async def put(self, realm_id: str, refresh_token: str, expires_at: datetime | None = None,
+                  hard_expires_at: datetime | None = None, connected: bool = False) -> None: ...
+
+    async def replace(self, realm_id: str, used: str, newest: str, expires_at: datetime | None = None,
+                      hard_expires_at: datetime | None = None) -> bool: ...
+
+    async def info(self, realm_id: str) -> TokenInfo | None: ...
+
+    async def realms(self) -> list[str]: ...
 
 
 def _when(text: str | None) -> datetime | None:

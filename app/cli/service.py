@@ -134,6 +134,17 @@ def worker(web_port: int, metrics_port: int | None) -> None:
         )
     except (BrokerUnavailable, TopicLayoutError) as exc:
         fail(f"cannot start the worker: {exc}")
+    from aiokafka.errors import KafkaError
+
+    from app.adapters.qbo_access import check_token_store
+    from app.adapters.token_topic import TokenKeyError
+
+    try:
+        log.info("%s", asyncio.run(check_token_store(settings, "cannot start the worker")))
+    except TokenKeyError as exc:
+        fail(f"cannot start the worker: {str(exc).removeprefix('cannot start the worker: ')}")
+    except (KafkaError, OSError) as exc:
+        fail(f"cannot start the worker: the token topic cannot be read ({exc.__class__.__name__}: {exc})")
 
     import faust
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

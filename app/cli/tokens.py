@@ -40,8 +40,9 @@ def connect(redirect_uri: str | None, timeout: float, open_browser: bool) -> Non
     from app.private_files import private_umask
 
     private_umask()
+    where = _check_store(s)
     realm, info = asyncio.run(_connect(s, uri, timeout, open_browser))
-    click.echo(f"connected: realm {realm}; refresh token stored in {s.data_dir / 'tokens.sqlite3'}")
+    click.echo(f"connected: realm {realm}; {where}")
     click.echo(_describe(info))
     if realm != s.quickbooks_realm_id:
         click.echo(f"note: QUICKBOOKS_REALM_ID is {s.quickbooks_realm_id}; set it to {realm} to book into this "
@@ -126,12 +127,36 @@ def token_show(realm: str | None) -> None:
     from app.adapters.qbo_access import token_store
 
     realm = realm or s.quickbooks_realm_id
-    info = asyncio.run(token_store(s).info(realm))
+    click.echo(f"store:               {_check_store(s)}")
+    store = token_store(s)
+    info = asyncio.run(store.info(realm))
     if info is None:
         env = "QUICKBOOKS_REFRESH_TOKEN is set and is used until the first refresh stores one" \
             if s.quickbooks_refresh_token.get_secret_value() else "and QUICKBOOKS_REFRESH_TOKEN is empty"
         fail(f"no refresh token stored for realm {realm} ({env}); `magqb connect` or `magqb token set`", 1)
     click.echo(_describe(info))
+    from app.adapters.token_topic import TopicTokenStore
+
+    if isinstance(store, TopicTokenStore):
+        record = asyncio.run(store.record(realm))
+        for r in reversed(record.rotations if record else []):
+            click.echo(f"rotated:             {r.at:%Y-%m-%d %H:%M:%S} UTC by {r.by} (replaced token {r.replaced}…)")
+
+
+def _check_store(s: Any) -> str:
+    """Where tokens are kept; a key that does not open them (or none, where the topic holds them) is one line."""
+    from aiokafka.errors import KafkaError
+
+    from app.adapters.qbo_access import check_token_store
+    from app.adapters.token_topic import TokenKeyError
+
+    try:
+        return asyncio.run(check_token_store(s, "the token store"))
+    except TokenKeyError as exc:
+        fail(str(exc))
+    except (KafkaError, OSError) as exc:
+        fail(f"the token topic cannot be read ({exc.__class__.__name__}: {exc}); is Kafka reachable at "
+             f"{s.kafka_bootstrap_servers}?")
 
 
 def _describe(info: Any) -> str:
@@ -175,5 +200,20 @@ def token_set(realm: str | None) -> None:
         fail("no usable refresh token on stdin (one line, no spaces)")
     redact.register(value)
     realm = realm or s.quickbooks_realm_id
+    where = _check_store(s)
     asyncio.run(token_store(s).put(realm, value, connected=True))
-    click.echo(f"refresh token stored for realm {realm} (expiry unknown until its first refresh)")
+    click.echo(f"refresh token stored for realm {realm} (expiry unknown until its first refresh); {where}")
+
+
+@token.command("new-key")
+def token_new_key() -> None:
+    """Print a new MAGQB_TOKEN_KEY (32 random bytes, URL-safe base64).
+
+    With it, the realms' refresh tokens live sealed (AES-256-GCM) on the magqb.tokens topic, where
+    every worker host reads them: a realm that moves to another host refreshes with the newest token.
+    Give every host (worker, `magqb connect`, `magqb token`) the same key, kept as a secret; a host's
+    token file then only holds a copy. The first start with the key moves this host's token there.
+    """
+    from app.adapters.token_topic import new_key
+
+    click.echo(new_key())
