@@ -30,6 +30,7 @@ from app.adapters import kafka_io
 from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.oauth import TokenManager
+from app.adapters.ownership import CURRENT_TP
 from app.adapters.qbo_access import token_store
 from app.adapters.qbo_client import QboClient
 from app.adapters.read_budget import ReadBudget
@@ -134,6 +135,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
     letters = DeadLetterWriter(ctx.dead_letter, settings.max_event_bytes)
 
     async def publish_result(cmd: Command, result: Any) -> None:
+        await ctx.ownership.held()
         value = encode_result(result)
         if isinstance(result, CommandFailed) and len(value) > settings.max_event_bytes:
             # The order agent has the order; the command and the older attempts can go.
@@ -175,6 +177,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         due = time.time() + rung.seconds
         new_headers = retry_headers(headers, attempts + 1, due, outcome.message, history,
                                     (msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)))
+        await ctx.ownership.held()
         fut = await rung_topics[rung.label].send(key=event.key, value=event.value, headers=new_headers)
         await fut
         metrics.RETRIES.labels(rung=rung.label).inc()
@@ -238,8 +241,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                 each command is retried only by its own task, so never twice at once."""
                 nonlocal last_blocked_log, last_paused_log
                 while True:
-                    if not ctx.ownership.owns(tp):
-                        raise Abandoned  # revoked while it waited: the new owner dispatches it
+                    # Revoked while it waited, or frozen past the session timeout: the new owner dispatches it.
+                    await ctx.ownership.held(tp, stopping)
                     metrics.COMMANDS_IN_FLIGHT.inc()
                     try:
                         outcome = await dispatcher.handle(cmd, verify)
@@ -279,6 +282,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     cmd = decode_command(event.value or b"")
                 except ValidationError as exc:
                     metrics.BAD_EVENTS.labels(topic=event.message.topic).inc()
+                    await ctx.ownership.held()
                     failed = failure_for_its_order(event.value, realm, str(exc))
                     if failed is not None:
                         # The order waits for this command: tell it, and it parks with its order event.
@@ -304,6 +308,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                                       f"order_id={cmd.order_id} recording {cmd.type}", every_error=True)
 
             async def work(event: Any, slot: Slot[Any]) -> None:
+                CURRENT_TP.set(event.message.tp)  # this task's own: every effect below fences on it
                 try:
                     await settle(event)
                 except Abandoned:
@@ -314,6 +319,10 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     return
                 finally:
                     room.release()
+                try:
+                    await ctx.ownership.held(stopping=stopping)
+                except Abandoned:
+                    return
                 for done in frontier.finish(event.message.tp, slot):
                     await acknowledge(stream, done)
 
@@ -364,6 +373,7 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
             return bool(stream.should_stop or ctx.app.should_stop)
 
         async def forward(event: Any, headers: dict[str, bytes]) -> None:
+            await ctx.ownership.held(event.message.tp, stopping)
             fut = await ctx.commands.send(key=event.key, value=event.value, headers=headers)
             await fut
 
@@ -382,6 +392,10 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
                 if stopping():
                     return
                 continue  # revoked: the new owner holds it until due
+            try:
+                await ctx.ownership.held(tp, stopping)
+            except Abandoned:
+                continue
             await acknowledge(stream, event)
             log.info("command back from %s to dispatch (attempt %s)", rung.topic,
                      headers.get(ladder_mod.H_ATTEMPTS, b"?").decode(errors="replace"))

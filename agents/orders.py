@@ -27,6 +27,7 @@ from app import jsonutil, metrics, topics
 from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.log_reader import LogReader
+from app.adapters.ownership import CURRENT_TP
 from app.adapters.transient import Abandoned, retry_transient
 from app.domain import state_size
 from app.domain.order_flow import Decision, on_order, on_result, unseen_and_old
@@ -112,6 +113,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                 mode="json")
         attempts = list(parked.attempts) or [Attempt(at=datetime.now(UTC), error_class=parked.reason,
                                                      message=parked.message[:1000])]
+        await ctx.ownership.held()
         letter = await letters.write(DeadLetter(
             # The id says which delivery parked it: written twice it is one letter, parked again after
             # `dlq retry` (a new record) it is a new one.
@@ -126,6 +128,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
     async def apply(order_id: str, order_ref: str, decision: Decision, source: EventSource,
                     event_id: str | None = None) -> None:
+        await ctx.ownership.held()  # a worker that lost the partition (revoked, or frozen past its lease) stops here
         if decision.parked is not None:
             await park(order_id, order_ref, decision, source)
         for table, keys in ((ctx.customers, decision.forget_customers), (ctx.items, decision.forget_items)):
@@ -139,6 +142,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         # Commands are acknowledged by Kafka before the state that says they were sent is written.
         for cmd in decision.commands:
             # Keyed by realm: one dispatcher at a time spends a realm's quota.
+            await ctx.ownership.held()
             fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd))
             await fut
         if decision.state is not None:
@@ -152,6 +156,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
     async def save_state(order_id: str, state: OrderState) -> None:
         """The order's row, acknowledged by Kafka before the event is: faust's own table writes are
         buffered, and its commit can pass them (its flush gives up after 0.1 s)."""
+        await ctx.ownership.held()
         table = ctx.order_state
         value = state_size.fit(state, ctx.settings.max_event_bytes).model_dump(mode="json")
         fut = table.send_changelog(table.partition_for_key(order_id), order_id, value)
@@ -357,6 +362,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             if order_event is None and state.order is not None:
                 order_event = OrderEnvelope(event_id=state.event_id, source="parked", order=state.order).model_dump(
                     mode="json")
+        await ctx.ownership.held()
         letter = await letters.write(DeadLetter(
             id=letter_id(reason, source.topic, source.partition, source.offset),
             order_id=key or "?", order_ref=order_ref, realm_id=realm_id, command_type=reason, command={},
@@ -406,6 +412,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                 return stopping() or not ctx.ownership.owns(tp)
 
             idle.clear()
+            CURRENT_TP.set(tp)  # every effect of this event fences on its partition
             try:
                 try:
                     if gone():
@@ -431,6 +438,12 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                 continue  # revoked: the new owner gets it from the committed offset
             finally:
                 idle.set()
+            try:
+                await ctx.ownership.held(tp, stopping)
+            except Abandoned:
+                if stopping():
+                    return
+                continue
             await acknowledge(stream, event)
 
 

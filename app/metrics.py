@@ -77,6 +77,9 @@ REFRESH_TOKEN_EXPIRY = Gauge(
     "magqb_qbo_refresh_token_expiry_seconds",
     "Seconds until the realm's refresh token expires (the earlier of its rolling and hard expiry).", ["realm"]
 )
+EFFECTS_FENCED = Counter(
+    "magqb_effects_fenced", "Effects (a QuickBooks call, a Kafka write, an acknowledgement) not made because this "
+    "worker no longer held the event's partition: revoked, or lost while it was frozen (app.adapters.ownership).")
 RETRIES = Counter("magqb_retries", "Commands sent to a delay topic, by rung.", ["rung"])
 DEAD_LETTERS = Counter("magqb_dead_letters", "Commands dead-lettered, by reason.", ["reason"])
 CONSUMER_REWINDS = Counter(

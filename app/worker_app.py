@@ -113,7 +113,8 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
         mapping=mapping,
-        ownership=Ownership(app, partial(_end_offsets, settings.kafka_bootstrap_servers, settings.app_id)),
+        ownership=Ownership(app, partial(_end_offsets, settings.kafka_bootstrap_servers, settings.app_id),
+                            session_timeout=settings.kafka_session_timeout_seconds),
     )
     from agents.dispatcher import register_dispatcher
     from agents.follower import register_follower

@@ -67,6 +67,8 @@ async def retry_transient(
     while True:
         try:
             return await work()
+        except Abandoned:
+            raise  # revoked or fenced (app.adapters.ownership): not an error to retry
         except Exception as exc:
             if stopping():
                 raise Abandoned from exc

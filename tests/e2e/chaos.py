@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,7 @@ class ChaosPlan:
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings for ingress and workers
     brokers: int = 1  # > 1: a KRaft cluster of that many nodes (ops/kafka/cluster)
     metrics_ports: bool = False  # workers also serve /metrics on a --metrics-port of their own
+    sandbox_args: list[str] = field(default_factory=list)  # more sandbox flags (e.g. --refresh-token-grace 0)
 
 
 @dataclass
@@ -137,7 +139,7 @@ class ChaosRun:
               "--commit-then-fail-rate", str(p.commit_then_fail_rate), "--token-ttl", str(p.token_ttl),
               "--quota-per-minute", str(p.quota_per_minute), "--quota-per-second", str(p.quota_per_second),
               "--latency-ms", str(p.latency_ms), "--hang-rate", str(p.hang_rate),
-              "--requestid-forget-rate", str(p.requestid_forget_rate))
+              "--requestid-forget-rate", str(p.requestid_forget_rate), *p.sandbox_args)
         start(s, "ingress", "ingress", "--port", str(ingress_port))
         for n in range(p.workers):
             self.start_worker(f"worker{n}")
@@ -173,6 +175,32 @@ class ChaosRun:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=timeout)
         return time.monotonic() - started
+
+    def signal_worker(self, name: str, sig: signal.Signals) -> None:
+        """SIGSTOP freezes a worker as a long GC pause or a hung host would; SIGCONT wakes it."""
+        assert self.stack is not None
+        self.stack.procs[name].send_signal(sig)
+
+    def owner(self, timeout: float = 120) -> str:
+        """With one partition per topic: the worker holding it (the others stand by), once the group agrees."""
+        assert self.stack is not None
+        found: list[str] = []
+
+        def settled() -> bool:
+            last = {w: [line for line in self.stack.log_tail(w, 2000).splitlines() if "worker ready" in line][-1:]
+                    for w in self.web_ports if self.stack is not None and self.stack.procs[w].poll() is None}
+            holders = [w for w, lines in last.items() if lines and "partition(s) 0 assigned" in lines[0]]
+            found[:] = holders
+            return len(holders) == 1 and all(lines for lines in last.values())
+
+        poll(settled, timeout, "one worker to hold the partition")
+        return found[0]
+
+    def worker_metric(self, name: str, metric: str) -> float:
+        status, raw = http("GET", f"http://127.0.0.1:{self.web_ports[name]}/metrics")
+        assert status == 200, status
+        return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(metric)}(?:{{[^}}]*}})? ([0-9.e+-]+)$",
+                                                            raw.decode(), re.M))
 
     def node(self, n: int, what: str) -> None:
         """One node of the cluster: start, stop (SIGTERM), kill (SIGKILL), pause (SIGSTOP), resume."""

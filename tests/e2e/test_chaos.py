@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -479,3 +480,74 @@ def test_a_cluster_in_trouble_under_load_books_every_order_once(chaos, trouble: 
 
     report = book_all(run, timeout=240, after_post=after_post)
     exact(report)
+
+
+def test_a_worker_frozen_past_its_session_is_fenced_when_it_wakes(chaos) -> None:
+    """Issue 20, scenario 5: two worker hosts (their own data directories), one partition each topic, QuickBooks
+    answering in 1.5 s so commands are in flight. The worker holding the partition is SIGSTOPped past the session
+    timeout (a GC pause, a hung host): the other takes over. When the zombie wakes, every effect it had under way
+    (a result to publish, a row, an acknowledgement) waits for its lease and is abandoned at its revocation:
+    counted, never made. Every order is booked once, none dead-lettered."""
+    run = chaos(workers=2, partitions=1, orders=12, customers=3, skus=3, fail_rate=0.0, throttle_rate=0.0,
+                commit_then_fail_rate=0.0, latency_ms=1500, token_ttl=3600, seed=96,
+                extra_env={"MAGQB_SESSION_TIMEOUT": "6"})
+    zombie = run.owner()
+    other = next(w for w in run.web_ports if w != zombie)
+    woke: list[float] = []
+
+    def after_post(n: int) -> None:
+        if n == 5:
+            poll(lambda: run.created("SalesReceipt") >= 2, 90, "the first bookings")
+            run.signal_worker(zombie, signal.SIGSTOP)  # QuickBooks is answering a command of it right now
+            frozen = time.monotonic()
+            poll(lambda: "partition(s) 0 assigned" in (
+                [line for line in run.stack.log_tail(other, 2000).splitlines() if "worker ready" in line] or [""])[-1],
+                 90, f"{other} to take the partition over")
+            poll(lambda: time.monotonic() - frozen >= 12, 30, "the zombie to stay frozen 12 s (twice the session)")
+            run.signal_worker(zombie, signal.SIGCONT)
+            woke.append(time.monotonic())
+
+    report = book_all(run, timeout=240, after_post=after_post)
+    exact(report)
+    assert woke
+    poll(lambda: run.worker_metric(zombie, "magqb_effects_fenced_total") >= 1, 60,
+         lambda: "the zombie to fence an effect:\n" + run.stack.log_tail(zombie, 60))
+    assert "no heartbeat answered for" in run.stack.log_tail(zombie, 4000)
+
+
+def test_a_realm_taken_over_by_another_host_refreshes_with_the_token_rotated_on_the_first(chaos) -> None:
+    """Issue 20, scenario 6: two worker hosts share MAGQB_TOKEN_KEY; access tokens live 2 s, so the host holding the
+    realm rotates its refresh token again and again, and the sandbox refuses a refresh token once rotated (as Intuit
+    may). That host is stopped; the other takes the realm and refreshes with the newest token from the topic."""
+    from app.adapters.token_topic import new_key
+
+    run = chaos(workers=2, partitions=1, orders=10, customers=3, skus=3, fail_rate=0.0, throttle_rate=0.0,
+                commit_then_fail_rate=0.0, latency_ms=300, token_ttl=2, seed=97,
+                extra_env={"MAGQB_TOKEN_KEY": new_key()}, sandbox_args=["--refresh-token-grace", "0"])
+    first = run.owner()
+    rotations: list[int] = []
+
+    def refreshes(status: int) -> int:
+        assert run.stack is not None
+        return int(run.stack.sandbox_stats()["requests"].get(f"POST /oauth2/v1/tokens/bearer {status}", 0))
+
+    def after_post(n: int) -> None:
+        if n < 4:  # one order at a time: the first host's access tokens expire between them
+            poll(lambda: run.created("SalesReceipt") >= n + 1, 90, f"order {n} booked")
+        if n == 4:
+            poll(lambda: run.created("SalesReceipt") >= 5 and refreshes(200) >= 2, 90, "two rotations on the first host")
+            rotations.append(refreshes(200))
+            run.term_worker(first)  # the second host holds no access token: its first command refreshes
+
+    for n, order in enumerate(run.make_orders()):
+        run.post(order)
+        after_post(n)
+    run.wait_booked(timeout=240)
+    assert refreshes(400) == 0, "a refresh token was refused: the second host used a stale one"
+    assert refreshes(200) > rotations[0]  # the second host refreshed too, with the rotated token
+    # The books are read back with the environment's first token, which the sandbox refuses by now.
+    assert http("PUT", f"{run.stack.sandbox_url}/_sandbox/faults", json.dumps({"refresh_token_grace": 86400}).encode(),
+                {"Content-Type": "application/json"})[0] == 200
+    exact(run.report(1.0))
+    second = next(w for w in run.web_ports if w != first)
+    assert "refresh tokens on magqb.tokens (sealed" in run.stack.log_tail(second, 4000)

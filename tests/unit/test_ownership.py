@@ -8,7 +8,11 @@ import asyncio
 from collections import namedtuple
 from typing import Any
 
+import pytest
+
+from app import metrics
 from app.adapters.ownership import Ownership
+from app.adapters.transient import Abandoned
 
 TP = namedtuple("TP", "topic partition")  # faust's TP is a NamedTuple like this one
 
@@ -29,6 +33,7 @@ class App:
     def __init__(self) -> None:
         self.on_partitions_revoked = Signal()
         self.on_partitions_assigned = Signal()
+        self.consumer: Any = None
 
 
 async def learnt(own: Ownership) -> None:
@@ -96,3 +101,64 @@ async def test_an_answer_for_an_older_assignment_is_not_taken() -> None:
     await learnt(own)
     assert first_done.is_set()
     assert own.maybe_handled_before(tp, 8)  # not the first's late 5: records 5..8 came before the second
+
+
+class Coordinator:
+    """aiokafka's group coordinator, as far as the lease sees it: a heartbeat the group answers or not."""
+
+    def __init__(self) -> None:
+        self.answer = True
+
+    async def _do_heartbeat(self) -> bool:
+        return self.answer
+
+
+class FaustConsumer:
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._thread = self
+        self._consumer = type("C", (), {"_coordinator": coordinator})()
+
+    def _ensure_consumer(self) -> Any:
+        return self._consumer
+
+
+async def test_a_worker_frozen_past_its_lease_makes_no_effect_until_the_group_answers_or_takes_it_away(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app, coordinator = App(), Coordinator()
+    app.consumer = FaustConsumer(coordinator)
+    own = Ownership(app, session_timeout=10.0)
+    clock = [1000.0]
+    monkeypatch.setattr("app.adapters.ownership._now", lambda: clock[0])
+    monkeypatch.setattr("app.adapters.ownership.FENCE_POLL_SECONDS", 0.001)
+    await app.on_partitions_assigned.send({"tp0", "tp1"})
+    await own.held("tp0")  # just joined: held for 9 s (the session timeout less a tenth)
+    clock[0] += 8.9
+    await own.held("tp0")
+    clock[0] += 0.2  # 9.1 s without an answered heartbeat: the group may have given the partitions away
+    waiting = asyncio.ensure_future(own.held("tp0"))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()  # no effect, no event given up either: a slow heartbeat is not a lost partition
+    assert await app.consumer._ensure_consumer()._coordinator._do_heartbeat()  # the wrapped heartbeat, answered
+    await asyncio.wait_for(waiting, 1)  # renewed from when the heartbeat was sent
+    clock[0] += 9.5
+    fenced_before = metrics.EFFECTS_FENCED._value.get()
+    waiting = asyncio.ensure_future(own.held("tp1"))
+    await asyncio.sleep(0.02)
+    coordinator.answer = False
+    assert not await app.consumer._ensure_consumer()._coordinator._do_heartbeat()  # unanswered: no renewal
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    await app.on_partitions_revoked.send({"tp0", "tp1"})  # the zombie learns it was left out
+    with pytest.raises(Abandoned):
+        await asyncio.wait_for(waiting, 1)
+    assert metrics.EFFECTS_FENCED._value.get() == fenced_before + 1
+
+
+async def test_the_heartbeat_is_wrapped_once_however_often_partitions_are_assigned() -> None:
+    app, coordinator = App(), Coordinator()
+    app.consumer = FaustConsumer(coordinator)
+    Ownership(app, session_timeout=10.0)
+    await app.on_partitions_assigned.send({"tp0"})
+    first = coordinator._do_heartbeat
+    await app.on_partitions_assigned.send({"tp0", "tp1"})
+    assert coordinator._do_heartbeat is first and getattr(first, "magqb_lease", False)
