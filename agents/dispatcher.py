@@ -197,6 +197,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                 session, settings.quickbooks_token_url, settings.quickbooks_client_id,
                 settings.quickbooks_client_secret, realm, token_store(settings),
                 settings.quickbooks_refresh_token, refused_recheck_seconds=BLOCKED_RECHECK_SECONDS,
+                before_send=ctx.ownership.held,
             )
             realm_gate = RealmGate(
                 realm, Pacer(settings.qbo_requests_per_minute, settings.qbo_requests_per_second),
@@ -209,7 +210,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
             usage_task = asyncio.create_task(usage.run())
             client = QboClient(session, settings.qbo_api_base, realm, tokens, settings.quickbooks_minor_version,
                                settings.quickbooks_timeout_seconds, gate=realm_gate, usage=usage,
-                               max_concurrent=settings.qbo_max_in_flight)
+                               max_concurrent=settings.qbo_max_in_flight, before_send=ctx.ownership.held)
             dispatcher = Dispatcher(client)
             room = asyncio.Semaphore(MAX_PENDING)
             frontier: AckFrontier[Any, Any] = AckFrontier()
@@ -254,6 +255,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     except RealmPaused as exc:
                         paused = exc
                         blocked = None
+                    except Abandoned:
+                        raise  # fenced right before a QuickBooks call: the partition is another worker's
                     except Exception as exc:  # a bug becomes a visible dead letter
                         if stopping():
                             raise Abandoned from exc  # the stop closed the session under it
@@ -395,6 +398,8 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
             try:
                 await ctx.ownership.held(tp, stopping)
             except Abandoned:
+                if stopping():
+                    return
                 continue
             await acknowledge(stream, event)
             log.info("command back from %s to dispatch (attempt %s)", rung.topic,

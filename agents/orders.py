@@ -270,6 +270,8 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         except ValidationError as exc:
             raise UnreadableEvent(str(exc).splitlines()[0]) from None
         # The result feeds the lookup tables first: state is derived from events.
+        if isinstance(result, CustomerResolved | ItemResolved):
+            await ctx.ownership.held()
         if isinstance(result, CustomerResolved):
             ctx.customers[result.key or result.email] = CustomerEntry(
                 customer_id=result.customer_id, display_name=result.display_name

@@ -9,6 +9,16 @@
     .venv/bin/python bench/chaos.py --scenario rolling  # two workers restarted one after the other (SIGTERM)
     .venv/bin/python bench/chaos.py --scenario leader-kill  # three brokers; the one leading most of magento.orders
                                                             # SIGKILLed mid-run, restarted a minute later
+    .venv/bin/python bench/chaos.py --scenario broker-hung  # three brokers; that one SIGSTOPped 30 s, then resumed
+    .venv/bin/python bench/chaos.py --scenario controller-kill  # three brokers; the active KRaft controller killed
+    .venv/bin/python bench/chaos.py --scenario broker-rolling   # three brokers restarted one at a time (SIGTERM)
+    .venv/bin/python bench/chaos.py --scenario two-down     # two of three brokers SIGKILLed for 30 s: 503s, then on
+    .venv/bin/python bench/chaos.py --scenario zombie       # two workers; the realm's holder SIGSTOPped 30 s
+    .venv/bin/python bench/chaos.py --scenario token-handover  # two workers sharing MAGQB_TOKEN_KEY, tokens rotating
+                                                               # every 10 s, refused once rotated; the realm's
+                                                               # holder stopped halfway
+
+Scenarios 1-4 and two-down run with QuickBooks answering in 200 ms (commands in flight), the worker ones too.
 
 Each run starts its own broker, sandbox, ingress and worker(s). Nothing is asserted:
 the figures are printed (and written as JSON with --json PATH).
@@ -17,7 +27,9 @@ the figures are printed (and written as JSON with --json PATH).
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +38,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.adapters.token_topic import new_key  # noqa: E402
 from tests.e2e.chaos import ChaosPlan, ChaosRun, dump  # noqa: E402
+from tests.e2e.harness import http  # noqa: E402
 
 QUOTA_PER_MINUTE = 500
 
@@ -34,7 +48,7 @@ QUOTA_PER_MINUTE = 500
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", choices=("faults", "quota", "kill", "takeover", "broker", "term", "rolling",
-                                           "leader-kill"),
+                                           "leader-kill", *CLUSTER, *HOSTS),
                     default="faults")
     ap.add_argument("--orders", type=int, default=500)
     ap.add_argument("--customers", type=int, default=100)
@@ -46,17 +60,23 @@ def main() -> None:
     args = ap.parse_args()
 
     plan = ChaosPlan(orders=args.orders, customers=args.customers, skus=args.skus, partitions=8,
-                     workers=2 if args.scenario in ("takeover", "rolling") else 1,
+                     workers=2 if args.scenario in ("takeover", "rolling", *HOSTS) else 1,
                      requestid_forget_rate=args.requestid_forget_rate)
     if args.scenario in ("term", "rolling"):
         # The issue's reproduction: QBO answering in 250 ms (batches in flight at every stop), 8 % failures
         # and a short ladder (rungs holding records), no spurious 429s.
         plan.latency_ms, plan.fail_rate, plan.throttle_rate, plan.commit_then_fail_rate = 250, 0.08, 0.0, 0.02
         plan.token_ttl, plan.retry_delays = 3600, "2s,4s,8s,16s,32s"
-    if args.scenario == "leader-kill":
-        # Issue 20, scenario 1: commands in flight (QBO answering in 200 ms) when the broker dies.
-        plan.brokers, plan.latency_ms, plan.token_ttl = 3, 200, 3600
+    if args.scenario in ("leader-kill", *CLUSTER, *HOSTS):
+        # Issue 20: commands in flight (QBO answering in 200 ms) when a broker or a worker host is in trouble.
+        plan.brokers = 1 if args.scenario in HOSTS else 3
+        plan.latency_ms, plan.token_ttl = 200, 3600
         plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
+    if args.scenario in HOSTS:
+        plan.metrics_ports = True
+        plan.extra_env = {"MAGQB_TOKEN_KEY": new_key(), "MAGQB_SESSION_TIMEOUT": "10"}
+    if args.scenario == "token-handover":
+        plan.token_ttl, plan.sandbox_args = 10, ["--refresh-token-grace", "0"]
     if args.scenario == "quota":
         plan.fail_rate = plan.throttle_rate = plan.commit_then_fail_rate = 0.0
         plan.token_ttl = 3600
@@ -75,8 +95,13 @@ def main() -> None:
         stops: list[float] = []
         outage = len(orders) // 3 if args.scenario == "broker" else -1
         leader_down = len(orders) // 2 if args.scenario == "leader-kill" else -1
+        trouble_at = len(orders) // 3
         victim, killed_at = 0, 0.0
+        cluster = ClusterTrouble(run, args.scenario)
         for n, order in enumerate(orders):
+            if n == trouble_at and args.scenario in (*CLUSTER, *HOSTS):
+                refused += cluster.begin(order)
+            cluster.tick()
             if n == leader_down:
                 leaders = run.leaders("magento.orders")
                 victim = max(leaders, key=lambda node: leaders[node])
@@ -112,12 +137,17 @@ def main() -> None:
                 run.start_worker(name)
             elif n in kills:
                 run.kill_worker("worker1")
+        cluster.finish()
         if victim and killed_at:  # every order is in: the broker still comes back a minute after its death
             while time.monotonic() - killed_at < 60:
                 time.sleep(1)
             run.node(victim, "start")
             print(f"  broker {victim} restarted {time.monotonic() - killed_at:.0f}s later")
         run.wait_booked(args.timeout)
+        extra = cluster.figures()
+        if args.scenario == "token-handover":  # the books are read back with the first token, refused by now
+            http("PUT", f"{stack.sandbox_url}/_sandbox/faults", json.dumps({"refresh_token_grace": 86400}).encode(),
+                 {"Content-Type": "application/json"})
         report = run.report(time.monotonic() - started)
     finally:
         run.stop()
@@ -132,6 +162,8 @@ def main() -> None:
         print(f"  webhooks answered 503         : {refused} (re-sent until accepted)")
     if stops:
         print(f"  SIGTERM → exit                : {', '.join(f'{s:.1f}s' for s in stops)}")
+    for line in extra:
+        print("  " + line)
     if args.scenario == "quota":
         per_min = report.qbo_requests / minutes
         per_order = report.qbo_requests / report.orders
@@ -141,6 +173,106 @@ def main() -> None:
               f"{report.orders / minutes:.0f} ({report.orders / minutes / (QUOTA_PER_MINUTE / per_order):.0%})")
     if args.json:
         dump(args.json, report)
+
+
+CLUSTER = ("broker-hung", "controller-kill", "broker-rolling", "two-down")
+HOSTS = ("zombie", "token-handover")
+
+
+class ClusterTrouble:
+    """Issue 20's scenarios 2-6 at full size: what happens a third of the way in, and when it ends."""
+
+    def __init__(self, run: ChaosRun, scenario: str) -> None:
+        self.run, self.scenario = run, scenario
+        self.since = 0.0
+        self.nodes: list[int] = []
+        self.worker = ""
+        self.notes: list[str] = []
+        self.fence_of = ""
+
+    def begin(self, order: dict[str, object]) -> int:
+        """Start the trouble; returns how many webhooks were answered 503 meanwhile (re-sent, as Magento does)."""
+        run, refused = self.run, 0
+        self.since = time.monotonic()
+        if self.scenario == "broker-hung":
+            leaders = run.leaders("magento.orders")
+            self.nodes = [max(leaders, key=lambda node: leaders[node])]
+            run.node(self.nodes[0], "pause")
+            self.say(f"broker {self.nodes[0]} (leading {leaders[self.nodes[0]]} order partitions) SIGSTOPped")
+        elif self.scenario == "controller-kill":
+            self.nodes = [run.controller()]
+            run.node(self.nodes[0], "kill")
+            self.say(f"node {self.nodes[0]}, the active KRaft controller, SIGKILLed")
+        elif self.scenario == "broker-rolling":
+            for node in (1, 2, 3):
+                run.node(node, "stop")
+                run.node(node, "start")
+                self.say(f"broker {node} restarted (SIGTERM, then start)")
+        elif self.scenario == "two-down":
+            self.nodes = [2, 3]
+            for node in self.nodes:
+                run.node(node, "kill")
+            self.say("brokers 2 and 3 SIGKILLed")
+            assert run.stack is not None
+            while time.monotonic() - self.since < 30:  # Magento keeps re-sending: every answer must be 503
+                status, _ = run.stack.post_order(order)
+                assert status == 503, f"got {status} with two of three brokers down"
+                refused += 1
+                time.sleep(0.5)
+            for node in self.nodes:
+                run.node(node, "start")
+            self.say("brokers 2 and 3 restarted")
+            self.nodes = []
+        elif self.scenario == "zombie":
+            self.worker = self.holder()
+            run.signal_worker(self.worker, signal.SIGSTOP)
+            self.say(f"{self.worker} (holding the realm's commands) SIGSTOPped")
+        elif self.scenario == "token-handover":
+            self.worker = self.holder()
+            run.term_worker(self.worker)
+            self.say(f"{self.worker} (holding the realm, its token rotated) stopped; the other takes over")
+        return refused
+
+    def holder(self) -> str:
+        """The worker that refreshed the realm's access token last: the one holding its commands."""
+        assert self.run.stack is not None
+        last = {w: max((line[:23] for line in self.run.stack.log_tail(w, 100000).splitlines()
+                        if "access token refreshed" in line), default="") for w in self.run.web_ports}
+        return max(last, key=lambda w: last[w])
+
+    def tick(self) -> None:
+        if not self.since or time.monotonic() - self.since < 30:
+            return
+        if self.scenario in ("broker-hung", "controller-kill") and self.nodes:
+            self.run.node(self.nodes[0], "resume" if self.scenario == "broker-hung" else "start")
+            self.say(f"node {self.nodes[0]} {'resumed' if self.scenario == 'broker-hung' else 'restarted'}")
+            self.nodes = []
+        elif self.scenario == "zombie" and self.worker:
+            self.run.signal_worker(self.worker, signal.SIGCONT)
+            self.say(f"{self.worker} resumed (a zombie until its heartbeat is refused)")
+            self.fence_of, self.worker = self.worker, ""
+
+    def finish(self) -> None:
+        while self.since and (self.nodes or (self.scenario == "zombie" and self.worker)):
+            time.sleep(0.5)
+            self.tick()
+
+    def figures(self) -> list[str]:
+        lines = list(self.notes)
+        if self.scenario == "zombie":
+            lines.append(f"effects fenced on the zombie  : "
+                         f"{self.run.worker_metric(self.fence_of, 'magqb_effects_fenced_total'):.0f}")
+        if self.scenario == "token-handover":
+            assert self.run.stack is not None
+            requests = self.run.stack.sandbox_stats()["requests"]
+            lines.append(f"token refreshes ok / refused  : {requests.get('POST /oauth2/v1/tokens/bearer 200', 0)} / "
+                         f"{requests.get('POST /oauth2/v1/tokens/bearer 400', 0)}")
+        return lines
+
+    def say(self, what: str) -> None:
+        line = f"{time.monotonic() - self.since:5.1f}s {what}"
+        print("  " + line, flush=True)
+        self.notes.append(line)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -67,7 +68,9 @@ class TokenManager:
         store: RefreshTokenStore,
         initial_refresh_token: SecretStr,
         refused_recheck_seconds: float = 30.0,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._before_send = before_send  # the worker's ownership fence, before each call to the token endpoint
         self._session = session
         self._token_url = token_url
         self._auth = aiohttp.BasicAuth(client_id, client_secret.get_secret_value())
@@ -153,6 +156,8 @@ class TokenManager:
             token, until, error = self._refused
             if token == refresh_token and time.monotonic() < until:
                 raise error
+        if self._before_send is not None:
+            await self._before_send()  # a worker that lost the realm must not rotate its token
         try:
             async with self._session.post(
                 self._token_url,
@@ -226,8 +231,9 @@ class TokenManager:
                 return
             self._alerted = True
             log.critical("realm=%s the refresh token Intuit just issued could not be stored (%s: %s): it is kept in "
-                         "memory and used, and written again at every use. Fix MAGQB_DATA_DIR (disk full, "
-                         "permissions, a lock) before this worker stops, or reconnect with `magqb connect` after",
+                         "memory and used, and written again at every use. Fix the token store (the magqb.tokens "
+                         "topic: Kafka; or MAGQB_DATA_DIR: disk full, permissions, a lock) before this worker stops, "
+                         "or reconnect with `magqb connect` after",
                          self._realm_id, exc.__class__.__name__, exc)
             return
         if not stored:

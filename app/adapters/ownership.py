@@ -53,6 +53,7 @@ class Ownership:
         # the session timeout spare, for the two hosts' clocks not ticking at quite the same rate).
         self._lease = session_timeout * 0.9 if session_timeout else None
         self._lease_until = float("inf")
+        self._joined_at: float | None = None
         self._lapsed_logged = False
         # Per partition, its log-end offset when this worker last took it over: a record below it was
         # written before, and an earlier owner (or we, before the rebalance) may have handled it. Offsets,
@@ -122,7 +123,10 @@ class Ownership:
     async def _assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self._owned = set(assigned)  # the eager protocol hands out the whole assignment each time
         if self._lease is not None:
-            self._lease_until = _now() + self._lease  # the group just answered the join
+            # From when the group answered the join (recorded by the wrapper below; the first time, now: the
+            # wrappers go on at the first assignment).
+            joined, self._joined_at = self._joined_at, None
+            self._lease_until = (joined if joined is not None else _now()) + self._lease
             self._watch_heartbeats()
         self._boundary = {}
         self._epoch += 1
@@ -151,6 +155,7 @@ class Ownership:
         try:
             coordinator = self._app.consumer._thread._ensure_consumer()._coordinator
             beat = coordinator._do_heartbeat
+            join = coordinator._on_join_complete
         except AttributeError as exc:
             log.warning("the group's heartbeats cannot be watched (%s): a worker frozen past the session timeout is "
                         "not fenced", exc)
@@ -162,12 +167,20 @@ class Ownership:
         async def watched() -> Any:
             sent_at = _now()
             answered = await beat()
-            if answered:
+            # aiokafka counts "rebalancing" as answered: the member stays, but only until the rebalance
+            # timeout, and it is about to give its partitions up. That is no renewal.
+            rejoin = getattr(coordinator, "_rejoin_needed_fut", None)
+            if answered and not (rejoin is not None and rejoin.done()):
                 self.renewed(sent_at)
             return answered
 
+        async def joined(*args: Any, **kwargs: Any) -> Any:
+            self._joined_at = _now()  # the group's answer to the join: the session counts from here
+            return await join(*args, **kwargs)
+
         watched.magqb_lease = True  # type: ignore[attr-defined]
         coordinator._do_heartbeat = watched
+        coordinator._on_join_complete = joined
 
     def assume(self, tps: set[Any]) -> None:
         """For tests without a broker: act as if these were assigned."""

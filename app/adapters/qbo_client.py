@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -43,8 +43,12 @@ class QboClient:
         gate: RealmGate | None = None,
         usage: ReadBudget | None = None,
         max_concurrent: int = 10,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._session = session
+        # Awaited right before each request leaves, after every wait (token, quota, concurrency): the worker's
+        # ownership fence (app.adapters.ownership.Ownership.held), which raises to abandon the call.
+        self._before_send = before_send
         self._base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
         self.realm_id = realm_id
         self._tokens = tokens
@@ -137,21 +141,24 @@ class QboClient:
             status = 0
             retry_after: str | None = None
             try:
-                async with self._open, self._session.request(
-                    method,
-                    f"{self._base}/{path}",
-                    params=params,
-                    data=payload,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Accept": "application/json",
-                        "Content-Type": content_type,
-                    },
-                    timeout=self._timeout,
-                ) as resp:
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-                    raw = await resp.read()
+                async with self._open:
+                    if self._before_send is not None:
+                        await self._before_send()
+                    async with self._session.request(
+                        method,
+                        f"{self._base}/{path}",
+                        params=params,
+                        data=payload,
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Accept": "application/json",
+                            "Content-Type": content_type,
+                        },
+                        timeout=self._timeout,
+                    ) as resp:
+                        status = resp.status
+                        retry_after = resp.headers.get("Retry-After")
+                        raw = await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 metrics.QBO_REQUESTS.labels(realm=self.realm_id, entity=entity.lower(), method=method, status="error", kind=kind).inc()
                 self._count(kind)

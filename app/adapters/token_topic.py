@@ -7,11 +7,13 @@ AES-256-GCM; the topic and the realm are its associated data, so a record copied
 key does not open.
 
 Compare-and-set on a log: a write names the offset of the record it replaces (`based_on`). Reading the
-topic in order, a record counts only if it replaces the one that counts at that point, or replaces
-nothing (`magqb connect`, `magqb token set`: an operator's token always wins). Two hosts replacing the
-same record both write; every reader takes the first in the log, and the second writer learns it lost by
-reading back: its token is not used, and it writes the winner again so that the realm's newest record
-is the winner's when compaction keeps only the newest (min.compaction.lag.ms of a day leaves it time).
+topic in order, a record counts only if it replaces the one that counts at that point; `CREATE` counts
+only where none does yet (a first refresh, a token moved from a host's file); `None` replaces whatever
+is there (`magqb connect`, `magqb token set`: an operator's token always wins). Two hosts replacing the
+same record both write; every reader takes the first in the log, and the second writer learns it lost
+by reading back: its token is not used. Whoever reads a realm whose newest record lost writes the
+winner again, so that the newest record is the winner's when compaction keeps only the newest
+(min.compaction.lag.ms of a day leaves every reader, hourly at least, the time).
 """
 
 from __future__ import annotations
@@ -25,23 +27,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from aiokafka.errors import KafkaError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import jsonutil, topics
 from app.adapters import kafka_io
-from app.adapters.kafka_admin import ensure_topics
+from app.adapters.kafka_admin import BrokerUnavailable, TopicLayoutError, ensure_topics
 from app.adapters.token_store import TokenInfo, TokenStore
 
 log = logging.getLogger("magqb.tokens")
 
 KEY_HINT = "32 random bytes in URL-safe base64; make one with `magqb token new-key`"
+CREATE = -1  # a record's `based_on`: only if the realm has no token yet
 ROTATIONS_KEPT = 10
 
 
 class TokenKeyError(Exception):
     """MAGQB_TOKEN_KEY is missing, malformed, or does not open the records: only an operator can help."""
+
+
+class TokenRecordUnreadable(TokenKeyError):
+    """A record the key opens but this version cannot read (a newer magqb wrote it): upgrade this host. Not
+    skipped: folding without it would make this host use, and write on, a token the others have replaced."""
 
 
 def parse_key(text: str) -> bytes:
@@ -76,8 +85,8 @@ class TokenRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
     realm_id: str
-    refresh_token: str = Field(min_length=1)
-    based_on: int | None  # the offset of the record it replaces; None: replaces whatever is there
+    refresh_token: str = Field(min_length=1, repr=False)
+    based_on: int | None  # the offset of the record it replaces; CREATE: none; None: replaces whatever is there
     updated_at: datetime
     expires_at: datetime | None = None
     hard_expires_at: datetime | None = None
@@ -113,6 +122,7 @@ class Fold:
     def add(self, offset: int, record: TokenRecord) -> None:
         if self.accepted is None:
             self.accepted = set()
+        # After compaction the first record left may name one now gone: it counts (compaction kept the newest).
         if record.based_on is None or self.current is None or record.based_on == self.current.offset:
             self.current = Current(offset, record)
             self.accepted.add(offset)
@@ -140,7 +150,12 @@ def unseal(key: bytes, topic: str, realm_id: str, value: bytes) -> TokenRecord:
     except InvalidTag:
         raise TokenKeyError(f"MAGQB_TOKEN_KEY does not open the token of realm {realm_id} on topic {topic}: it was "
                             "sealed with another key. Set the key the other hosts use") from None
-    record = TokenRecord.model_validate_json(plain)
+    try:
+        record = TokenRecord.model_validate_json(plain)
+    except ValidationError as exc:  # never its text: that is the sealed plaintext
+        fields = ", ".join(".".join(map(str, e["loc"])) or "?" for e in exc.errors(include_input=False))
+        raise TokenRecordUnreadable(f"the token of realm {realm_id} on topic {topic} cannot be read by this version "
+                                    f"of magqb ({fields}): a newer one wrote it; upgrade this host") from None
     if record.realm_id != realm_id:
         raise ValueError("the record names another realm than its key")
     return record
@@ -164,6 +179,7 @@ class TopicTokenStore:
         self._key = key
         self.cache = cache
         self._timeout = timeout
+        self._topic_ready = False
 
     @property
     def topic(self) -> str:
@@ -182,9 +198,9 @@ class TopicTokenStore:
                     realm = r.key.decode(errors="replace")
                     try:
                         record = unseal(self._key, self.topic, realm, r.value)
-                    except ValueError as exc:
-                        log.error("realm=%s an unreadable record on %s@%d is ignored: %s", realm, self.topic,
-                                  r.offset, exc)
+                    except ValueError as exc:  # not sealed by magqb at all (the key opens nothing of it)
+                        log.error("realm=%s a record on %s@%d that magqb did not write is ignored (%s)", realm,
+                                  self.topic, r.offset, exc.__class__.__name__)
                         continue
                     folds.setdefault(realm, Fold()).add(r.offset, record)
             return folds
@@ -192,11 +208,26 @@ class TopicTokenStore:
             await kafka_io.close(c)
 
     async def _current(self, realm_id: str) -> Current | None:
-        fold = (await self._folds()).get(realm_id)
-        return fold.current if fold else None
+        fold = (await self._folds()).get(realm_id) or Fold()
+        await self._heal(fold)
+        return fold.current
+
+    async def _heal(self, fold: Fold) -> None:
+        """The realm's newest record lost its compare-and-set (its writer crashed before writing the winner
+        again): write the winner again, so compaction keeps the winner's."""
+        if fold.last_lost and fold.current is not None:
+            winner = fold.current
+            log.warning("realm=%s the newest token record lost to an earlier one: writing the one that counts again",
+                        winner.record.realm_id)
+            await self._write(winner.record.model_copy(update={"based_on": winner.offset}))
 
     async def _write(self, record: TokenRecord) -> int:
-        await ensure_topics(self.bootstrap, [topics.tokens_spec()], timeout=self._timeout)
+        if not self._topic_ready:
+            try:
+                await ensure_topics(self.bootstrap, [topics.tokens_spec()], timeout=self._timeout)
+            except (BrokerUnavailable, TopicLayoutError) as exc:  # as any Kafka trouble: asked again
+                raise KafkaError(str(exc)) from None
+            self._topic_ready = True
         p = kafka_io.producer(self.bootstrap, "magqb-tokens")
         await p.start()
         try:
@@ -224,14 +255,16 @@ class TopicTokenStore:
         if kept is None:
             return None
         info = await self.cache.info(realm_id)
-        record = TokenRecord(realm_id=realm_id, refresh_token=kept, based_on=None, updated_at=datetime.now(UTC),
+        record = TokenRecord(realm_id=realm_id, refresh_token=kept, based_on=CREATE, updated_at=datetime.now(UTC),
                              expires_at=info.expires_at if info else None,
                              hard_expires_at=info.hard_expires_at if info else None,
                              connected_at=info.connected_at if info else None, writer=writer_name())
         await self._write(record)
-        log.warning("realm=%s the refresh token of this host's file is now on %s, where every host reads it",
-                    realm_id, self.topic)
-        return kept
+        current = await self._current(realm_id)  # another host may have moved its own, or rotated, first
+        if current is not None and current.record.refresh_token == kept:
+            log.warning("realm=%s the refresh token of this host's file is now on %s, where every host reads it",
+                        realm_id, self.topic)
+        return current.record.refresh_token if current else None
 
     async def put(self, realm_id: str, refresh_token: str, expires_at: datetime | None = None,
                   hard_expires_at: datetime | None = None, connected: bool = False) -> None:
@@ -258,7 +291,7 @@ class TopicTokenStore:
         now = datetime.now(UTC)
         before = current.record if current else None
         record = TokenRecord(
-            realm_id=realm_id, refresh_token=newest, based_on=current.offset if current else None, updated_at=now,
+            realm_id=realm_id, refresh_token=newest, based_on=current.offset if current else CREATE, updated_at=now,
             expires_at=expires_at or (before.expires_at if before else None),
             hard_expires_at=hard_expires_at or (before.hard_expires_at if before else None),
             connected_at=before.connected_at if before else None,
@@ -268,10 +301,7 @@ class TopicTokenStore:
         if fold.accepted is not None and offset in fold.accepted:
             await self._mirror(record)
             return True
-        if fold.last_lost and fold.current is not None:
-            # Ours lost and is the realm's newest: the winner again, so compaction keeps the winner's.
-            winner = fold.current
-            await self._write(winner.record.model_copy(update={"based_on": winner.offset}))
+        await self._heal(fold)  # ours lost, and may be the realm's newest
         return False
 
     async def info(self, realm_id: str) -> TokenInfo | None:

@@ -414,3 +414,35 @@ async def test_commit_then_fail_books_once_even_when_qbo_forgets_the_requestid(s
                 status.append(r.status)
     assert status == [200, 400]  # the second one is refused only by the duplicate-DocNumber check (6140)
     assert sb.sandbox.injected["requestid_forgotten"] >= 1
+
+
+async def test_a_worker_that_lost_the_realm_sends_nothing_to_quickbooks_not_even_a_token_refresh(
+        qbo_sandbox, session, tmp_path) -> None:
+    """The ownership fence sits right before each request leaves (after the token, quota and concurrency waits,
+    where a frozen worker wakes): a fenced call never reaches QuickBooks, and the dispatcher lets it go as
+    abandoned — not as a failure of the command (no dead letter, no retry rung)."""
+    from app.adapters.transient import Abandoned
+
+    fenced = []
+
+    async def lost() -> None:
+        fenced.append(1)
+        raise Abandoned
+
+    store = TokenStore(tmp_path / "tokens.sqlite3")
+    tokens = TokenManager(session, qbo_sandbox.token_url, qbo_sandbox.config.client_id,
+                          SecretStr(qbo_sandbox.config.client_secret), REALM, store,
+                          SecretStr(qbo_sandbox.config.refresh_token), before_send=lost)
+    dispatcher = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, tokens, before_send=lost))
+    with pytest.raises(Abandoned):
+        await dispatcher.handle(ensure_customer("zombie@example.com", "Zed Zombie"))
+    assert fenced == [1] and sum(qbo_sandbox.sandbox.requests.values()) == 0  # not even the token endpoint
+    live_tokens = TokenManager(session, qbo_sandbox.token_url, qbo_sandbox.config.client_id,
+                               SecretStr(qbo_sandbox.config.client_secret), REALM, store,
+                               SecretStr(qbo_sandbox.config.refresh_token))
+    await live_tokens.access_token()  # a token in hand: the API call itself is what is fenced
+    live = Dispatcher(QboClient(session, qbo_sandbox.url, REALM, live_tokens, before_send=lost))
+    with pytest.raises(Abandoned):
+        await live.handle(ensure_customer("zombie@example.com", "Zed Zombie"))
+    assert qbo_sandbox.sandbox.created["Customer"] == 0
+    assert [k for k in qbo_sandbox.sandbox.requests if "/v3/" in k] == []

@@ -108,9 +108,13 @@ class Coordinator:
 
     def __init__(self) -> None:
         self.answer = True
+        self._rejoin_needed_fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def _do_heartbeat(self) -> bool:
         return self.answer
+
+    async def _on_join_complete(self, *args: Any) -> None:
+        return None
 
 
 class FaustConsumer:
@@ -162,3 +166,23 @@ async def test_the_heartbeat_is_wrapped_once_however_often_partitions_are_assign
     first = coordinator._do_heartbeat
     await app.on_partitions_assigned.send({"tp0", "tp1"})
     assert coordinator._do_heartbeat is first and getattr(first, "magqb_lease", False)
+
+
+async def test_a_heartbeat_answered_while_rebalancing_renews_nothing_and_a_join_counts_from_its_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app, coordinator = App(), Coordinator()
+    app.consumer = FaustConsumer(coordinator)
+    own = Ownership(app, session_timeout=10.0)
+    clock = [500.0]
+    monkeypatch.setattr("app.adapters.ownership._now", lambda: clock[0])
+    await app.on_partitions_assigned.send({"tp0"})
+    coordinator._rejoin_needed_fut.set_result(None)  # the group is rebalancing: aiokafka still says "answered"
+    clock[0] += 5
+    assert await coordinator._do_heartbeat()
+    clock[0] += 4.5  # 9.5 s after the join: no renewal came of the rebalancing answer
+    assert not own.leased()
+    await coordinator._on_join_complete(1, "m", "faust", b"")  # the group answered the join at 509.5 ...
+    clock[0] += 3  # ... and the assignment reached us 3 s later: the lease counts from the answer
+    await app.on_partitions_assigned.send({"tp0"})
+    clock[0] += 6.2
+    assert not own.leased()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.adapters.token_topic import Fold, TokenKeyError, TokenRecord, digest, new_key, parse_key, seal, unseal
+from app.adapters.token_topic import CREATE, Fold, TokenKeyError, TokenRecord, digest, new_key, parse_key, seal, unseal
 from app.settings import SettingsError, load_settings
 from tests.conftest import TEST_ENV
 
@@ -80,3 +80,28 @@ def test_the_key_setting_is_checked_and_never_echoed(monkeypatch: pytest.MonkeyP
 
 def test_a_token_is_named_in_the_history_by_a_short_digest_only() -> None:
     assert len(digest("RT1-abc")) == 12 and "RT1" not in digest("RT1-abc")
+
+
+def test_a_first_token_counts_only_where_the_realm_has_none_yet() -> None:
+    fold = Fold()
+    fold.add(0, record("RT-from-host-a-file", CREATE))  # host A moves its file's token
+    fold.add(1, record("RT-from-host-b-file", CREATE))  # host B too, a moment later: too late
+    assert fold.current is not None and fold.current.record.refresh_token == "RT-from-host-a-file"
+    assert fold.last_lost
+    fold.add(2, record("RT-connect", None))
+    fold.add(3, record("RT-stale-file", CREATE))  # a file moved after `magqb connect` never replaces it
+    assert fold.current.record.refresh_token == "RT-connect"
+
+
+def test_a_record_the_key_opens_but_this_version_cannot_read_stops_with_its_fields_never_its_text() -> None:
+    import base64
+
+    from app.adapters.token_topic import AESGCM, Envelope, TokenRecordUnreadable, _aad
+    nonce = b"\0" * 12
+    plain = b'{"schema_version": 2, "realm_id": "9130", "refresh_token": "RT1-newer-format-secret"}'
+    value = Envelope(nonce=base64.b64encode(nonce).decode(),
+                     sealed=base64.b64encode(AESGCM(KEY).encrypt(nonce, plain, _aad("magqb.tokens", "9130"))).decode())
+    with pytest.raises(TokenRecordUnreadable) as err:
+        unseal(KEY, "magqb.tokens", "9130", value.model_dump_json().encode())
+    assert "upgrade this host" in str(err.value) and "RT1-newer-format-secret" not in str(err.value)
+    assert "RT1" not in repr(record("RT1-in-a-repr", None))
