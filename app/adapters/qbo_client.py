@@ -59,6 +59,20 @@ class QboClient:
         self._open = asyncio.Semaphore(max_concurrent)  # QBO: at most 10 concurrent requests per realm
         self.reads = self.writes = 0
 
+    async def _ready_to_send(self) -> str:
+        """Right before a request leaves: the access token now (the quota and concurrency waits can outlast the
+        one taken before them: a deep queue, a 429 pause; each 401 would cost a request of the quota), and the
+        ownership fence. If either stops the call, the gate hears it never left."""
+        try:
+            token = await self._tokens.access_token()
+            if self._before_send is not None:
+                await self._before_send()
+            return token
+        except BaseException:
+            if self.gate is not None:
+                self.gate.not_sent()
+            raise
+
     def _count(self, kind: str) -> None:
         if kind == "read":
             self.reads += 1
@@ -133,7 +147,7 @@ class QboClient:
         payload = jsonutil.dumps(body) if body is not None else text.encode() if text is not None else None
         content_type = "application/text" if text is not None else "application/json"
         kind = "read" if method == "GET" or path == "query" else "write"
-        token = await self._tokens.access_token()
+        token = await self._tokens.access_token()  # none to be had (a blocked realm): no quota spent
         for attempt in (1, 2):
             if self.gate is not None:
                 await self.gate.before_call()
@@ -142,8 +156,7 @@ class QboClient:
             retry_after: str | None = None
             try:
                 async with self._open:
-                    if self._before_send is not None:
-                        await self._before_send()
+                    token = await self._ready_to_send()
                     async with self._session.request(
                         method,
                         f"{self._base}/{path}",

@@ -80,6 +80,12 @@ class RealmGate:
                     announced = True
                 await self._sleep(min(wait, 1.0))
 
+    def not_sent(self) -> None:
+        """A call let through that never left (no token after all, or fenced): a half-open probe it was goes to
+        the next caller now, not after the probe timeout."""
+        if self.breaker.state is CircuitState.HALF_OPEN:
+            self.breaker.probe_started = None
+
     def after_call(self, status: int, retry_after: str | None) -> None:
         now = self._clock()
         failed = status == 0 or status >= 500

@@ -446,3 +446,30 @@ async def test_a_worker_that_lost_the_realm_sends_nothing_to_quickbooks_not_even
         await live.handle(ensure_customer("zombie@example.com", "Zed Zombie"))
     assert qbo_sandbox.sandbox.created["Customer"] == 0
     assert [k for k in qbo_sandbox.sandbox.requests if "/v3/" in k] == []
+
+
+async def test_a_call_that_waited_past_its_access_token_goes_with_a_fresh_one_not_a_401(
+        sandbox_factory, session, tmp_path) -> None:
+    """The quota and concurrency waits can outlast the access token taken before them (a deep queue, a 429
+    pause): the token is taken again right before the request leaves, so no 401 costs a request of the quota."""
+    sb = await sandbox_factory(quota_per_minute=0, quota_per_second=0, token_ttl=3)
+
+    class SlowGate:  # the realm's gate, holding the call longer than the token lives
+        async def before_call(self) -> None:
+            await asyncio.sleep(3.5)
+
+        def after_call(self, status: int, retry_after: str | None) -> None:
+            pass
+
+        def not_sent(self) -> None:
+            pass
+
+    store = TokenStore(tmp_path / "tokens.sqlite3")
+    tokens = TokenManager(session, sb.token_url, sb.config.client_id, SecretStr(sb.config.client_secret), REALM,
+                          store, SecretStr(sb.config.refresh_token))
+    client = QboClient(session, sb.url, REALM, tokens, gate=SlowGate())  # type: ignore[arg-type]
+    result = await Dispatcher(client).handle(ensure_customer("late@example.com", "Lou Late"))
+    assert isinstance(result, CustomerResolved)
+    assert not [k for k in sb.sandbox.requests if k.endswith(" 401")], sb.sandbox.requests
+    api_calls = sum(n for k, n in sb.sandbox.requests.items() if "/v3/" in k)
+    assert api_calls >= 1 and tokens.refreshes == 1 + api_calls  # the first token, then a fresh one after each wait
