@@ -32,6 +32,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -189,6 +190,7 @@ class ClusterTrouble:
         self.worker = ""
         self.notes: list[str] = []
         self.fence_of = ""
+        self.rolling: threading.Thread | None = None
 
     def begin(self, order: dict[str, object]) -> int:
         """Start the trouble; returns how many webhooks were answered 503 meanwhile (re-sent, as Magento does)."""
@@ -204,10 +206,15 @@ class ClusterTrouble:
             run.node(self.nodes[0], "kill")
             self.say(f"node {self.nodes[0]}, the active KRaft controller, SIGKILLed")
         elif self.scenario == "broker-rolling":
-            for node in (1, 2, 3):
-                run.node(node, "stop")
-                run.node(node, "start")
-                self.say(f"broker {node} restarted (SIGTERM, then start)")
+            def roll() -> None:  # beside the webhooks: they keep coming while each broker restarts
+                for node in (1, 2, 3):
+                    run.node(node, "stop")
+                    self.say(f"broker {node} stopped (SIGTERM)")
+                    run.node(node, "start")
+                    self.say(f"broker {node} started again")
+                    time.sleep(5)
+            self.rolling = threading.Thread(target=roll, daemon=True)
+            self.rolling.start()
         elif self.scenario == "two-down":
             self.nodes = [2, 3]
             for node in self.nodes:
@@ -253,6 +260,8 @@ class ClusterTrouble:
             self.fence_of, self.worker = self.worker, ""
 
     def finish(self) -> None:
+        if self.rolling is not None:
+            self.rolling.join()
         while self.since and (self.nodes or (self.scenario == "zombie" and self.worker)):
             time.sleep(0.5)
             self.tick()
