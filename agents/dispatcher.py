@@ -25,6 +25,7 @@ import aiohttp
 import faust
 from pydantic import ValidationError
 
+from agents.context import WorkerContext, raw_topic
 from app import jsonutil, metrics, topics
 from app.adapters import kafka_io
 from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
@@ -41,7 +42,6 @@ from app.domain import retry_ladder as ladder_mod
 from app.domain.circuit import CircuitBreaker
 from app.domain.pacing import Pacer
 from app.domain.retry_ladder import Rung, attempts_of, due_of, history_of, next_rung, retry_headers
-from app.worker_app import WorkerContext, raw_topic
 from schemas.commands import decode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
 from schemas.events import CommandFailed, encode_result

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from agents.context import WorkerContext
 from app.adapters import kafka_io
 from app.adapters.magento_api import MagentoApiError, MagentoConnection
 from app.adapters.magento_auth import MagentoAuthError
 from app.sources.rest_follow import CursorStore, Follower
-from app.worker_app import WorkerContext
 
 log = logging.getLogger("magqb.follow")
 

@@ -23,6 +23,7 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
+from agents.context import WorkerContext
 from app import jsonutil, metrics, topics
 from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
@@ -33,7 +34,6 @@ from app.domain import state_size
 from app.domain.order_flow import Decision, on_order, on_result, unseen_and_old
 from app.domain.order_life import on_creditmemo, on_invoice
 from app.redact import scrub
-from app.worker_app import WorkerContext
 from schemas.commands import CreateDocument, ReceivePayment, VoidDocument, encode_command
 from schemas.dead_letter import Attempt, DeadLetter, EventSource, letter_id
 from schemas.envelope import EnvelopeError, Notice, OrderEnvelope, decode_envelope

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
-from faust.types import TableT
-from faust.types.tables import GlobalTableT
 from mode.utils.objects import cached_property
 
+from agents.context import WorkerContext, raw_topic
 from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.adapters.ownership import Ownership
 from app.domain.mapping import MappingConfig
 from app.private_files import private_dir
 from app.settings import Settings
-
-
-@dataclass
-class WorkerContext:
-    settings: Settings
-    app: faust.App
-    orders_and_results: faust.TopicT
-    commands: faust.TopicT
-    results: faust.TopicT
-    dead_letter: faust.TopicT
-    order_state: TableT[Any, Any]
-    customers: GlobalTableT
-    items: GlobalTableT
-    mapping: MappingConfig
-    ownership: Ownership
 
 
 class WorkerApp(faust.App):
@@ -43,12 +26,6 @@ class WorkerApp(faust.App):
     @cached_property
     def flow_control(self) -> KeepingFlowControl:
         return KeepingFlowControl(loop=self.loop)
-
-
-def raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:
-    """Bytes in, bytes out: every payload is decoded by its pydantic model in the agent."""
-    return app.topic(*names, partitions=partitions, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw")
 
 
 async def _end_offsets(bootstrap: str, app_id: str, tps: list[Any]) -> dict[Any, int]:

@@ -9,7 +9,7 @@ order-state changelog, with the worker group's offsets committed at the end of t
 the state a store is in after booking N orders. Then, in one run:
 
   raw      — a plain aiokafka consumer reads the N events (no decoding): the ceiling;
-  dry run  — `app.replay.dry_run` over the same span (decode, look up the state, classify);
+  dry run  — `app.tools.replay.dry_run` over the same span (decode, look up the state, classify);
   replay   — `magqb replay --from-offset 0` with a worker running: it reads the order states and
              the span, leaves the booked orders out (nothing to do) and says so; timed from the
              command's start (process start included) to its end; QBO calls made are read from
@@ -113,7 +113,7 @@ async def raw_read(bootstrap: str, n: int) -> float:
 async def dry_run_unbooked_rate(bootstrap: str, n: int) -> tuple[float, dict[str, int]]:
     """The dry run's worst case: no order booked, every one mapped (a pool of one process per core)."""
     from app.domain.mapping import MappingConfig
-    from app.replay import Selection, dry_run
+    from app.tools.replay import Selection, dry_run
 
     c = kafka_io.consumer(bootstrap, "bench-dry-unbooked")
     await c.start()
@@ -128,9 +128,9 @@ async def dry_run_unbooked_rate(bootstrap: str, n: int) -> tuple[float, dict[str
 
 
 async def dry_run_rate(bootstrap: str, app_id: str, n: int) -> tuple[float, float, dict[str, int]]:
-    from app import order_log
     from app.domain.mapping import MappingConfig
-    from app.replay import Selection, dry_run
+    from app.tools import order_log
+    from app.tools.replay import Selection, dry_run
 
     started = time.perf_counter()
     states = await order_log.read_states(bootstrap, app_id)

@@ -24,7 +24,7 @@ def dlq() -> None:
 
 
 def _dlq_log() -> Any:
-    from app.dead_letters import read_log
+    from app.tools.dead_letters import read_log
 
     s = get_settings()
     ensure_app_topics(s, [topics.DEAD_LETTER])
@@ -66,7 +66,7 @@ def dlq_show(letter_id: str) -> None:
 @click.option("--all", "retry_all", is_flag=True, help="Retry every open dead letter.")
 def dlq_retry(letter_ids: tuple[str, ...], retry_all: bool) -> None:
     """Send dead letters back to dispatch (after the cause was fixed). Booking stays exactly-once."""
-    from app.dead_letters import retry
+    from app.tools.dead_letters import retry
 
     settings, log_ = _dlq_log()
     letters = _retriable(_pick(log_, letter_ids, retry_all))
@@ -81,7 +81,7 @@ def dlq_retry(letter_ids: tuple[str, ...], retry_all: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(letter_ids: tuple[str, ...], purge_all: bool, yes: bool) -> None:
     """Mark dead letters as handled without retrying them (they stay in the topic's history)."""
-    from app.dead_letters import purge
+    from app.tools.dead_letters import purge
 
     settings, log_ = _dlq_log()
     letters = _pick(log_, letter_ids, purge_all)

@@ -80,7 +80,7 @@ async def _import(s: Any, search: Any, dry_run: bool, restart: bool) -> Any:
 
     from app.adapters import kafka_io
     from app.adapters.magento_api import MagentoApiError
-    from app.importer import ImportCheckpoint, run_import
+    from app.tools.importer import ImportCheckpoint, run_import
 
     checkpoint = ImportCheckpoint(s.data_dir, search)
     resumed = None if restart else checkpoint.load()

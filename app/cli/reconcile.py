@@ -43,7 +43,7 @@ def reconcile(since: datetime, until: datetime | None, fix: bool, fmt: str) -> N
     if fmt == "json":
         click.echo(json.dumps({"summary": summary, "findings": rows}, indent=2))
     elif rows:
-        from app.reconcile import COLUMNS
+        from app.tools.reconcile import COLUMNS
 
         click.echo(render(rows, COLUMNS, fmt))
     if fmt != "json":
@@ -64,12 +64,12 @@ def _summary_line(summary: dict[str, Any]) -> str:
 
 
 async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[list[Any], dict[str, Any]]:
-    from app import order_log
     from app.adapters import kafka_io
     from app.adapters.oauth import TokenRefreshError
     from app.adapters.qbo_access import qbo_client
     from app.adapters.qbo_client import QboError
-    from app.reconcile import compare, qbo_window, read_documents, read_log_orders, used_prefixes
+    from app.tools import order_log
+    from app.tools.reconcile import compare, qbo_window, read_documents, read_log_orders, used_prefixes
 
     cfg = mapping(s.mapping_file)
     bar = Progress("reading order states", unit="records")
@@ -101,10 +101,10 @@ async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[l
 
 
 async def _fix(s: Any, order_ids: list[str]) -> None:
-    from app import order_log
     from app.adapters import kafka_io
     from app.cli.replay import _follow
-    from app.replay import ReplayCheckpoint, Selection, run_replay
+    from app.tools import order_log
+    from app.tools.replay import ReplayCheckpoint, Selection, run_replay
 
     sel = Selection(from_offset=0, orders=frozenset(order_ids))
     statuses = await order_log.order_statuses(s.kafka_bootstrap_servers, s.app_id)

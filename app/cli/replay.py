@@ -66,7 +66,7 @@ def replay(from_time: datetime | None, from_offset: int | None, to_time: datetim
         fail("--to-time must be after --from-time")
     s = get_settings()
     ensure_app_topics(s, [topics.ORDERS])
-    from app.replay import Selection
+    from app.tools.replay import Selection
 
     sel = Selection(from_time_ms=int(from_time.timestamp() * 1000) if from_time else None, from_offset=from_offset,
                     to_time_ms=int(to_time.timestamp() * 1000) if to_time else None, orders=frozenset(orders))
@@ -80,9 +80,9 @@ def replay(from_time: datetime | None, from_offset: int | None, to_time: datetim
 
 
 async def _dry_run(s: Any, sel: Any) -> None:
-    from app import order_log
     from app.adapters import kafka_io
-    from app.replay import Verdict, dry_run, summary_line
+    from app.tools import order_log
+    from app.tools.replay import Verdict, dry_run, summary_line
 
     cfg = mapping(s.mapping_file)
     bar = Progress("reading order states", unit="records")
@@ -109,9 +109,9 @@ async def _dry_run(s: Any, sel: Any) -> None:
 
 
 async def _replay(s: Any, sel: Any, restart: bool, wait: bool, wait_timeout: float) -> None:
-    from app import order_log
     from app.adapters import kafka_io
-    from app.replay import ReplayCheckpoint, run_replay
+    from app.tools import order_log
+    from app.tools.replay import ReplayCheckpoint, run_replay
 
     bar = Progress("reading order states", unit="records")
     statuses = await order_log.order_statuses(s.kafka_bootstrap_servers, s.app_id, lambda d, t: bar.update(d, t))
@@ -145,10 +145,10 @@ async def _unstick(s: Any, only: tuple[str, ...], minutes: float | None, dry_run
     from datetime import UTC
     from datetime import datetime as dt
 
-    from app import order_log
     from app.adapters import kafka_io
     from app.domain.stuck import stuck_after
-    from app.replay import ReplayCheckpoint, Selection, run_replay
+    from app.tools import order_log
+    from app.tools.replay import ReplayCheckpoint, Selection, run_replay
 
     after = stuck_after(s.retry_ladder, minutes if minutes is not None else s.stuck_after_minutes)
     bar = Progress("reading order states", unit="records")

@@ -25,7 +25,7 @@ def status(order: str, as_json: bool) -> None:
     Exit status 1 when no such order is in the log.
     """
     s = get_settings()  # read-only: a log without the topics has no such order
-    from app.order_status import order_status
+    from app.tools.order_status import order_status
 
     info = asyncio.run(order_status(s, order.strip()))
     if info is None:

@@ -17,7 +17,7 @@ import click
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from app.top_view import Snapshot, View
+    from app.tools.top_view import Snapshot, View
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -35,7 +35,7 @@ def _rate(value: float | None) -> str:
 
 
 def fetch(urls: list[str], timeout: float = 2.0) -> Snapshot:
-    from app.top_view import Snapshot
+    from app.tools.top_view import Snapshot
 
     snap = Snapshot(at=time.monotonic())
     for url in urls:
@@ -53,7 +53,7 @@ def render(v: View) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    from app.top_view import QUOTA_PER_MINUTE
+    from app.tools.top_view import QUOTA_PER_MINUTE
     head = Text()
     oldest = v.oldest_unbooked_seconds
     head.append("oldest unbooked order: ", style="bold")
@@ -149,7 +149,7 @@ def top(ingress_urls: tuple[str, ...], worker_urls: tuple[str, ...], interval: f
     from rich.console import Console
     from rich.live import Live
 
-    from app.top_view import view
+    from app.tools.top_view import view
 
     urls = [*(ingress_urls or ("http://127.0.0.1:8080/metrics",)), *(worker_urls or ("http://127.0.0.1:6066/metrics",))]
     console = Console()

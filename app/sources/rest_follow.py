@@ -27,7 +27,7 @@ from app.adapters import kafka_io
 from app.adapters.magento_api import MagentoClient
 from app.domain.follow import STREAMS, StreamPass, first_cursor
 from app.domain.order_search import magento_time
-from app.importer import event_record, unchecked_record
+from app.tools.importer import event_record, unchecked_record
 from schemas.envelope import EventKind
 from schemas.follow import FollowCursor
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app.dead_letters import read_log
+from app.tools.dead_letters import read_log
 from tests.conftest import TEST_ENV, blueprint_order, free_port, free_ports, read_topics
 from tests.e2e.harness import Stack, http, poll, start, stop
 

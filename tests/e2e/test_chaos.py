@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.dead_letters import read_log
+from app.tools.dead_letters import read_log
 from tests.e2e.chaos import ChaosPlan, ChaosRun, Report, exact
 from tests.e2e.harness import MAGQB, http, poll
 

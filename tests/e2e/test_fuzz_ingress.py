@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import topics
-from app.dead_letters import read_log
 from app.domain.signature import sign
+from app.tools.dead_letters import read_log
 from tests.conftest import blueprint_order, read_topics
 from tests.e2e.harness import Stack, poll
 

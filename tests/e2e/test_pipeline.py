@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.dead_letters import read_log
+from app.tools.dead_letters import read_log
 from tests.conftest import MAGENTO_FIXTURES, blueprint_order, make_order
 from tests.e2e.harness import MAGQB, Stack, poll
 from tests.unit.test_golden import fixture_order

@@ -24,8 +24,8 @@ from app import topics
 from app.adapters.kafka_admin import ensure_topics
 from app.domain.signature import sign
 from app.ingress.server import stop_producer
-from app.order_status import order_status
 from app.settings import load_settings
+from app.tools.order_status import order_status
 from schemas.envelope import decode_envelope
 from tests.conftest import FIXTURES, blueprint_order, free_port
 from tests.integration.test_ingress import start_ingress, topic_records

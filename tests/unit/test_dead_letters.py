@@ -1,5 +1,5 @@
-from app.dead_letters import retried_command
 from app.domain import request_ids
+from app.tools.dead_letters import retried_command
 from schemas.commands import EnsureItem
 from schemas.dead_letter import DeadLetter
 

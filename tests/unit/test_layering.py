@@ -38,3 +38,20 @@ def test_running_a_service_command_does_not_load_the_sandbox() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('app.sandbox')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_agents_never_import_the_wiring_that_imports_them() -> None:
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "agents").rglob("*.py")
+                 if any(n == "app.worker_app" or n == "app.cli" or n.startswith("app.cli.") for n in imports(p))]
+    assert offenders == []
+
+
+def test_app_holds_wiring_and_shared_helpers_the_rest_lives_in_packages_that_say_what_it_does() -> None:
+    loose = sorted(p.stem for p in (REPO / "app").glob("*.py"))
+    assert loose == ["__init__", "dispatch", "jsonutil", "logs", "mapping_file", "metrics", "private_files",
+                     "redact", "settings", "topics", "worker_app"]
+    tools = sorted(p.stem for p in (REPO / "app" / "tools").glob("*.py"))
+    assert tools == ["__init__", "checkpoint", "dead_letters", "importer", "order_log", "order_status", "reconcile",
+                     "replay", "top_view"]
+    for path in (REPO / "app" / "tools").rglob("*.py"):  # service functions: no click, no command line
+        assert not any(n == "click" or n.startswith("app.cli") for n in imports(path)), path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from app.reconcile import LogOrder, QboDoc, compare
+from app.tools.reconcile import LogOrder, QboDoc, compare
 from schemas.state import OrderState
 
 D = Decimal
@@ -70,7 +70,7 @@ def test_refunds_and_cancellations_are_judged_by_what_the_order_nets_to() -> Non
 
 
 def test_documents_under_a_prefix_the_installation_used_before_are_still_told() -> None:
-    from app.reconcile import used_prefixes
+    from app.tools.reconcile import used_prefixes
     from schemas.state import FollowUp
 
     old = OrderState(status="synced", order_ref="000000001", event_id="e", doc_number="OLD-000000001",

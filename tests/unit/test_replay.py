@@ -7,7 +7,7 @@ from decimal import Decimal
 from app import jsonutil
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order
-from app.replay import Selection, classify, replayed_value, wanted
+from app.tools.replay import Selection, classify, replayed_value, wanted
 from schemas.commands import CreateDocument
 from schemas.envelope import decode_envelope, envelope_bytes
 from schemas.magento import MagentoOrder
@@ -99,7 +99,7 @@ def test_orders_are_picked_by_entity_or_increment_id() -> None:
 
 
 def test_a_credit_memo_is_replayed_as_itself_and_is_not_taken_for_its_orders_newest_event() -> None:
-    from app.replay import is_order_event
+    from app.tools.replay import is_order_event
 
     memo = {"entity_id": 5, "order_id": 100000001, "grand_total": 1, "items": []}
     _, value = envelope_bytes(memo, "magento-webhook", kind="creditmemo")

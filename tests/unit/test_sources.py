@@ -121,7 +121,7 @@ async def test_key_cache_refetches_after_a_day_keeps_an_expired_key_while_the_se
 @pytest.mark.parametrize("depth,too_deep", [(1, False), (64, False), (65, True), (300, True)])
 def test_nesting_depth_is_measured_without_recursion(depth: int, too_deep: bool) -> None:
     from app import jsonutil
-    from app.importer import event_record
+    from app.tools.importer import event_record
 
     value: object = 1
     for n in range(depth):

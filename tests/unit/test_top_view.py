@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.top_view import Snapshot, view
+from app.tools.top_view import Snapshot, view
 
 WORKER_A = """
 magqb_documents_created_total{doc_type="SalesReceipt",how="created"} 100

@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app import jsonutil, order_log, topics
+from app import jsonutil, topics
 from app.adapters import kafka_io
-from app.dead_letters import read_log
 from app.domain.money import ZERO
 from app.domain.order_flow import unseen_and_old
 from app.domain.retry_ladder import attempts_of, due_of, history_of
+from app.tools import order_log
+from app.tools.dead_letters import read_log
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.magento import MagentoOrder
 from schemas.state import OrderState

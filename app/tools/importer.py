@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from app import jsonutil, topics
 from app.adapters.magento_api import MagentoClient
-from app.checkpoint import Checkpoint
 from app.domain.order_search import OrderSearch, Pager
 from app.ingress.server import DEAD_LETTER_RESERVE
+from app.tools.checkpoint import Checkpoint
 from schemas.envelope import EventKind, envelope_bytes
 from schemas.magento import MagentoCreditMemo, MagentoInvoice, MagentoOrder
 

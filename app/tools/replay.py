@@ -30,9 +30,9 @@ from pydantic import ValidationError
 
 from app import jsonutil, topics
 from app.adapters import kafka_io
-from app.checkpoint import Checkpoint
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order
+from app.tools.checkpoint import Checkpoint
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.magento import MagentoOrder
 from schemas.state import CustomerEntry, ItemEntry, OrderState
@@ -205,7 +205,7 @@ async def run_replay(c: AIOKafkaConsumer, producer: AIOKafkaProducer, sel: Selec
     """Publish the newest selected event of each order again; the checkpoint moves only past what Kafka
     acknowledged.
 
-    `statuses` (each order's status as the replay starts, app.order_log.order_statuses): booked orders
+    `statuses` (each order's status as the replay starts, app.tools.order_log.order_statuses): booked orders
     are left out — booked is final, and the worker would answer their events with nothing, so a
     replay of a year of booked orders costs a read of the log, not a trip through the workers (a
     recheck publishes them: asking again is its point). Orders in progress are left to the worker:

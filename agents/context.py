@@ -1,0 +1,36 @@
+"""What the worker's wiring (app/worker_app.py) hands every agent: its topics, tables, settings and
+ownership. The agents import this, never the wiring, which imports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TableT
+from faust.types.tables import GlobalTableT
+
+from app.adapters.ownership import Ownership
+from app.domain.mapping import MappingConfig
+from app.settings import Settings
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    app: faust.App
+    orders_and_results: faust.TopicT
+    commands: faust.TopicT
+    results: faust.TopicT
+    dead_letter: faust.TopicT
+    order_state: TableT[Any, Any]
+    customers: GlobalTableT
+    items: GlobalTableT
+    mapping: MappingConfig
+    ownership: Ownership
+
+
+def raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:
+    """Bytes in, bytes out: every payload is decoded by its pydantic model in the agent."""
+    return app.topic(*names, partitions=partitions, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw")
