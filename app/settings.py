@@ -102,6 +102,11 @@ class Settings(BaseSettings):
 
     # This service
     data_dir: Path = Field(Path(".magqb"), validation_alias="MAGQB_DATA_DIR")
+    # The console's session cookies are sealed with this (any long random text); unset: a key made once and kept
+    # in MAGQB_DATA_DIR. Set it when the console runs on several hosts behind one name.
+    console_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_CONSOLE_SECRET")
+    # The console is reached over TLS (a proxy in front of it): its cookies are sent only over HTTPS.
+    console_secure_cookies: bool = Field(False, validation_alias="MAGQB_CONSOLE_SECURE_COOKIES")
     # Seals the realms' refresh tokens on the magqb.tokens topic, where every worker host reads them; unset:
     # this host's file alone (one worker host). The same key on every host (`magqb token new-key` makes one).
     token_key: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_TOKEN_KEY")
@@ -243,7 +248,8 @@ def load_settings(**overrides: object) -> Settings:
     redact.register(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
         settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,
-        settings.quickbooks_refresh_token, settings.kafka_sasl_password, settings.token_key)))
+        settings.quickbooks_refresh_token, settings.kafka_sasl_password, settings.token_key,
+        settings.console_secret)))
     from app.adapters import kafka_security
 
     security = settings.kafka_security()

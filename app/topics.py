@@ -16,8 +16,9 @@ RESULTS = "qbo.results"
 DEAD_LETTER = "qbo.dead-letter"
 FOLLOW_CURSOR = "magqb.follow-cursor"  # the REST follower's cursor, one row per store (compacted)
 TOKENS = "magqb.tokens"  # each realm's refresh token, sealed (app.adapters.token_topic; compacted)
+CONSOLE_AUDIT = "magqb.console-audit"  # who did what in the console (retry, purge, fix, connect), kept forever
 _BASE = {"ORDERS": ORDERS, "COMMANDS": COMMANDS, "RESULTS": RESULTS, "DEAD_LETTER": DEAD_LETTER,
-         "FOLLOW_CURSOR": FOLLOW_CURSOR, "TOKENS": TOKENS}
+         "FOLLOW_CURSOR": FOLLOW_CURSOR, "TOKENS": TOKENS, "CONSOLE_AUDIT": CONSOLE_AUDIT}
 
 
 def configure(prefix: str) -> None:
@@ -63,6 +64,7 @@ def app_topics(partitions: int, replication_factor: int, retry_topics: tuple[str
         TopicSpec(DEAD_LETTER, 1, replication_factor, keep_forever),
         TopicSpec(FOLLOW_CURSOR, 1, replication_factor, {**base, "cleanup.policy": "compact"}),
         tokens_spec(replication_factor),
+        TopicSpec(CONSOLE_AUDIT, 1, replication_factor, keep_forever),
     ]
 
 

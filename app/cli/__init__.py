@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("app.cli.reconcile", "reconcile"),
     "top": ("app.cli.top", "top"),
     "dlq": ("app.cli.dlq", "dlq"),
+    "console": ("app.cli.console", "console"),
     "mapping": ("app.cli.tools", "mapping"),
     "create-topics": ("app.cli.tools", "create_topics"),
     "sample-webhook": ("app.cli.tools", "sample_webhook"),

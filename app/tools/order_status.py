@@ -92,6 +92,7 @@ async def order_status(settings: Any, wanted: str) -> dict[str, Any] | None:
     return {
         "order_id": found.order_id, "order_ref": st.order_ref, "state": st.status, "later": later,
         "net": str(net_booked(st)) if st.qbo_id else None,
+        "magento_net": str(net_in_magento(st)) if st.qbo_id else None,
         "updated_at": st.updated_at.isoformat(), "error": st.error, "duplicates_seen": st.duplicates_seen,
         "doc_type": st.doc_type, "doc_number": st.doc_number, "document": document,
         "outstanding_commands": sorted(waiting), "retries": retries, "events": events, "story": story,
@@ -116,6 +117,25 @@ def net_booked(st: OrderState) -> Decimal:
     voided = any(f.kind == "void" and f.status == "done" for f in st.follow_ups)
     sale = ZERO if voided else (st.total_amt or ZERO)
     return sale - sum((f.total_amt or ZERO for f in st.follow_ups if f.kind == "refund" and f.status == "done"), ZERO)
+
+
+def net_in_magento(st: OrderState) -> Decimal:
+    """What the order nets to in Magento as far as magqb has heard: its grand total (the booked document's, equal
+    to the cent), nothing once cancelled, less every credit memo received, booked in QuickBooks or not yet."""
+    if any(f.kind == "void" for f in st.follow_ups):
+        return ZERO
+    refunds = ZERO
+    for f in st.follow_ups:
+        if f.kind != "refund":
+            continue
+        if f.total_amt is not None:
+            refunds += f.total_amt
+        elif isinstance(f.body, dict) and f.body.get("grand_total") is not None:
+            try:
+                refunds += Decimal(str(f.body["grand_total"]))
+            except ArithmeticError:
+                continue
+    return (st.total_amt or ZERO) - refunds
 
 
 async def _letters(bootstrap: str, order_id: str) -> list[tuple[Any, str]]:
