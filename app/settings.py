@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     # The console's session cookies are sealed with this (any long random text); unset: a key made once and kept
     # in MAGQB_DATA_DIR. Set it when the console runs on several hosts behind one name.
     console_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_CONSOLE_SECRET")
+    # The console's users (`magqb console add-user`); unset: MAGQB_DATA_DIR/console-users.sqlite3.
+    console_users_file: Path | None = Field(None, validation_alias="MAGQB_CONSOLE_USERS_FILE")
     # The console is reached over TLS (a proxy in front of it): its cookies are sent only over HTTPS.
     console_secure_cookies: bool = Field(False, validation_alias="MAGQB_CONSOLE_SECURE_COOKIES")
     # Seals the realms' refresh tokens on the magqb.tokens topic, where every worker host reads them; unset:
@@ -136,6 +138,10 @@ class Settings(BaseSettings):
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
+
+    @property
+    def console_users_path(self) -> Path:
+        return self.console_users_file or self.data_dir / "console-users.sqlite3"
 
     @field_validator("token_key")
     @classmethod

@@ -56,7 +56,7 @@ async def _serve(settings: object, host: str, port: int) -> None:
                             timeout=s.kafka_connect_timeout_seconds)  # type: ignore[attr-defined]
     except BrokerUnavailable as exc:
         fail(f"cannot start the console: {exc}")
-    users = UserStore(s.data_dir / "console-users.sqlite3")  # type: ignore[attr-defined]
+    users = UserStore(s.console_users_path)  # type: ignore[attr-defined]
     if await users.count() == 0:
         log.warning("the console has no users yet: `magqb console add-user NAME --role operator`")
     app = make_app(tool_services(s), users, AuditLog(s.kafka_bootstrap_servers),  # type: ignore[attr-defined]
@@ -85,7 +85,7 @@ def add_user(name: str, role: str) -> None:
         password = sys.stdin.readline().rstrip("\n")
     try:
         check_new(name, password, role)
-        created = asyncio.run(UserStore(s.data_dir / "console-users.sqlite3").add(name, password, role))
+        created = asyncio.run(UserStore(s.console_users_path).add(name, password, role))
     except UserError as exc:
         fail(str(exc))
     click.echo(f"{'created' if created else 'updated'} console user {name} ({role})")
