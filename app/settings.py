@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     console_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_CONSOLE_SECRET")
     # The console's users (`magqb console add-user`); unset: MAGQB_DATA_DIR/console-users.sqlite3.
     console_users_file: Path | None = Field(None, validation_alias="MAGQB_CONSOLE_USERS_FILE")
+    # The console's address as its users reach it (https://books.example.com): Intuit sends the browser back to
+    # <it>/quickbooks/callback after consent (register that in the Intuit app). Unset: the request's own host.
+    console_url: str | None = Field(None, validation_alias="MAGQB_CONSOLE_URL")
     # The console is reached over TLS (a proxy in front of it): its cookies are sent only over HTTPS.
     console_secure_cookies: bool = Field(False, validation_alias="MAGQB_CONSOLE_SECURE_COOKIES")
     # Seals the realms' refresh tokens on the magqb.tokens topic, where every worker host reads them; unset:

@@ -12,8 +12,6 @@ import click
 
 from app.cli.common import fail, get_settings
 
-SCOPE = "com.intuit.quickbooks.accounting"
-
 
 @click.command()
 @click.option("--redirect-uri", default=None,
@@ -51,10 +49,8 @@ def connect(redirect_uri: str | None, timeout: float, open_browser: bool) -> Non
 
 async def _connect(s: Any, redirect_uri: str, timeout: float, open_browser: bool) -> tuple[str, Any]:
     from aiohttp import web
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-    from app.adapters.oauth import HARD_EXPIRY_HEADER, expiries
-    from app.adapters.qbo_access import token_store
+    from app.adapters.qbo_connect import ConnectError, authorization_url, complete
 
     parts = urlsplit(redirect_uri)
     answer: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
@@ -73,10 +69,8 @@ async def _connect(s: Any, redirect_uri: str, timeout: float, open_browser: bool
     except OSError as exc:
         await runner.cleanup()
         fail(f"cannot listen on {parts.hostname}:{parts.port} for the callback: {exc.strerror}")
-    client = AsyncOAuth2Client(s.quickbooks_client_id, s.quickbooks_client_secret.get_secret_value(), scope=SCOPE,
-                               redirect_uri=redirect_uri)
     try:
-        url, state = client.create_authorization_url(s.quickbooks_authorize_url)
+        url, state = authorization_url(s, redirect_uri)
         click.echo("Open this URL, sign in to QuickBooks and choose the company:\n")
         click.echo(f"  {url}\n")
         click.echo(f"Waiting for Intuit to send the browser back to {redirect_uri} …", err=True)
@@ -88,29 +82,11 @@ async def _connect(s: Any, redirect_uri: str, timeout: float, open_browser: bool
             query = await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             fail(f"no answer from QuickBooks within {timeout:.0f}s; run `magqb connect` again")
-        if query.get("state") != state:
-            fail("the callback's state does not match this request's: ignored (a stale or forged callback)")
-        if query.get("error"):
-            fail(f"QuickBooks refused the connection: {query['error']}")
-        realm, code = query.get("realmId", ""), query.get("code", "")
-        if not realm or not code:
-            fail("the callback carried no code or realmId")
         try:
-            token = await client.fetch_token(s.quickbooks_token_url, code=code, headers={HARD_EXPIRY_HEADER: "true"})
-        except Exception as exc:  # noqa: BLE001 - authlib raises OAuthError or httpx errors; both end here
-            fail(f"exchanging the code failed: {exc.__class__.__name__}: {getattr(exc, 'description', '') or exc}")
-        refresh = str(token.get("refresh_token") or "")
-        if not refresh:
-            fail("the token answer carried no refresh token")
-        from app import redact
-
-        redact.register(refresh, str(token.get("access_token") or ""))
-        rolling, hard = expiries(dict(token), datetime.now(UTC))
-        store = token_store(s)
-        await store.put(realm, refresh, rolling, hard, connected=True)
-        return realm, await store.info(realm)
+            return await complete(s, redirect_uri, query, state)
+        except ConnectError as exc:
+            fail(str(exc))
     finally:
-        await client.aclose()
         await runner.cleanup()
 
 

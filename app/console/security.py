@@ -1,8 +1,9 @@
 """Who may see and do what in the console: sessions, CSRF tokens, login throttling.
 
 Sessions are cookies encrypted and signed with Fernet (aiohttp-session's EncryptedCookieStorage): HttpOnly,
-SameSite=Strict, Secure when MAGQB_CONSOLE_SECURE_COOKIES says the console is behind TLS. The key is
-MAGQB_CONSOLE_SECRET, or one made once and kept in MAGQB_DATA_DIR (0600), so a restart keeps sessions.
+SameSite=Lax (Intuit's redirect back after consent is a top-level GET from its site), Secure when
+MAGQB_CONSOLE_SECURE_COOKIES says the console is behind TLS. The key is MAGQB_CONSOLE_SECRET, or one made
+once and kept in MAGQB_DATA_DIR (0600), so a restart keeps sessions.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ SERVICES_KEY: web.AppKey[Services] = web.AppKey("services")
 AUDIT_KEY = web.AppKey("audit", AuditLog)
 THROTTLE_KEY = web.AppKey("throttle", LoginThrottle)
 USER = web.RequestKey("user", User)
+CSP_KEY = web.AppKey("csp", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -97,9 +98,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
-                                "frame-ancestors 'none'")
+    response.headers.setdefault("Content-Security-Policy", request.app[CSP_KEY])
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -293,6 +292,48 @@ async def _picked(request: web.Request, form: Any) -> list[DeadLetter]:
     return picked
 
 
+async def quickbooks(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES_KEY]
+    return page("quickbooks.html", request, token=await _token(services), realm=services.settings.quickbooks_realm_id,
+                done=request.query.get("done", ""), error=None)
+
+
+def _redirect_uri(request: web.Request) -> str:
+    """Where Intuit sends the browser back: MAGQB_CONSOLE_URL's, else this request's own host (register it in
+    the Intuit app)."""
+    base = getattr(request.app[SERVICES_KEY].settings, "console_url", None) or f"{request.scheme}://{request.host}"
+    return f"{str(base).rstrip('/')}/quickbooks/callback"
+
+
+async def quickbooks_connect(request: web.Request) -> web.Response:
+    operator(request)
+    from app.adapters.qbo_connect import authorization_url
+
+    url, state = authorization_url(request.app[SERVICES_KEY].settings, _redirect_uri(request))
+    session = await get_session(request)
+    session["qbo_state"] = state
+    await audit(request, "connect", target="consent asked")
+    raise web.HTTPFound(url)
+
+
+async def quickbooks_callback(request: web.Request) -> web.Response:
+    operator(request)
+    from app.adapters.qbo_connect import ConnectError, complete
+
+    services: Services = request.app[SERVICES_KEY]
+    session = await get_session(request)
+    expected = str(session.pop("qbo_state", "") or "")
+    try:
+        realm, _ = await complete(services.settings, _redirect_uri(request), dict(request.query), expected)
+    except ConnectError as exc:
+        response = page("quickbooks.html", request, token=await _token(services),
+                        realm=services.settings.quickbooks_realm_id, done="", error=str(exc))
+        response.set_status(400)
+        return response
+    await audit(request, "connect", target=f"realm {realm}", detail="refresh token stored")
+    raise web.HTTPFound("/quickbooks?done=connected")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -311,12 +352,19 @@ def make_app(services: Services, users: UserStore, audit_log: AuditLog, session_
              secure_cookies: bool = False) -> web.Application:
     app = web.Application(middlewares=[
         session_middleware(EncryptedCookieStorage(session_key, cookie_name="magqb_console", httponly=True,
-                                                  samesite="Strict", secure=secure_cookies, max_age=SESSION_SECONDS)),
+                                                  # Lax: Intuit's redirect back (a top-level GET from another
+                                                  # site) must carry the session; POSTs need the CSRF token.
+                                                  samesite="Lax", secure=secure_cookies, max_age=SESSION_SECONDS)),
         guard,
     ])
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          context_processors=[csrf_token, aiohttp_jinja2.request_processor])
     app[USER_KEY], app[SERVICES_KEY], app[AUDIT_KEY], app[THROTTLE_KEY] = users, services, audit_log, LoginThrottle()
+    # Forms post here only — and the Connect form's answer goes on to Intuit's consent page.
+    consent = urlsplit(str(getattr(services.settings, "quickbooks_authorize_url", "") or ""))
+    intuit = f" {consent.scheme}://{consent.netloc}" if consent.scheme in ("http", "https") and consent.netloc else ""
+    app[CSP_KEY] = (f"default-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'{intuit}; "
+                    "frame-ancestors 'none'")
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
@@ -326,6 +374,9 @@ def make_app(services: Services, users: UserStore, audit_log: AuditLog, session_
     app.router.add_get("/problems", problems)
     app.router.add_post("/problems/retry", problems_retry)
     app.router.add_post("/problems/purge", problems_purge)
+    app.router.add_get("/quickbooks", quickbooks)
+    app.router.add_post("/quickbooks/connect", quickbooks_connect)
+    app.router.add_get("/quickbooks/callback", quickbooks_callback)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", HERE / "static")
 

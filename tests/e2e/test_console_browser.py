@@ -1,7 +1,8 @@
 """Issue 21: the console in a real browser (Debian's headless Chromium through its chromedriver), on the real
 broker, sandbox, ingress and worker. Steps run in order on one stack: a viewer finds an order; an order parked
 for an unmapped tax code is found on Problems, the mapping fixed, retried from the page and seen booked; a
-viewer's retry and a form without its CSRF token are refused; nobody gets a page without logging in.
+viewer's retry and a form without its CSRF token are refused; nobody gets a page without logging in; an
+operator connects the QuickBooks company through the consent page and lands back on the console.
 
 Screenshots of each page land in the test's directory, or in docs/screenshots/ with MAGQB_SCREENSHOTS=1 (how the
 guide's pictures are made)."""
@@ -82,7 +83,8 @@ def console(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> I
     run.start()
     assert run.stack is not None
     port = free_port()
-    env = {"MAGQB_DATA_DIR": str(workdir / "console-data")}
+    env = {"MAGQB_DATA_DIR": str(workdir / "console-data"),
+           "QUICKBOOKS_AUTHORIZE_URL": f"{run.stack.sandbox_url}/connect/oauth2"}  # its consent answers at once
     for name, role in (("vera", "viewer"), ("otto", "operator")):
         subprocess.run([MAGQB, "console", "add-user", name, "--role", role], input=PASSWORD + "\n", text=True,
                        env={**run.stack.env, **env}, check=True, capture_output=True, timeout=60)
@@ -170,3 +172,16 @@ def test_5_the_mapping_fixed_a_retry_from_the_page_books_the_parked_order(consol
     assert b.text("#net-qbo") == "115.00"
     assert "otto (operator): retry" in b.text("#actions")  # the action, on the order's page
     console.shot("order-retried")
+
+
+def test_6_an_operator_connects_quickbooks_and_lands_back_on_the_console(console: Console) -> None:
+    b = console.browser
+    b.open(f"{console.url}/quickbooks")
+    assert b.text("#token-state") == "not connected"  # this console's own token store: nothing in it yet
+    b.click("#connect")  # → the sandbox's consent page (Intuit's, in production) → back with a code
+    b.wait_for(lambda: "/quickbooks?done=connected" in b.url, 30, "the console after the consent")
+    assert b.text("#token-state") == "connected" and b.text("#connected-at")
+    assert "RT1-" not in b.source and "eyJ" not in b.source  # no token on the page
+    console.shot("quickbooks")
+    b.open(f"{console.url}/quickbooks/callback?code=forged&state=forged&realmId=1")  # a callback nobody asked for
+    assert "does not match" in b.text("#error")
