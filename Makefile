@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit lint kafka-jars kafka-start kafka-stop bench clean
+.PHONY: help install run test test-unit docs lint kafka-jars kafka-start kafka-stop bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-11s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ run: install  ## Start Kafka, the QBO sandbox, the ingress and a worker in the f
 
 test: install  ## Lint and type-check, then run the whole test suite (starts its own Kafka broker on port 19092)
 	@ops/test-run
+
+docs: install  ## Build the operator's guide into site/ (MkDocs; the CLI and settings references generated)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: install  ## ruff and mypy only
 	@ops/lint

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     magento_consumer_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_CONSUMER_SECRET")
     magento_access_token_secret: SecretStr = Field(SecretStr(""), validation_alias="MAGENTO_ACCESS_TOKEN_SECRET")
 
-    # Other ways a store speaks (README "Connect your store"): Mage-OS subscriptions whose
+    # Other ways a store speaks (the guide, docs/connect-your-store.md): Mage-OS subscriptions whose
     # verification_token is not MAGENTO_WEBHOOK_SECRET (`event=token,…`), Adobe Commerce Webhooks' public
     # key (a path or the PEM), Adobe I/O Events' client id and key server.
     mageos_event_secrets: SecretStr = Field(SecretStr(""), validation_alias="MAGQB_MAGEOS_EVENT_SECRETS")

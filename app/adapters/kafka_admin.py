@@ -166,7 +166,7 @@ async def _check_replication(admin: AIOKafkaAdminClient, bootstrap: str, specs: 
         if have < wanted[t["topic"]]:
             log.warning("topic %s has %d replica(s) of its partitions, magqb wants %d: raise it with "
                         "kafka-reassign-partitions --bootstrap-server %s --reassignment-json-file <plan.json> --execute "
-                        "(a plan listing %d brokers per partition; see the README, Production)", t["topic"], have,
+                        "(a plan listing %d brokers per partition; see docs/production.md)", t["topic"], have,
                         wanted[t["topic"]], bootstrap, wanted[t["topic"]])
 
 

@@ -29,7 +29,7 @@ def ingress(host: str, port: int, metrics_host: str | None, metrics_port: int | 
 
     POST /webhooks/magento/new-order (and order-cancelled, creditmemo-created,
     invoice-paid), /webhooks/mageos/<event>, /webhooks/adobe-commerce and
-    /webhooks/adobe-io (README: Connect your store) answer 2xx only after Kafka
+    /webhooks/adobe-io (docs/connect-your-store.md) answer 2xx only after Kafka
     acknowledged the event (acks=all); 401 bad signature, 400 not JSON, 408 body
     too slow, 413 too large, 422 not an order (with field paths), 503 (with
     Retry-After) Kafka or Magento's REST API unavailable. Also GET /healthz,

@@ -40,10 +40,11 @@ def test_every_alert_has_a_summary_a_runbook_and_a_unit_test() -> None:
     rules = [r for g in yaml.safe_load((OPS / "alerts.yml").read_text())["groups"] for r in g["rules"]]
     tested = {t["alertname"] for case in yaml.safe_load((OPS / "alerts_test.yml").read_text())["tests"]
               for t in case["alert_rule_test"] if t.get("exp_alerts")}
-    readme = (OPS.parents[1] / "README.md").read_text()
+    guide = (OPS.parents[1] / "docs" / "monitoring.md").read_text()
     for rule in rules:
         name = rule["alert"]
         assert rule["annotations"]["summary"], name
-        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
-        assert anchor == name.lower() and f"#### {name}" in readme, f"{name}: no README section for its runbook"
+        page, anchor = rule["annotations"]["runbook"].split("#", 1)
+        assert page == "docs/monitoring.md" and anchor == name.lower() and f"\n### {name}\n" in guide, \
+            f"{name}: no runbook section for it in docs/monitoring.md"
         assert name in tested, f"{name} has no firing unit test"
