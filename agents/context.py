@@ -3,6 +3,8 @@ ownership. The agents import this, never the wiring, which imports them."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,15 @@ from faust.types.tables import GlobalTableT
 from app.adapters.ownership import Ownership
 from app.domain.mapping import MappingConfig
 from app.settings import Settings
+
+# Every command and result a worker writes names it in this header (host:pid): which worker booked what, for an
+# operator tracing an order and for the test that proves a worker fenced while frozen wrote nothing after.
+H_WRITER = "magqb-writer"
+WRITER = f"{socket.gethostname()}:{os.getpid()}".encode()
+
+
+def written_by_me(headers: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    return {**(headers or {}), H_WRITER: WRITER}
 
 
 @dataclass

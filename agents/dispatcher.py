@@ -25,7 +25,7 @@ import aiohttp
 import faust
 from pydantic import ValidationError
 
-from agents.context import WorkerContext, raw_topic
+from agents.context import WorkerContext, raw_topic, written_by_me
 from app import jsonutil, metrics, topics
 from app.adapters import kafka_io
 from app.adapters.acks import AckFrontier, Slot, acknowledge, manual_acks
@@ -140,7 +140,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         if isinstance(result, CommandFailed) and len(value) > settings.max_event_bytes:
             # The order agent has the order; the command and the older attempts can go.
             value = encode_result(result.model_copy(update={"command": None, "attempts": result.attempts[-1:]}))
-        fut = await ctx.results.send(key=cmd.order_id.encode(), value=value)
+        fut = await ctx.results.send(key=cmd.order_id.encode(), value=value, headers=written_by_me())
         await fut
 
     async def give_up(cmd: Command, reason: str, failure: RetryLater | GiveUp,
@@ -178,7 +178,7 @@ def register_dispatcher(ctx: WorkerContext) -> None:
         new_headers = retry_headers(headers, attempts + 1, due, outcome.message, history,
                                     (msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)))
         await ctx.ownership.held()
-        fut = await rung_topics[rung.label].send(key=event.key, value=event.value, headers=new_headers)
+        fut = await rung_topics[rung.label].send(key=event.key, value=event.value, headers=written_by_me(new_headers))
         await fut
         metrics.RETRIES.labels(rung=rung.label).inc()
         log.info("order_id=%s order=%s %s parked on %s (attempt %d failed: %s)", cmd.order_id, cmd.order_ref,
@@ -290,7 +290,8 @@ def register_dispatcher(ctx: WorkerContext) -> None:
                     if failed is not None:
                         # The order waits for this command: tell it, and it parks with its order event.
                         await retry_transient(lambda: ctx.results.send(key=failed.order_id.encode(),
-                                                                      value=encode_result(failed)),
+                                                                      value=encode_result(failed),
+                                                                      headers=written_by_me()),
                                               stopping, log, "reporting an unreadable command", every_error=True)
                         log.error("order_id=%s unreadable command at %s[%s]@%s: %s", failed.order_id,
                                   event.message.topic, event.message.partition, event.message.offset,
@@ -377,7 +378,7 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
 
         async def forward(event: Any, headers: dict[str, bytes]) -> None:
             await ctx.ownership.held(event.message.tp, stopping)
-            fut = await ctx.commands.send(key=event.key, value=event.value, headers=headers)
+            fut = await ctx.commands.send(key=event.key, value=event.value, headers=written_by_me(headers))
             await fut
 
         async for event in stream.events():

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
-from agents.context import WorkerContext
+from agents.context import WorkerContext, written_by_me
 from app import jsonutil, metrics, topics
 from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
@@ -143,7 +143,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         for cmd in decision.commands:
             # Keyed by realm: one dispatcher at a time spends a realm's quota.
             await ctx.ownership.held()
-            fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd))
+            fut = await ctx.commands.send(key=cmd.realm_id.encode(), value=encode_command(cmd), headers=written_by_me())
             await fut
         if decision.state is not None:
             state = decision.state

@@ -111,8 +111,11 @@ class ChaosRun:
             self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
                               "KAFKA_DATA_DIR": str(self.workdir / "kafka")}
             bootstrap = f"127.0.0.1:{port}"
-        subprocess.run([str(REPO / "ops/kafka/start")], env=self.kafka_env, check=True, capture_output=True,
-                       timeout=240)
+        started = subprocess.run([str(REPO / "ops/kafka/start")], env=self.kafka_env, capture_output=True,
+                                 timeout=240)
+        if started.returncode != 0:
+            raise AssertionError(f"ops/kafka/start failed ({started.returncode}): "
+                                 f"{started.stderr.decode(errors='replace')[-2000:]}")
         sandbox_port, ingress_port = free_port(), free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MAGQB_", "QUICKBOOKS_", "MAGENTO_", "KAFKA_"))},

@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.tools.dead_letters import read_log
+from tests.conftest import read_topics
 from tests.e2e.chaos import ChaosPlan, ChaosRun, Report, exact
 from tests.e2e.harness import MAGQB, http, poll
 
@@ -485,14 +487,16 @@ def test_a_cluster_in_trouble_under_load_books_every_order_once(chaos, trouble: 
 def test_a_worker_frozen_past_its_session_is_fenced_when_it_wakes(chaos) -> None:
     """Issue 20, scenario 5: two worker hosts (their own data directories), one partition each topic, QuickBooks
     answering in 1.5 s so commands are in flight. The worker holding the partition is SIGSTOPped past the session
-    timeout (a GC pause, a hung host): the other takes over. When the zombie wakes, every effect it had under way
-    (a result to publish, a row, an acknowledgement) waits for its lease and is abandoned at its revocation:
-    counted, never made. Every order is booked once, none dead-lettered."""
+    timeout (a GC pause, a hung host): the other takes over. When the zombie wakes it writes no command and no
+    result (each names its writer in a header: none of the zombie's is stamped after it woke) — every effect it
+    had under way waits for its lease and is abandoned at its revocation, or is cancelled by it. Every order is
+    booked once, none dead-lettered."""
     run = chaos(workers=2, partitions=1, orders=12, customers=3, skus=3, fail_rate=0.0, throttle_rate=0.0,
                 commit_then_fail_rate=0.0, latency_ms=1500, token_ttl=3600, seed=96,
                 extra_env={"MAGQB_SESSION_TIMEOUT": "6"})
     zombie = run.owner()
     other = next(w for w in run.web_ports if w != zombie)
+    writer = f"{socket.gethostname()}:{run.stack.procs[zombie].pid}".encode()
     woke: list[float] = []
 
     def after_post(n: int) -> None:
@@ -504,15 +508,21 @@ def test_a_worker_frozen_past_its_session_is_fenced_when_it_wakes(chaos) -> None
                 [line for line in run.stack.log_tail(other, 2000).splitlines() if "worker ready" in line] or [""])[-1],
                  90, f"{other} to take the partition over")
             poll(lambda: time.monotonic() - frozen >= 12, 30, "the zombie to stay frozen 12 s (twice the session)")
+            woke.append(time.time())
             run.signal_worker(zombie, signal.SIGCONT)
-            woke.append(time.monotonic())
 
     report = book_all(run, timeout=240, after_post=after_post)
     exact(report)
-    assert woke
-    poll(lambda: run.worker_metric(zombie, "magqb_effects_fenced_total") >= 1, 60,
-         lambda: "the zombie to fence an effect:\n" + run.stack.log_tail(zombie, 60))
-    assert "no heartbeat answered for" in run.stack.log_tail(zombie, 4000)
+    poll(lambda: "local member_id was not recognized" in run.stack.log_tail(zombie, 4000), 60,
+         lambda: "the zombie to learn it was left out:\n" + run.stack.log_tail(zombie, 40))
+    records = read_topics(run.stack.env["KAFKA_BOOTSTRAP_SERVERS"], ["qbo.commands", "qbo.results"])
+    mine = [r for r in records if dict(r.headers).get("magqb-writer") == writer]
+    theirs = [r for r in records if dict(r.headers).get("magqb-writer", b"").endswith(
+        f":{run.stack.procs[other].pid}".encode())]
+    assert mine and theirs  # both wrote before; the header names them
+    late = [(r.topic, r.offset) for r in mine if r.timestamp > woke[0] * 1000]
+    assert late == [], f"the zombie wrote after it woke: {late}"
+    print(f"zombie: {run.worker_metric(zombie, 'magqb_effects_fenced_total'):.0f} effect(s) fenced")
 
 
 def test_a_realm_taken_over_by_another_host_refreshes_with_the_token_rotated_on_the_first(chaos) -> None:
