@@ -123,7 +123,12 @@ class Browser:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise WebDriverError(f"timed out after {timeout:.0f}s waiting for {what} (at {self.url})")
+                try:
+                    shown = str(self.script("return (document.querySelector('main') || document.body).innerText"))
+                except WebDriverError:
+                    shown = "?"
+                raise WebDriverError(f"timed out after {timeout:.0f}s waiting for {what} (at {self.url}); the page "
+                                     f"says:\n{shown[:2000]}")
             time.sleep(0.25)
 
     def quit(self) -> None:

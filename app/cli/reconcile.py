@@ -64,60 +64,35 @@ def _summary_line(summary: dict[str, Any]) -> str:
 
 
 async def _reconcile(s: Any, since: datetime, until: datetime | None) -> tuple[list[Any], dict[str, Any]]:
-    from app.adapters import kafka_io
     from app.adapters.oauth import TokenRefreshError
-    from app.adapters.qbo_access import qbo_client
     from app.adapters.qbo_client import QboError
-    from app.tools import order_log
-    from app.tools.reconcile import compare, qbo_window, read_documents, read_log_orders, used_prefixes
+    from app.tools.reconcile import run_reconcile
 
-    cfg = mapping(s.mapping_file)
-    bar = Progress("reading order states", unit="records")
-    states = await order_log.read_states(s.kafka_bootstrap_servers, s.app_id, lambda d, t: bar.update(d, t))
-    bar.close()
-    c = kafka_io.consumer(s.kafka_bootstrap_servers, "magqb-reconcile")
-    await c.start()
-    bar = Progress("reading the order log", unit="events")
+    bars: dict[str, Progress] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        for other in [w for w in bars if w != what]:
+            bars.pop(other).close()
+        bar = bars.get(what) or bars.setdefault(what, Progress(what, unit="records"))
+        bar.update(done, total)
+
     try:
-        in_range, known = await read_log_orders(c, states, cfg, since, until, lambda d, t: bar.update(d, t))
-    finally:
-        bar.close()
-        await kafka_io.close(c)
-    lo, hi = qbo_window(since, until)
-    try:
-        async with qbo_client(s) as client:
-            docs, reads = await read_documents(client, lo, hi)
+        result = await run_reconcile(s, mapping(s.mapping_file), since, until, progress)
     except TokenRefreshError as exc:
         fail(f"{exc}: `magqb token set` or `magqb connect` gives the realm a new refresh token")
     except QboError as exc:
         fail(f"QuickBooks refused the query: {exc}")
-    # Every prefix in use now and every one an order or refund went out under before (numbers are for life).
-    findings = compare(in_range, known, docs, (*cfg.doc_prefixes, *used_prefixes(states)))
-    kinds = {k: sum(1 for f in findings if f.kind == k) for k in ("missing", "booked_twice", "total_differs",
-                                                                    "not_voided", "refund_missing", "unknown")}
-    rng = f"{since.isoformat()} .. {until.isoformat() if until else 'now'}"
-    return findings, {"range": rng, "orders": len(in_range), "documents": len(docs), "qbo_reads": reads,
-                      "findings": len(findings), **kinds}
+    finally:
+        for bar in bars.values():
+            bar.close()
+    return result.findings, result.summary
 
 
 async def _fix(s: Any, order_ids: list[str]) -> None:
-    from app.adapters import kafka_io
     from app.cli.replay import _follow
-    from app.tools import order_log
-    from app.tools.replay import ReplayCheckpoint, Selection, run_replay
+    from app.tools.reconcile import fix_missing
 
-    sel = Selection(from_offset=0, orders=frozenset(order_ids))
-    statuses = await order_log.order_statuses(s.kafka_bootstrap_servers, s.app_id)
-    c = kafka_io.consumer(s.kafka_bootstrap_servers, "magqb-reconcile-fix")
-    producer = kafka_io.producer(s.kafka_bootstrap_servers, "magqb-reconcile-fix", s.max_event_bytes)
-    await c.start()
-    await producer.start()
-    try:
-        checkpoint = ReplayCheckpoint(s.data_dir, sel, recheck=True, where=f"{s.kafka_bootstrap_servers}|{s.app_id}")
-        progress = await run_replay(c, producer, sel, checkpoint, resume=False, recheck=True, statuses=statuses)
-    finally:
-        await kafka_io.close(producer)
-        await kafka_io.close(c)
+    progress = await fix_missing(s, order_ids)
     click.echo(f"fix: replay {progress.replay_id} re-drove {progress.replayed} missing order(s); the worker looks "
                f"each one up before creating it ({progress.in_progress} in progress left to the worker)", err=True)
     await _follow(s, progress, 600.0)

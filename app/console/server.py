@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -52,14 +52,19 @@ class Services:
     retry: Callable[[list[DeadLetter]], Awaitable[None]]
     purge: Callable[[list[DeadLetter]], Awaitable[None]]
     token_info: Callable[[], Awaitable[Any]]
+    # (since, until) → app.tools.reconcile.Reconciliation; order ids → the replay that re-drives them.
+    reconcile: Callable[[datetime, datetime | None], Awaitable[Any]] | None = None
+    fix: Callable[[list[str]], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tool_services(settings: Any) -> Services:
     """The real ones: Kafka and the token store of this installation."""
     from app.adapters.qbo_access import token_store
+    from app.mapping_file import load_mapping
     from app.tools import dead_letters, order_log
     from app.tools.order_status import order_status
+    from app.tools.reconcile import fix_missing, run_reconcile
 
     bootstrap = settings.kafka_bootstrap_servers
     return Services(
@@ -70,6 +75,9 @@ def tool_services(settings: Any) -> Services:
         retry=lambda letters: dead_letters.retry(bootstrap, letters),
         purge=lambda letters: dead_letters.purge(bootstrap, letters),
         token_info=lambda: token_store(settings).info(settings.quickbooks_realm_id),
+        # The mapping file read at each run: a fix made since the console started counts.
+        reconcile=lambda since, until: run_reconcile(settings, load_mapping(settings.mapping_file), since, until),
+        fix=lambda order_ids: fix_missing(settings, order_ids),
     )
 
 
@@ -334,6 +342,80 @@ async def quickbooks_callback(request: web.Request) -> web.Response:
     raise web.HTTPFound("/quickbooks?done=connected")
 
 
+def _range(request: web.Request, form: Any = None) -> tuple[date, date] | None:
+    src = form if form is not None else request.query
+    since, until = _day(src.get("since")), _day(src.get("until"))
+    if since is None:
+        return None
+    return since, until or datetime.now(UTC).date()
+
+
+async def _reconciled(request: web.Request, span: tuple[date, date]) -> Any:
+    """The reconciliation of the days since..until (inclusive), or an HTTP error saying why there is none."""
+    from app.adapters.oauth import TokenRefreshError
+    from app.adapters.qbo_client import QboError
+    from app.mapping_file import MappingFileError
+
+    services: Services = request.app[SERVICES_KEY]
+    if services.reconcile is None:
+        raise web.HTTPNotImplemented(text="reconcile is not available here")
+    since = datetime.combine(span[0], datetime.min.time(), UTC)
+    until = datetime.combine(span[1] + timedelta(days=1), datetime.min.time(), UTC)
+    try:
+        return await services.reconcile(since, until)
+    except TokenRefreshError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=f"QuickBooks cannot be read: {exc}. Reconnect on the QuickBooks page.") from None
+    except QboError as exc:
+        raise web.HTTPServiceUnavailable(text=f"QuickBooks refused the query: {exc}") from None
+    except MappingFileError as exc:
+        raise web.HTTPServiceUnavailable(text=f"the mapping file cannot be read: {exc}") from None
+
+
+async def reconcile_page(request: web.Request) -> web.Response:
+    span = _range(request)
+    today = datetime.now(UTC).date()
+    result = await _reconciled(request, span) if span else None
+    return page("reconcile.html", request, result=result, since=(span or (today.replace(day=1), today))[0],
+                until=(span or (today, today))[1], done=request.query.get("done", ""))
+
+
+async def reconcile_csv(request: web.Request) -> web.StreamResponse:
+    import csv
+    import io
+
+    from app.tools.reconcile import COLUMNS
+
+    span = _range(request)
+    if span is None:
+        raise web.HTTPBadRequest(text="since=YYYY-MM-DD (and until=) name the days to reconcile")
+    result = await _reconciled(request, span)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS))
+    writer.writeheader()
+    for f in result.findings:
+        writer.writerow(f.row())
+    return web.Response(text=out.getvalue(), content_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="magqb-reconcile-{span[0]}-{span[1]}.csv"'})
+
+
+async def reconcile_fix(request: web.Request) -> web.Response:
+    operator(request)
+    form = await request.post()
+    span = _range(request, form)
+    if span is None:
+        raise web.HTTPBadRequest(text="no range")
+    services: Services = request.app[SERVICES_KEY]
+    result = await _reconciled(request, span)
+    missing = result.missing
+    if missing and services.fix is not None:
+        for order_id in missing:
+            await audit(request, "fix", order_id=order_id, target=f"reconcile {span[0]}..{span[1]}",
+                        detail="re-driven through a replay (looked up before anything is created)")
+        await services.fix(missing)
+    raise web.HTTPFound(f"/reconcile?since={span[0]}&until={span[1]}&done=re-drove+{len(missing)}")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -374,6 +456,9 @@ def make_app(services: Services, users: UserStore, audit_log: AuditLog, session_
     app.router.add_get("/problems", problems)
     app.router.add_post("/problems/retry", problems_retry)
     app.router.add_post("/problems/purge", problems_purge)
+    app.router.add_get("/reconcile", reconcile_page)
+    app.router.add_get("/reconcile.csv", reconcile_csv)
+    app.router.add_post("/reconcile/fix", reconcile_fix)
     app.router.add_get("/quickbooks", quickbooks)
     app.router.add_post("/quickbooks/connect", quickbooks_connect)
     app.router.add_get("/quickbooks/callback", quickbooks_callback)

@@ -272,3 +272,65 @@ def qbo_window(since: datetime, until: datetime | None) -> tuple[date, date]:
     """TxnDate is the store's day: a day of slack each side of the UTC range."""
     end = until or datetime.now(UTC)
     return (since.astimezone(UTC) - timedelta(days=1)).date(), (end.astimezone(UTC) + timedelta(days=1)).date()
+
+
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class Reconciliation:
+    findings: list[Finding]
+    summary: dict[str, Any]
+
+    @property
+    def missing(self) -> list[str]:
+        return [f.order_id for f in self.findings if f.kind == "missing"]
+
+
+async def run_reconcile(settings: Any, cfg: MappingConfig, since: datetime, until: datetime | None,
+                        on_progress: ProgressFn = lambda what, done, total: None) -> Reconciliation:
+    """The orders the log holds for the range against the documents QuickBooks holds: what `magqb reconcile` and
+    the console's Reconcile page show. Raises TokenRefreshError or QboError when QuickBooks cannot be read."""
+    from app.adapters.qbo_access import qbo_client
+    from app.tools import order_log
+
+    states = await order_log.read_states(settings.kafka_bootstrap_servers, settings.app_id,
+                                         lambda d, t: on_progress("reading order states", d, t))
+    c = kafka_io.consumer(settings.kafka_bootstrap_servers, "magqb-reconcile")
+    await c.start()
+    try:
+        in_range, known = await read_log_orders(c, states, cfg, since, until,
+                                                lambda d, t: on_progress("reading the order log", d, t))
+    finally:
+        await kafka_io.close(c)
+    lo, hi = qbo_window(since, until)
+    async with qbo_client(settings) as client:
+        docs, reads = await read_documents(client, lo, hi)
+    # Every prefix in use now and every one an order or refund went out under before (numbers are for life).
+    findings = compare(in_range, known, docs, (*cfg.doc_prefixes, *used_prefixes(states)))
+    kinds = {k: sum(1 for f in findings if f.kind == k) for k in ("missing", "booked_twice", "total_differs",
+                                                                    "not_voided", "refund_missing", "unknown")}
+    rng = f"{since.isoformat()} .. {until.isoformat() if until else 'now'}"
+    return Reconciliation(findings, {"range": rng, "orders": len(in_range), "documents": len(docs),
+                                     "qbo_reads": reads, "findings": len(findings), **kinds})
+
+
+async def fix_missing(settings: Any, order_ids: list[str]) -> Any:
+    """Re-drive missing orders through a replay that looks each one up in QuickBooks before creating it (never a
+    duplicate). Returns the replay's progress (its id, how many were re-driven)."""
+    from app.tools import order_log
+    from app.tools.replay import ReplayCheckpoint, Selection, run_replay
+
+    sel = Selection(from_offset=0, orders=frozenset(order_ids))
+    statuses = await order_log.order_statuses(settings.kafka_bootstrap_servers, settings.app_id)
+    c = kafka_io.consumer(settings.kafka_bootstrap_servers, "magqb-reconcile-fix")
+    producer = kafka_io.producer(settings.kafka_bootstrap_servers, "magqb-reconcile-fix", settings.max_event_bytes)
+    await c.start()
+    await producer.start()
+    try:
+        checkpoint = ReplayCheckpoint(settings.data_dir, sel, recheck=True,
+                                      where=f"{settings.kafka_bootstrap_servers}|{settings.app_id}")
+        return await run_replay(c, producer, sel, checkpoint, resume=False, recheck=True, statuses=statuses)
+    finally:
+        await kafka_io.close(producer)
+        await kafka_io.close(c)

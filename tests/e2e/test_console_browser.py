@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,14 @@ class Console:
         self.browser.screenshot(self.shots / f"{name}.png")
 
 
+def placed_now() -> str:
+    """Magento's created_at of an order placed now (the reconcile step reconciles today)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+
+
 def taxed_order(entity_id: int) -> dict[str, Any]:
     """An order with a 10 % rate the mapping file has no QuickBooks tax code for (yet)."""
-    order = make_order(entity_id, "tia@example.com", [("MUG-10", 1, "100.00")])
+    order = make_order(entity_id, "tia@example.com", [("MUG-10", 1, "100.00")], created_at=placed_now())
     order["items"][0].update({"tax_percent": 10, "tax_amount": 10})
     order.update({"tax_amount": 10, "grand_total": 115})
     return order
@@ -112,7 +118,7 @@ def test_1_nobody_gets_a_page_without_logging_in(console: Console) -> None:
 
 def test_2_a_viewer_finds_an_order_by_its_increment_id(console: Console) -> None:
     run = console.run
-    order = make_order(71001, "vic@example.com", [("MUG-0", 2, "12.50")])
+    order = make_order(71001, "vic@example.com", [("MUG-0", 2, "12.50")], created_at=placed_now())
     run.orders.append(order)
     run.post(order)
     poll(lambda: run.created("SalesReceipt") >= 1, 90, "the order booked")
@@ -185,3 +191,29 @@ def test_6_an_operator_connects_quickbooks_and_lands_back_on_the_console(console
     console.shot("quickbooks")
     b.open(f"{console.url}/quickbooks/callback?code=forged&state=forged&realmId=1")  # a callback nobody asked for
     assert "does not match" in b.text("#error")
+
+
+def test_7_reconcile_finds_a_document_gone_from_quickbooks_and_its_fix_books_it_again(console: Console) -> None:
+    run, b = console.run, console.browser
+    assert run.stack is not None
+    today = run.stack.query("SELECT * FROM SalesReceipt WHERE DocNumber = 'MAG-000071001'")["SalesReceipt"][0]
+    b.open(f"{console.url}/reconcile?since={time.strftime('%Y-%m-%d', time.gmtime())}")
+    assert "the books match" in b.text("#verdict")
+    status, _ = run.stack.api("POST", "salesreceipt", {"Id": today["Id"], "SyncToken": today["SyncToken"]},
+                              operation="delete")  # someone deleted it in QuickBooks
+    assert status == 200
+    b.click("#run")
+    b.wait_for(lambda: "1 missing" in b.source, 30, "the finding")
+    assert "000071001" in b.text("#findings") and "QuickBooks has no document" in b.text("#findings")
+    csv = b.script("return fetch(document.querySelector('#csv').href).then(r => r.text())")
+    assert csv.splitlines()[0] == "kind,order_id,order_ref,doc_number,magento_total,qbo_total,qbo_ids,detail"
+    assert csv.splitlines()[1].startswith("missing,71001,000071001,MAG-000071001,30.00,")
+    console.shot("reconcile")
+    b.click("#fix")
+    b.wait_for(lambda: "re-drove 1" in b.source, 30, "the fix to be taken")
+    poll(lambda: run.stack.count("SalesReceipt", "DocNumber = 'MAG-000071001'") == 1, 120,
+         lambda: "the order booked again:\n" + run.stack.log_tail("worker0", 30))
+    b.click("#run")
+    b.wait_for(lambda: "the books match" in b.source, 30, "the books to match again")
+    b.open(f"{console.url}/orders/71001")
+    assert "otto (operator): fix reconcile" in b.text("#actions")
