@@ -244,8 +244,9 @@ class ChaosRun:
         if self.stack is not None:
             for proc in reversed(list(self.stack.procs.values())):
                 stop(proc)
-        if self.kafka_env:
-            subprocess.run([str(REPO / "ops/kafka/stop")], env=self.kafka_env, capture_output=True, timeout=90)
+        if self.kafka_env:  # its data is thrown away next (cleanup): no controlled shutdown to wait for
+            subprocess.run([str(REPO / "ops/kafka/stop")], env={**self.kafka_env, "KAFKA_STOP_SIGNAL": "KILL"},
+                           capture_output=True, timeout=90)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir / "kafka", ignore_errors=True)
