@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # The console's address as its users reach it (https://books.example.com): Intuit sends the browser back to
     # <it>/quickbooks/callback after consent (register that in the Intuit app). Unset: the request's own host.
     console_url: str | None = Field(None, validation_alias="MAGQB_CONSOLE_URL")
+    # The workers' /metrics pages (comma-separated URLs): the console's overview shows each company's requests in
+    # the last minute against the quota, and the follower's lag, from them (as `magqb top` does).
+    console_metrics_urls: str = Field("", validation_alias="MAGQB_CONSOLE_METRICS_URLS")
     # The console is reached over TLS (a proxy in front of it): its cookies are sent only over HTTPS.
     console_secure_cookies: bool = Field(False, validation_alias="MAGQB_CONSOLE_SECURE_COOKIES")
     # Seals the realms' refresh tokens on the magqb.tokens topic, where every worker host reads them; unset:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import select
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -35,16 +32,9 @@ def _rate(value: float | None) -> str:
 
 
 def fetch(urls: list[str], timeout: float = 2.0) -> Snapshot:
-    from app.tools.top_view import Snapshot
+    from app.tools.top_view import fetch as fetch_pages
 
-    snap = Snapshot(at=time.monotonic())
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                snap.add(resp.read().decode("utf-8", errors="replace"), url)
-        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
-            snap.unreachable.append(f"{url} ({getattr(exc, 'reason', exc)})")
-    return snap
+    return fetch_pages(urls, timeout)
 
 
 def render(v: View) -> RenderableType:

@@ -41,10 +41,13 @@ def cancelled(st: OrderState) -> bool:
     return any(f.kind == "void" and f.status == "done" for f in st.follow_ups)
 
 
-def row(order_id: str, st: OrderState) -> OrderRow:
+def row(order_id: str, st: OrderState, emails: dict[str, str] | None = None) -> OrderRow:
+    """`emails`: QuickBooks customer id → e-mail, for a booked order (its row keeps the customer, not the body)."""
     email = ""
     if isinstance(st.order, dict):
         email = str(st.order.get("customer_email") or "")
+    if not email and st.sale is not None and emails:
+        email = emails.get(st.sale.customer_id, "")
     return OrderRow(order_id, st.order_ref, "cancelled" if cancelled(st) else st.status, email, st.doc_type,
                     st.doc_number, st.total_amt, _aware(st.received_at) if st.received_at else None, booked_at(st),
                     _aware(st.updated_at))
@@ -77,13 +80,13 @@ def summarize(states: dict[str, OrderState], now: datetime) -> Summary:
 
 
 def search(states: dict[str, OrderState], text: str = "", status: str = "", since: date | None = None,
-           until: date | None = None, limit: int = PAGE) -> list[OrderRow]:
+           until: date | None = None, limit: int = PAGE, emails: dict[str, str] | None = None) -> list[OrderRow]:
     """Orders matching all that is given: an increment id, entity id or e-mail (or a part of one), a state, and
     a range of days the order came in (inclusive). Newest first."""
     text = text.strip().lower()
     out = []
     for order_id, st in states.items():
-        r = row(order_id, st)
+        r = row(order_id, st, emails)
         if text and not (text in r.order_ref.lower() or text == order_id or (r.email and text in r.email.lower())):
             continue
         if status and r.status != status:

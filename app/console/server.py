@@ -4,6 +4,7 @@ recorded on Kafka (app/console/audit.py) before it is answered."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,10 @@ class Services:
     token_info: Callable[[], Awaitable[Any]]
     # (since, until) → app.tools.reconcile.Reconciliation; order ids → the replay that re-drives them.
     reconcile: Callable[[datetime, datetime | None], Awaitable[Any]] | None = None
+    # QuickBooks customer id → e-mail (the customers table): booked orders found by e-mail.
+    emails: Callable[[], Awaitable[dict[str, str]]] | None = None
+    # The workers' figures now (app.tools.top_view.Snapshot), or None where no /metrics URL is configured.
+    figures: Callable[[], Awaitable[Any]] | None = None
     fix: Callable[[list[str]], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,8 +70,10 @@ def tool_services(settings: Any) -> Services:
     from app.tools import dead_letters, order_log
     from app.tools.order_status import order_status
     from app.tools.reconcile import fix_missing, run_reconcile
+    from app.tools.top_view import fetch
 
     bootstrap = settings.kafka_bootstrap_servers
+    metrics_urls = [u.strip() for u in str(getattr(settings, "console_metrics_urls", "") or "").split(",") if u.strip()]
     return Services(
         settings=settings,
         states=lambda: order_log.read_states(bootstrap, settings.app_id),
@@ -78,6 +85,8 @@ def tool_services(settings: Any) -> Services:
         # The mapping file read at each run: a fix made since the console started counts.
         reconcile=lambda since, until: run_reconcile(settings, load_mapping(settings.mapping_file), since, until),
         fix=lambda order_ids: fix_missing(settings, order_ids),
+        emails=lambda: order_log.customer_emails(bootstrap, settings.app_id),
+        figures=(lambda: asyncio.to_thread(fetch, metrics_urls)) if metrics_urls else None,
     )
 
 
@@ -201,8 +210,16 @@ async def overview(request: web.Request) -> web.Response:
     summary = order_views.summarize(await services.states(), now)
     letters = await services.dead_letters()
     token = await _token(services)
+    figures = None
+    if services.figures is not None:
+        from app.tools.top_view import QUOTA_PER_MINUTE, view
+
+        snap = await services.figures()
+        figures = {"view": view(snap, None), "quota": QUOTA_PER_MINUTE, "unreachable": snap.unreachable,
+                   "follow_lag": snap.maximum("magqb_follow_lag_seconds") if snap.samples.get("magqb_follow_lag_seconds")
+                   else None}
     return page("overview.html", request, summary=summary, open_letters=len(letters.open()), token=token, now=now,
-                realm=services.settings.quickbooks_realm_id)
+                realm=services.settings.quickbooks_realm_id, figures=figures)
 
 
 async def _token(services: Services) -> dict[str, Any]:
@@ -215,7 +232,8 @@ async def _token(services: Services) -> dict[str, Any]:
     expiry = info.earliest_expiry()
     days = (expiry - datetime.now(UTC)).total_seconds() / 86400 if expiry else None
     return {"state": "expiring" if days is not None and days < 14 else "ok", "updated_at": info.updated_at,
-            "expires_at": expiry, "days_left": days, "connected_at": info.connected_at}
+            "expires_at": expiry, "days_left": days, "connected_at": info.connected_at,
+            "rolling_expiry": info.expires_at, "hard_expiry": info.hard_expires_at}
 
 
 async def order_list(request: web.Request) -> web.Response:
@@ -228,7 +246,8 @@ async def order_list(request: web.Request) -> web.Response:
         hit = order_views.exact(states, q)
         if hit is not None:
             raise web.HTTPFound(f"/orders/{quote(hit)}")
-    rows = order_views.search(states, q, status, since, until)
+    emails = await services.emails() if "@" in q and services.emails is not None else None
+    rows = order_views.search(states, q, status, since, until, emails=emails)
     return page("orders.html", request, rows=rows, q=q, state=status, since=request.query.get("since", ""),
                 until=request.query.get("until", ""), states=sorted({*order_views.WAITING, "synced", "failed",
                                                                       "skipped", "cancelled"}))

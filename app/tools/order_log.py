@@ -44,13 +44,13 @@ def parse_state(raw: bytes | None) -> OrderState | None:
 
 
 async def _read_changelog(bootstrap: str, app_id: str,
-                          on_progress: Callable[[int, int], None]) -> dict[str, bytes | None]:
-    """The changelog end to end: the last value of each key (None: a tombstone)."""
+                          on_progress: Callable[[int, int], None], table: str = "order_state") -> dict[str, bytes | None]:
+    """A table's changelog end to end: the last value of each key (None: a tombstone)."""
     c = kafka_io.consumer(bootstrap, "magqb-tools-states")
     await c.start()
     raw: dict[str, bytes | None] = {}
     try:
-        spans = await kafka_io.whole(c, changelog(app_id))
+        spans = await kafka_io.whole(c, f"{app_id}-{table}-changelog")
         total = sum(s.size for s in spans)
         done = 0
         async for batch in kafka_io.read_spans(c, spans):
@@ -73,6 +73,20 @@ async def read_states(bootstrap: str, app_id: str,
         state = parse_state(value)
         if state is not None:
             out[key] = state
+    return out
+
+
+async def customer_emails(bootstrap: str, app_id: str) -> dict[str, str]:
+    """QuickBooks customer id → the e-mail it was resolved for (the customers table): a booked order keeps its
+    customer's id, not the order body, so this is how it is found by e-mail."""
+    out: dict[str, str] = {}
+    for email, value in (await _read_changelog(bootstrap, app_id, lambda d, t: None, "customers")).items():
+        try:
+            row = jsonutil.loads(value) if value else None
+        except ValueError:
+            continue
+        if "@" in email and isinstance(row, dict) and isinstance(row.get("customer_id"), str):
+            out[row["customer_id"]] = email
     return out
 
 

@@ -6,6 +6,10 @@ owns), the per-minute rates from the difference of two snapshots. The CLI fetche
 
 from __future__ import annotations
 
+import http.client
+import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -48,6 +52,18 @@ class Snapshot:
     def realms(self) -> list[str]:
         found = {labels["realm"] for series in self.samples.values() for labels, _ in series if labels.get("realm")}
         return sorted(found)
+
+
+def fetch(urls: list[str], timeout: float = 2.0) -> Snapshot:
+    """The processes' /metrics pages now (an unreachable one is named, not fatal)."""
+    snap = Snapshot(at=time.monotonic())
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                snap.add(resp.read().decode("utf-8", errors="replace"), url)
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
+            snap.unreachable.append(f"{url} ({getattr(exc, 'reason', exc)})")
+    return snap
 
 
 @dataclass

@@ -90,6 +90,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> I
     assert run.stack is not None
     port = free_port()
     env = {"MAGQB_DATA_DIR": str(workdir / "console-data"),
+           "MAGQB_CONSOLE_METRICS_URLS": f"http://127.0.0.1:{run.web_ports['worker0']}/metrics",
            "QUICKBOOKS_AUTHORIZE_URL": f"{run.stack.sandbox_url}/connect/oauth2"}  # its consent answers at once
     for name, role in (("vera", "viewer"), ("otto", "operator")):
         subprocess.run([MAGQB, "console", "add-user", name, "--role", role], input=PASSWORD + "\n", text=True,
@@ -124,6 +125,8 @@ def test_2_a_viewer_finds_an_order_by_its_increment_id(console: Console) -> None
     poll(lambda: run.created("SalesReceipt") >= 1, 90, "the order booked")
     b = console.browser
     console.log_in("vera")
+    realm = run.stack.env["QUICKBOOKS_REALM_ID"]
+    assert int(b.text(f"#requests-{realm}")) >= 3  # customer, item, receipt: QuickBooks' quota at work
     console.shot("overview")
     b.open(f"{console.url}/orders")
     b.type("#q", "000071001")
@@ -132,6 +135,8 @@ def test_2_a_viewer_finds_an_order_by_its_increment_id(console: Console) -> None
     assert b.text("#order-ref") == "000071001" and b.text("#order-state") == "synced"
     assert "SalesReceipt" in b.text("#document") and b.text("#net-qbo") == "30.00"
     console.shot("order")
+    b.open(f"{console.url}/orders?q=vic%40example")  # booked: found through its customer's e-mail
+    assert "000071001" in b.text("#orders")
 
 
 def test_3_a_viewer_sees_a_problem_explained_but_cannot_retry_it(console: Console) -> None:
@@ -186,7 +191,7 @@ def test_6_an_operator_connects_quickbooks_and_lands_back_on_the_console(console
     assert b.text("#token-state") == "not connected"  # this console's own token store: nothing in it yet
     b.click("#connect")  # → the sandbox's consent page (Intuit's, in production) → back with a code
     b.wait_for(lambda: "/quickbooks?done=connected" in b.url, 30, "the console after the consent")
-    assert b.text("#token-state") == "connected" and b.text("#connected-at")
+    assert b.text("#token-state") == "connected" and b.text("#connected-at") and b.text("#hard-expiry")
     assert "RT1-" not in b.source and "eyJ" not in b.source  # no token on the page
     console.shot("quickbooks")
     b.open(f"{console.url}/quickbooks/callback?code=forged&state=forged&realmId=1")  # a callback nobody asked for

@@ -110,3 +110,12 @@ async def test_passwords_are_argon2_hashes_checked_the_same_way_for_unknown_name
         await store.add("bob", "short", "viewer")
     with pytest.raises(UserError, match="role"):
         await store.add("bob", "long enough pw", "admin")
+
+
+def test_a_booked_order_is_found_by_the_e_mail_its_customer_was_resolved_for() -> None:
+    from schemas.state import SaleFacts
+
+    booked = state("synced", "0009", NOW, qbo_id="5", sale=SaleFacts(customer_id="77", customer_name="Ann", currency="USD"))
+    assert search({"9": booked}, text="ann@example.com") == []  # the row keeps no body ...
+    found = search({"9": booked}, text="ann@", emails={"77": "ann@example.com"})  # ... the customers table knows
+    assert [r.order_ref for r in found] == ["0009"] and found[0].email == "ann@example.com"
