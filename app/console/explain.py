@@ -9,6 +9,7 @@ from typing import Any
 from schemas.dead_letter import DeadLetter
 
 _RATE = re.compile(r"no QBO tax code for the (?P<rate>[0-9.]+) % rate")
+_HOLDER = re.compile(r"held by (?P<type>[A-Za-z]+) Id=(?P<id>[0-9]+)")
 _TOTALS = re.compile(r"total (?P<qbo>-?[0-9.]+) vs Magento(?:'s)?(?: grand_total)? (?P<magento>-?[0-9.]+)")
 
 
@@ -19,13 +20,14 @@ class Explanation:
     snippet: str | None = None  # the mapping line to add, where there is one
     facts: tuple[tuple[str, str], ...] = ()  # (what, value): the numbers that tell the story
     retriable: bool = True  # after the fix, "retry" books it
+    link: str | None = None  # the QuickBooks document it is about (who holds a number), where one is named
 
 
 def last_message(letter: DeadLetter) -> str:
     return letter.attempts[-1].message if letter.attempts else ""
 
 
-def explain(letter: DeadLetter) -> Explanation:
+def explain(letter: DeadLetter, sandbox: bool = False) -> Explanation:
     reason, message = letter.reason, last_message(letter)
     fault = (letter.attempts[-1].fault if letter.attempts else None) or {}
     if reason == "mapping":
@@ -59,11 +61,15 @@ def explain(letter: DeadLetter) -> Explanation:
         number = str((letter.command.get("document") or {}).get("DocNumber") or "") if isinstance(
             letter.command, dict) else ""
         holder = fault.get("detail") or message
+        held = _HOLDER.search(message)
         return Explanation(
             f"QuickBooks already holds a document numbered {number or 'this number'} that is not this order's.",
             "Open that document in QuickBooks: if it is this order booked by hand, void or delete one of the two; "
             "if it is something else, give magqb's numbers their own prefix ([numbers] in the mapping file), "
-            "then retry.", facts=(("number", number or "?"), ("QuickBooks says", str(holder))))
+            "then retry.",
+            facts=(("number", number or "?"), *((("held by", f"{held['type']} {held['id']}"),) if held else ()),
+                   ("QuickBooks says", str(holder))),
+            link=qbo_link(held["type"], held["id"], sandbox) if held else None)
     if reason == "retries_exhausted":
         return Explanation("QuickBooks kept failing for this order through every retry (an outage, or a fault that "
                            "looks temporary but is not).",

@@ -19,7 +19,8 @@ async def problems(request: web.Request) -> web.Response:
     letters = (await services.dead_letters()).open()
     groups: dict[str, list[dict[str, Any]]] = {}
     for d in sorted(letters, key=lambda d: d.dead_at):
-        groups.setdefault(d.reason, []).append({"letter": d, "why": explain(d), "last": last_message(d)[:300]})
+        why = explain(d, bool(getattr(services.settings, "quickbooks_sandbox", False)))
+        groups.setdefault(d.reason, []).append({"letter": d, "why": why, "last": last_message(d)[:300]})
     return page("problems.html", request, groups=groups, done=request.query.get("done", ""))
 
 

@@ -41,10 +41,11 @@ def test_a_total_mismatch_shows_both_totals_and_the_lines() -> None:
 
 
 def test_a_number_taken_says_who_holds_it() -> None:
-    why = explain(letter("docnumber_taken", "DocNumber MAG-0001 is held by SalesReceipt 88 (another order's note)",
+    why = explain(letter("docnumber_taken", "DocNumber MAG-0001 is held by SalesReceipt Id=88 (PrivateNote 'x'), "
+                                            "not by order 0001: ...",
                          {"type": "create_document", "document": {"DocNumber": "MAG-0001"}}))
-    assert "MAG-0001" in why.title and ("number", "MAG-0001") in why.facts
-    assert any("SalesReceipt 88" in v for _, v in why.facts)
+    assert "MAG-0001" in why.title and ("number", "MAG-0001") in why.facts and ("held by", "SalesReceipt 88") in why.facts
+    assert why.link == "https://app.qbo.intuit.com/app/salesreceipt?txnId=88"
 
 
 def test_a_quickbooks_refusal_shows_its_fault() -> None:
