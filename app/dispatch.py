@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +27,7 @@ from app.adapters.lookup_batcher import LookupBatcher
 from app.adapters.oauth import TokenRefreshError
 from app.adapters.qbo_client import QboClient, QboError
 from app.domain import request_ids
+from app.domain.bounded import KeyedLocks, Lru
 from app.domain.faults import ErrorClass
 from app.domain.mapping import note_identity, note_names_order
 from app.domain.naming import qbo_quote, with_qualifier
@@ -95,6 +96,7 @@ Outcome = Result | RetryLater | GiveUp
 
 
 DOCUMENTS_REMEMBERED = 10_000  # answers to documents this process created, by requestid
+RESOLVED_REMEMBERED = 50_000  # customers and items resolved by this process (the tables hold every one)
 PREFERENCES_SECONDS = 3600.0  # the company's numbering setting is read again hourly (a read each time)
 NUMBERS_OFF = ("custom transaction numbers are off in QuickBooks company {realm} (Settings → Account and settings → "
                "Sales → Custom transaction numbers): QuickBooks numbers sales forms itself and ignores magqb's "
@@ -109,11 +111,12 @@ class Dispatcher:
         self.client = client
         self._sleep = sleep
         # One in-flight resolution per customer/item/document, so concurrent orders share it.
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._customers: dict[str, CustomerResolved] = {}
-        self._items: dict[str, ItemResolved] = {}
+        self._locks = KeyedLocks()
+        # Resolved ids this worker remembers (the tables hold them all): the most recently used, bounded.
+        self._customers: Lru[str, CustomerResolved] = Lru(RESOLVED_REMEMBERED)
+        self._items: Lru[str, ItemResolved] = Lru(RESOLVED_REMEMBERED)
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._payments: dict[str, dict[str, Any]] = {}  # by requestid: payments are few
+        self._payments: Lru[str, dict[str, Any]] = Lru(DOCUMENTS_REMEMBERED)  # by requestid
         self._by_email: LookupBatcher[str, list[dict[str, Any]]] = LookupBatcher(self._fetch_customers, lookup_window)
         self._by_name: LookupBatcher[str, dict[str, Any]] = LookupBatcher(self._fetch_items, lookup_window)
         self._by_number: dict[str, LookupBatcher[str, list[dict[str, Any]]]] = {}
@@ -166,18 +169,18 @@ class Dispatcher:
 
     async def _dispatch(self, cmd: Command, verify: bool) -> Result:
         if isinstance(cmd, EnsureCustomer):
-            async with self._locks[f"customer:{cmd.email}"]:
+            async with self._locks.hold(f"customer:{cmd.email}"):
                 return await self._ensure_customer(cmd)
         if isinstance(cmd, EnsureItem):
-            async with self._locks[f"item:{cmd.name.lower()}"]:
+            async with self._locks.hold(f"item:{cmd.name.lower()}"):
                 return await self._ensure_item(cmd)
         if isinstance(cmd, VoidDocument):
-            async with self._locks[f"void:{cmd.doc_type}:{cmd.qbo_id or cmd.doc_number}"]:
+            async with self._locks.hold(f"void:{cmd.doc_type}:{cmd.qbo_id or cmd.doc_number}"):
                 return await self._void(cmd, verify)
         if isinstance(cmd, ReceivePayment):
-            async with self._locks[f"pay:{cmd.payment.PaymentRefNum}"]:
+            async with self._locks.hold(f"pay:{cmd.payment.PaymentRefNum}"):
                 return await self._receive_payment(cmd, verify or cmd.verify)
-        async with self._locks[f"doc:{cmd.document.DocNumber}"]:
+        async with self._locks.hold(f"doc:{cmd.document.DocNumber}"):
             return await self._create_document(cmd, verify or cmd.verify)
 
     # ------------------------------------------------------------ batched lookups
@@ -219,7 +222,7 @@ class Dispatcher:
     async def _ensure_customer(self, cmd: EnsureCustomer) -> CustomerResolved:
         key = cmd.key or cmd.email
         if cmd.fresh:  # QBO refused the id we had: ask QBO, not the cache
-            self._customers.pop(key, None)
+            self._customers.pop(key)
         cached = self._customers.get(key)
         if cached is not None:
             return self._customer_result(cmd, cached.customer_id, cached.display_name, created=False)
@@ -280,7 +283,7 @@ class Dispatcher:
     async def _ensure_item(self, cmd: EnsureItem) -> ItemResolved:
         key = cmd.name.lower()
         if cmd.fresh:
-            self._items.pop(key, None)
+            self._items.pop(key)
         cached = self._items.get(key)
         if cached is not None:
             return self._item_result(cmd, cached.item_id, created=False)
@@ -326,7 +329,7 @@ class Dispatcher:
         now = asyncio.get_running_loop().time()
         if self._numbers is not None and now - self._numbers[1] < PREFERENCES_SECONDS:
             return self._numbers[0]
-        async with self._locks["preferences"]:
+        async with self._locks.hold("preferences"):
             if self._numbers is not None and now - self._numbers[1] < PREFERENCES_SECONDS:
                 return self._numbers[0]
             try:

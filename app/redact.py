@@ -11,11 +11,18 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import OrderedDict
 
 MASK = "[redacted]"
 MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+# Tokens come and go (an access token an hour per realm, a refresh token at each rotation): the newest this
+# many are kept. A token forgotten is long expired; the patterns below still catch its shape. Settings'
+# secrets (`register_permanent`) are never forgotten.
+ROTATING_KEPT = 2048
 
-_known: set[str] = set()
+_permanent: set[str] = set()
+_rotating: OrderedDict[str, None] = OrderedDict()
+_ordered: list[str] = []  # every known value, longest first: what scrub() walks
 _lock = threading.Lock()
 _PATTERNS = (
     # QBO's gateway: "Token invalid: <token>", "Token expired: <token>"
@@ -28,17 +35,37 @@ _PATTERNS = (
 
 
 def register(*values: str | None) -> None:
-    """Remember secret values to mask from now on (tokens as they are issued)."""
+    """Remember secret values to mask from now on (tokens as they are issued); the newest ROTATING_KEPT stay."""
+    global _ordered
+    with _lock:
+        for value in values:
+            if value and len(value) >= MIN_SECRET_LEN and value not in _permanent:
+                _rotating[value] = None
+                _rotating.move_to_end(value)
+        while len(_rotating) > ROTATING_KEPT:
+            _rotating.popitem(last=False)
+        _ordered = sorted({*_permanent, *_rotating}, key=len, reverse=True)
+
+
+def register_permanent(*values: str | None) -> None:
+    """Secrets of the settings (webhook and client secrets, passwords): masked for the process's whole life."""
+    global _ordered
     with _lock:
         for value in values:
             if value and len(value) >= MIN_SECRET_LEN:
-                _known.add(value)
+                _permanent.add(value)
+                _rotating.pop(value, None)
+        _ordered = sorted({*_permanent, *_rotating}, key=len, reverse=True)
+
+
+def known_count() -> int:
+    return len(_ordered)
 
 
 def scrub(text: str) -> str:
     if not text:
         return text
-    for value in sorted(_known, key=len, reverse=True):
+    for value in _ordered:  # sorted once per registration, not once per log line
         if value in text:
             text = text.replace(value, MASK)
     for pattern, replacement in _PATTERNS:

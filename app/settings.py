@@ -256,8 +256,8 @@ def load_settings(**overrides: object) -> Settings:
     from app import redact
     from app.sources.mageos import parse_event_secrets
 
-    redact.register(*parse_event_secrets(settings.mageos_event_secrets.get_secret_value()).values())
-    redact.register(*(s.get_secret_value() for s in (
+    redact.register_permanent(*parse_event_secrets(settings.mageos_event_secrets.get_secret_value()).values())
+    redact.register_permanent(*(s.get_secret_value() for s in (
         settings.magento_webhook_secret, settings.magento_access_token, settings.magento_consumer_secret,
         settings.magento_access_token_secret, settings.mageos_event_secrets, settings.quickbooks_client_secret,
         settings.quickbooks_refresh_token, settings.kafka_sasl_password, settings.token_key,

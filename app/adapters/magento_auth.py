@@ -88,7 +88,7 @@ def magento_auth(consumer_key: str, consumer_secret: SecretStr, access_token: Se
               "MAGENTO_CONSUMER_SECRET": consumer_secret.get_secret_value().strip(),
               "MAGENTO_ACCESS_TOKEN": access_token.get_secret_value().strip(),
               "MAGENTO_ACCESS_TOKEN_SECRET": access_token_secret.get_secret_value().strip()}
-    redact.register(*(v for k, v in values.items() if k != "MAGENTO_CONSUMER_KEY" and v))
+    redact.register_permanent(*(v for k, v in values.items() if k != "MAGENTO_CONSUMER_KEY" and v))
     missing = [name for name, value in values.items() if not value]
     if not missing:
         return OAuth1Auth(consumer_key.strip(), consumer_secret, access_token, access_token_secret)

@@ -74,7 +74,8 @@ class TokenManager:
         self._session = session
         self._token_url = token_url
         self._auth = aiohttp.BasicAuth(client_id, client_secret.get_secret_value())
-        redact.register(client_secret.get_secret_value(), initial_refresh_token.get_secret_value())
+        redact.register_permanent(client_secret.get_secret_value())
+        redact.register(initial_refresh_token.get_secret_value())
         self._realm_id = realm_id
         self._store = store
         self._initial = initial_refresh_token

@@ -1,0 +1,47 @@
+"""Issue 22 (bounded state), first part: what a worker remembers per key stays bounded however long it runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app import redact
+from app.domain.bounded import KeyedLocks, Lru
+
+
+def test_the_cache_keeps_the_most_recently_used() -> None:
+    cache: Lru[str, int] = Lru(3)
+    for n, key in enumerate("abc"):
+        cache[key] = n
+    assert cache.get("a") == 0  # used: the newest now
+    cache["d"] = 3
+    assert "b" not in cache and [k for k in "acd" if k in cache] == ["a", "c", "d"] and len(cache) == 3
+    assert cache.pop("c") == 2 and cache.pop("c") is None
+
+
+async def test_a_lock_exists_only_while_someone_holds_or_waits_for_it() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def use(name: str, key: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(0.01)
+            order.append(f"{name}-")
+
+    await asyncio.gather(use("a", "doc:1"), use("b", "doc:1"), use("c", "doc:2"))
+    assert order.index("a-") < order.index("b+")  # one at a time per key ...
+    assert order.index("c+") < order.index("a-")  # ... other keys meanwhile
+    assert len(locks) == 0  # ... and nothing left behind
+    for n in range(10_000):
+        async with locks.hold(f"doc:{n}"):
+            pass
+    assert len(locks) == 0
+
+
+def test_the_scrubber_keeps_the_settings_secrets_for_ever_and_the_newest_tokens() -> None:
+    redact.register_permanent("the-webhook-secret-value")
+    for n in range(redact.ROTATING_KEPT + 500):
+        redact.register(f"access-token-{n:06d}")
+    assert redact.known_count() <= redact.ROTATING_KEPT + 50  # the newest tokens, the settings' secrets
+    newest = f"access-token-{redact.ROTATING_KEPT + 499:06d}"
+    assert redact.scrub(f"x {newest} the-webhook-secret-value y") == "x [redacted] [redacted] y"
