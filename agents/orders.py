@@ -133,8 +133,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             await park(order_id, order_ref, decision, source)
         for table, keys in ((ctx.customers, decision.forget_customers), (ctx.items, decision.forget_items)):
             for key in keys:
-                if key in table:  # a faust table's pop() answers a missing key with its default, then fails
-                    del table[key]
+                await forget_ref(table, key)
         if decision.forget_customers or decision.forget_items:
             log.warning("order_id=%s order=%s QuickBooks refused a cached customer/item id (inactive or deleted): "
                         "resolving %s again", order_id, order_ref,
@@ -152,6 +151,25 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                                                                   offset=source.offset))
             await save_state(order_id, state)
         metrics.ORDERS.labels(outcome=decision.outcome).inc()
+
+    async def remember_ref(table: Any, key: str, value: dict[str, Any]) -> None:
+        """A customer's or item's QuickBooks id, in the one changelog partition its key hashes to (faust would write
+        it to the partition of the event at hand: the same key in several partitions, and a tombstone in one
+        of them leaving the others to come back at the next start)."""
+        await ctx.ownership.held()
+        fut = table.send_changelog(None, key, value)  # None: the producer's partitioner, by the key
+        table.data[key] = value
+        await fut
+
+    async def forget_ref(table: Any, key: str) -> None:
+        """An id QuickBooks refused (inactive, merged): a tombstone in every partition, so no copy of it — ours, or
+        one an older version wrote to another partition — comes back at a restart."""
+        await ctx.ownership.held()
+        futures = [table.send_changelog(p, key, None, value_serializer="raw")  # a real tombstone, not "null"
+                   for p in range(ctx.settings.kafka_partitions)]
+        table.data.pop(key, None)
+        for fut in futures:
+            await fut
 
     async def save_state(order_id: str, state: OrderState) -> None:
         """The order's row, acknowledged by Kafka before the event is: faust's own table writes are
@@ -273,11 +291,10 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         if isinstance(result, CustomerResolved | ItemResolved):
             await ctx.ownership.held()
         if isinstance(result, CustomerResolved):
-            ctx.customers[result.key or result.email] = CustomerEntry(
-                customer_id=result.customer_id, display_name=result.display_name
-            ).model_dump()
+            await remember_ref(ctx.customers, result.key or result.email, CustomerEntry(
+                customer_id=result.customer_id, display_name=result.display_name).model_dump())
         elif isinstance(result, ItemResolved):
-            ctx.items[result.name.lower()] = ItemEntry(item_id=result.item_id).model_dump()
+            await remember_ref(ctx.items, result.name.lower(), ItemEntry(item_id=result.item_id).model_dump())
         decision = on_result(await load_whole(result.order_id), result, customer, item, ctx.mapping, realm_id)
         decision = _story(decision, "result", _describe_result(result), source)
         await apply(result.order_id, result.order_ref, decision, source)

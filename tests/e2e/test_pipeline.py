@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from app.tools.dead_letters import read_log
-from tests.conftest import MAGENTO_FIXTURES, blueprint_order, make_order
+from tests.conftest import MAGENTO_FIXTURES, blueprint_order, make_order, read_topics
 from tests.e2e.harness import MAGQB, Stack, poll
 from tests.unit.test_golden import fixture_order
 
@@ -177,6 +177,18 @@ def test_a_customer_made_inactive_in_quickbooks_is_resolved_again_and_the_order_
     assert stack.count("Customer", f"PrimaryEmailAddr = '{email}'") == 1  # the active one
     letters = asyncio.run(read_log(stack.env["KAFKA_BOOTSTRAP_SERVERS"])).letters
     assert not [d for d in letters if d.order_id in (str(base), str(base + 1))]
+    # Issue 22: the customer's row lives in the one partition its key hashes to, and the refused id was
+    # tombstoned in every partition — no copy of it comes back at the next start.
+    from app.adapters.kafka_io import partition_of
+
+    changelog = f"{stack.env['MAGQB_APP_ID']}-customers-changelog"
+    rows = [r for r in read_topics(stack.env["KAFKA_BOOTSTRAP_SERVERS"], [changelog]) if r.key == json.dumps(email).encode()]
+    partitions = int(stack.env.get("MAGQB_PARTITIONS", "8"))
+    written = [r for r in rows if r.value]
+    tombstones = sorted(r.partition for r in rows if r.value is None)
+    assert {r.partition for r in written} == {partition_of(json.dumps(email).encode(), partitions)}, rows
+    assert tombstones == list(range(partitions))
+    assert json.loads(written[-1].value)["customer_id"] == booked["CustomerRef"]["value"]
 
 
 def test_finished_work_is_committed(stack: Stack) -> None:
