@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from app.adapters.token_topic import new_key
 from tests.conftest import free_port, make_order
 from tests.e2e.chaos import ChaosPlan, ChaosRun
 from tests.e2e.harness import MAGQB, http, poll, start
@@ -84,7 +85,8 @@ def console(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> I
     mapping = workdir / "mapping.toml"
     mapping.write_text(MAPPING)
     run = ChaosRun(ChaosPlan(orders=0, fail_rate=0.0, throttle_rate=0.0, commit_then_fail_rate=0.0, token_ttl=3600,
-                             partitions=2, extra_env={"MAGQB_MAPPING_FILE": str(mapping)},
+                             # The token shared as in production (the sealed topic): the console sees the workers'.
+                             partitions=2, extra_env={"MAGQB_MAPPING_FILE": str(mapping), "MAGQB_TOKEN_KEY": new_key()},
                              sandbox_args=["--tax-code", "7=Zero rate", "--tax-code", "8=Ten percent"]), workdir)
     run.start()
     assert run.stack is not None
@@ -188,7 +190,9 @@ def test_5_the_mapping_fixed_a_retry_from_the_page_books_the_parked_order(consol
 def test_6_an_operator_connects_quickbooks_and_lands_back_on_the_console(console: Console) -> None:
     b = console.browser
     b.open(f"{console.url}/quickbooks")
-    assert b.text("#token-state") == "not connected"  # this console's own token store: nothing in it yet
+    assert b.text("#token-state") == "connected"  # the workers' token, from the sealed topic
+    assert "connected-at" not in b.source  # it came from the environment, never through a consent
+    assert b.text("#connect") == "Reconnect QuickBooks"
     b.click("#connect")  # → the sandbox's consent page (Intuit's, in production) → back with a code
     b.wait_for(lambda: "/quickbooks?done=connected" in b.url, 30, "the console after the consent")
     assert b.text("#token-state") == "connected" and b.text("#connected-at") and b.text("#hard-expiry")
