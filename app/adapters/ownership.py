@@ -122,9 +122,9 @@ class Ownership:
 
     async def _assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self._owned = set(assigned)  # the eager protocol hands out the whole assignment each time
-        log.info("partitions assigned: %d (%s)", len(assigned),
-                 ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned
-                                  if not str(tp.topic).endswith("-changelog"))[:12]) or "none")
+        shown = sorted(f"{getattr(tp, 'topic', tp)}/{getattr(tp, 'partition', '')}" for tp in assigned
+                       if not str(getattr(tp, "topic", tp)).endswith("-changelog"))
+        log.info("partitions assigned: %d (%s)", len(assigned), ", ".join(shown[:12]) or "none")
         if self._lease is not None:
             # From when the group answered the join (recorded by the wrapper below; the first time, now: the
             # wrappers go on at the first assignment).
