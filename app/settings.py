@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     def console_users_path(self) -> Path:
         return self.console_users_file or self.data_dir / "console-users.sqlite3"
 
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("needs at least 32 characters (a cookie an attacker holds must not give the key away)")
+        return v
+
     @field_validator("token_key")
     @classmethod
     def _token_key(cls, v: SecretStr) -> SecretStr:

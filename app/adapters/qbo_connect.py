@@ -15,7 +15,10 @@ SCOPE = "com.intuit.quickbooks.accounting"
 
 
 class ConnectError(Exception):
-    """The flow failed; the message is one line for the user (never a token)."""
+    """The flow failed; the message is one line for the user (never a token: it is scrubbed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact.scrub(message))
 
 
 def _client(settings: Any, redirect_uri: str) -> Any:

@@ -37,6 +37,9 @@ def serve(host: str, port: int) -> None:
     private_umask()
     private_dir(settings.data_dir)
     check_port(host, port, "the console")
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.console_secure_cookies:
+        log.warning("the console listens on %s without MAGQB_CONSOLE_SECURE_COOKIES: put it behind a TLS proxy and set "
+                    "that, and MAGQB_CONSOLE_URL, before anyone logs in over a network", host)
     asyncio.run(_serve(settings, host, port))
 
 

@@ -56,7 +56,10 @@ async def logged_in(request: web.Request) -> User | None:
     name, since = session.get("user"), session.get("since", 0)
     if not isinstance(name, str) or time.time() - float(since) > SESSION_SECONDS:
         return None
-    return await request.app[USER_KEY].get(name)  # a user removed or demoted since loses it at once
+    user = await request.app[USER_KEY].get(name)  # a user removed or demoted since loses it at once
+    if user is None or session.get("epoch") != user.epoch:
+        return None  # logged out (everywhere) or the password changed since this session began
+    return user
 
 
 def operator(request: web.Request) -> User:

@@ -39,9 +39,13 @@ async def quickbooks_callback(request: web.Request) -> web.Response:
     services: Services = request.app[SERVICES_KEY]
     session = await get_session(request)
     expected = str(session.pop("qbo_state", "") or "")
+    # Recorded before the token is stored: a connection nobody can trace is not made.
+    await audit(request, "connect", target=f"realm {request.query.get('realmId', '?')[:40]}",
+                detail="consent answered: exchanging the code")
     try:
         realm, _ = await complete(services.settings, _redirect_uri(request), dict(request.query), expected)
     except ConnectError as exc:
+        await audit(request, "connect", target="refused", detail=str(exc))
         response = page("quickbooks.html", request, token=await token_state(services),
                         realm=services.settings.quickbooks_realm_id, done="", error=str(exc))
         response.set_status(400)

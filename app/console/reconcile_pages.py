@@ -8,6 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from app.console.base import SERVICES_KEY, Services, audit, day, operator, page
+from app.redact import scrub
+
+MAX_DAYS = 92  # each reconcile reads QuickBooks (a handful of reads a month): a quarter at a time
 
 
 def _range(request: web.Request, form: Any = None) -> tuple[date, date] | None:
@@ -15,7 +18,10 @@ def _range(request: web.Request, form: Any = None) -> tuple[date, date] | None:
     since, until = day(src.get("since")), day(src.get("until"))
     if since is None:
         return None
-    return since, until or datetime.now(UTC).date()
+    until = until or datetime.now(UTC).date()
+    if until < since or (until - since).days >= MAX_DAYS:
+        raise web.HTTPBadRequest(text=f"reconcile up to {MAX_DAYS} days at a time, the first day before the last")
+    return since, until
 
 
 async def _reconciled(request: web.Request, span: tuple[date, date]) -> Any:
@@ -33,9 +39,9 @@ async def _reconciled(request: web.Request, span: tuple[date, date]) -> Any:
         return await services.reconcile(since, until)
     except TokenRefreshError as exc:
         raise web.HTTPServiceUnavailable(
-            text=f"QuickBooks cannot be read: {exc}. Reconnect on the QuickBooks page.") from None
+            text=scrub(f"QuickBooks cannot be read: {exc}. Reconnect on the QuickBooks page.")) from None
     except QboError as exc:
-        raise web.HTTPServiceUnavailable(text=f"QuickBooks refused the query: {exc}") from None
+        raise web.HTTPServiceUnavailable(text=scrub(f"QuickBooks refused the query: {exc}")) from None
     except MappingFileError as exc:
         raise web.HTTPServiceUnavailable(text=f"the mapping file cannot be read: {exc}") from None
 
@@ -62,7 +68,9 @@ async def reconcile_csv(request: web.Request) -> web.StreamResponse:
     writer = csv.DictWriter(out, fieldnames=list(COLUMNS))
     writer.writeheader()
     for f in result.findings:
-        writer.writerow(f.row())
+        # A cell a spreadsheet would take for a formula (= + - @) is kept as text.
+        writer.writerow({k: f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+                         for k, v in f.row().items()})
     return web.Response(text=out.getvalue(), content_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="magqb-reconcile-{span[0]}-{span[1]}.csv"'})
 

@@ -83,5 +83,9 @@ class LoginThrottle:
         while len(self._failures) > self.capacity:
             self._failures.popitem(last=False)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str) -> None:
+        """The attempt counted before the check was good: the name starts afresh, the address gets it back."""
         self._failures.pop(f"u:{name.lower()}", None)
+        times = self._failures.get(f"a:{address}")
+        if times:
+            times.pop()

@@ -67,7 +67,10 @@ def tool_services(settings: Any) -> Services:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Login first (anonymous → /login), a CSRF token on every POST, and headers that keep pages in their frame."""
+    """This console's own host only (no DNS rebinding), login first (anonymous → /login), a CSRF token on every
+    POST. The headers that keep pages in their frame go on every answer (`_headers`), redirects and errors too."""
+    if not host_allowed(request.host, getattr(request.app[SERVICES_KEY].settings, "console_url", None)):
+        raise web.HTTPMisdirectedRequest(text="this console answers to its own address only (MAGQB_CONSOLE_URL)")
     session = await get_session(request)
     if CSRF_FIELD not in session:
         session[CSRF_FIELD] = new_csrf_token()
@@ -83,13 +86,27 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not csrf_ok(session.get(CSRF_FIELD), str(form.get(CSRF_FIELD) or "")):
             raise web.HTTPForbidden(text="This form is out of date or did not come from the console: go back, "
                                          "reload the page and submit it again.")
-    response = await handler(request)
+    return await handler(request)
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Content-Security-Policy", request.app[CSP_KEY])
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def host_allowed(host: str, console_url: str | None) -> bool:
+    """The Host a request names: MAGQB_CONSOLE_URL's, or (unset) a loopback name — a page of another site that
+    resolves its own name to 127.0.0.1 (DNS rebinding) is not this console."""
+    if console_url:
+        return host.lower() == (urlsplit(console_url).netloc or "").lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.lower() in LOOPBACK
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -140,6 +157,7 @@ def make_app(services: Services, users: UserStore, audit_log: AuditLog, session_
     async def stop_audit(app: web.Application) -> None:
         await audit_log.stop()
 
+    app.on_response_prepare.append(_headers)
     app.on_startup.append(start_audit)
     app.on_cleanup.append(stop_audit)
     return app

@@ -210,3 +210,62 @@ async def test_after_logging_in_it_goes_only_to_a_page_of_its_own(console: tuple
     resp = await client.post("/login", data={"name": "bea", "password": PASSWORD, "csrf_token": csrf(form),
                                              "next": "//evil.example.com/x"}, allow_redirects=False)
     assert resp.headers["Location"] == "/"
+
+
+async def test_a_viewer_can_do_nothing_on_any_action_route(console: tuple[TestClient, Fixed]) -> None:
+    client, fixed = console
+    await log_in(client, "bea")
+    token = csrf(await (await client.get("/problems")).text())
+    for path, data in (("/problems/purge", {"reason": "mapping", "confirm": "yes"}),
+                       ("/reconcile/fix", {"since": "2026-12-01", "until": "2026-12-02"}),
+                       ("/quickbooks/connect", {})):
+        resp = await client.post(path, data={**data, "csrf_token": token}, allow_redirects=False)
+        assert resp.status == 403, path
+    resp = await client.get("/quickbooks/callback", params={"code": "c", "state": "s", "realmId": "1"},
+                            allow_redirects=False)
+    assert resp.status == 403 and fixed.purged == []
+
+
+async def test_logging_out_ends_the_session_a_copied_cookie_included(console: tuple[TestClient, Fixed]) -> None:
+    client, _ = console
+    await log_in(client, "otto")
+    copied = {c.key: c.value for c in client.session.cookie_jar}
+    token = csrf(await (await client.get("/")).text())
+    await client.post("/logout", data={"csrf_token": token})
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies(copied)  # the cookie as it was before the logout
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"].startswith("/login")
+
+
+async def test_a_burst_of_parallel_logins_cannot_slip_under_the_limit(console: tuple[TestClient, Fixed]) -> None:
+    client, _ = console
+    form = await (await client.get("/login")).text()
+    token = csrf(form)
+
+    async def attempt() -> int:
+        resp = await client.post("/login", data={"name": "otto", "password": "wrong password!", "csrf_token": token,
+                                                 "next": "/"}, allow_redirects=False)
+        return resp.status
+
+    import asyncio
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(12)))
+    assert statuses.count(401) <= LOGIN_FAILURES_ALLOWED and statuses.count(429) >= 12 - LOGIN_FAILURES_ALLOWED
+
+
+async def test_another_host_name_is_refused_and_every_answer_carries_the_headers(
+        console: tuple[TestClient, Fixed]) -> None:
+    client, _ = console
+    resp = await client.get("/login", headers={"Host": "rebound.attacker.example"})
+    assert resp.status == 421
+    redirect = await client.get("/", allow_redirects=False)
+    assert redirect.status == 302 and redirect.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in redirect.headers["Content-Security-Policy"]
+
+
+async def test_reconcile_takes_a_quarter_at_most(console: tuple[TestClient, Fixed]) -> None:
+    client, _ = console
+    await log_in(client, "bea")
+    resp = await client.get("/reconcile", params={"since": "2026-01-01", "until": "2026-12-01"})
+    assert resp.status == 400 and "92 days" in await resp.text()
