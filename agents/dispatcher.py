@@ -392,16 +392,11 @@ def register_rung(ctx: WorkerContext, rung: Rung, topic: faust.TopicT) -> None:
                 await pause(max(0.0, due_of(headers) - time.time()), gone)
                 await retry_transient(partial(forward, event, headers), gone, log, f"returning from {rung.topic}",
                                       every_error=True)
+                await ctx.ownership.held(tp, stopping)  # the acknowledgement is an effect too
             except Abandoned:
                 if stopping():
                     return
                 continue  # revoked: the new owner holds it until due
-            try:
-                await ctx.ownership.held(tp, stopping)
-            except Abandoned:
-                if stopping():
-                    return
-                continue
             await acknowledge(stream, event)
             log.info("command back from %s to dispatch (attempt %s)", rung.topic,
                      headers.get(ladder_mod.H_ATTEMPTS, b"?").decode(errors="replace"))

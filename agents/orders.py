@@ -451,18 +451,13 @@ def register_orders_agent(ctx: WorkerContext) -> None:
                                      "after a restart, and its partition commits no further meanwhile)", what,
                                      exc_info=True)
                         continue
+                await ctx.ownership.held(tp, stopping)  # the acknowledgement is an effect too
             except Abandoned:
                 if stopping():
                     return  # stopping: this event stays unacknowledged for the next owner
                 continue  # revoked: the new owner gets it from the committed offset
             finally:
                 idle.set()
-            try:
-                await ctx.ownership.held(tp, stopping)
-            except Abandoned:
-                if stopping():
-                    return
-                continue
             await acknowledge(stream, event)
 
 

@@ -14,7 +14,7 @@ import click
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from app.tools.top_view import Snapshot, View
+    from app.tools.top_view import View
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -29,12 +29,6 @@ def _fmt_seconds(seconds: float) -> str:
 
 def _rate(value: float | None) -> str:
     return "…" if value is None else f"{value:,.0f}"
-
-
-def fetch(urls: list[str], timeout: float = 2.0) -> Snapshot:
-    from app.tools.top_view import fetch as fetch_pages
-
-    return fetch_pages(urls, timeout)
 
 
 def render(v: View) -> RenderableType:
@@ -143,6 +137,8 @@ def top(ingress_urls: tuple[str, ...], worker_urls: tuple[str, ...], interval: f
 
     urls = [*(ingress_urls or ("http://127.0.0.1:8080/metrics",)), *(worker_urls or ("http://127.0.0.1:6066/metrics",))]
     console = Console()
+    from app.tools.top_view import fetch
+
     before = fetch(urls)
     if once:
         time.sleep(interval)
