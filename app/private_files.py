@@ -21,6 +21,16 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def private_file(path: Path) -> Path:
+    """`path` as a file only its owner can read: made 0600 before anything writes a byte to it (SQLite's -wal and
+    -shm files take its mode), and tightened if an earlier version left it open."""
+    private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def private_umask() -> None:
     """Files this process creates from now on are 0600 and directories 0700 (Faust's table data too)."""
     os.umask(0o077)

@@ -8,13 +8,13 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
+from tests.e2e.harness import PollTimeout, poll
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C name of an element reference
 
@@ -39,16 +39,12 @@ class Browser:
         self._log = open(workdir / "chromedriver.log", "w")  # closed in quit()
         self._proc = subprocess.Popen([driver, f"--port={port}"], stdout=self._log, stderr=subprocess.STDOUT)
         self._base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self._call("GET", "/status")
-                break
-            except (OSError, WebDriverError):
-                if time.monotonic() > deadline:
-                    self._proc.kill()
-                    raise WebDriverError("chromedriver did not answer within 30 s") from None
-                time.sleep(0.2)
+        self._last_error = ""
+        try:
+            poll(lambda: self._answers("GET", "/status"), 30, "chromedriver to answer")
+        except PollTimeout:
+            self._proc.kill()
+            raise
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": browser_binary(),
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -66,6 +62,14 @@ class Browser:
             detail = json.loads(exc.read() or b"{}").get("value", {})
             raise WebDriverError(f"{method} {path}: {detail.get('error')}: {str(detail.get('message'))[:300]}") from None
         return answer.get("value") if isinstance(answer, dict) and "value" in answer else answer
+
+    def _answers(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The answer, or None while the driver cannot give one (for a bounded poll)."""
+        try:
+            return self._call(method, path, body) or True
+        except (OSError, WebDriverError) as exc:
+            self._last_error = str(exc)
+            return None
 
     def _s(self, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
         return self._call(method, f"/session/{self._session}{path}", body)
@@ -92,18 +96,12 @@ class Browser:
 
     # ---- elements
     def find(self, css: str, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                found = self._s("/element", {"using": "css selector", "value": css})
-                if isinstance(found, dict) and found.get(ELEMENT):
-                    return str(found[ELEMENT])
-                raise WebDriverError(f"an answer without an element: {str(found)[:200]}")
-            except WebDriverError as exc:
-                if time.monotonic() > deadline:
-                    raise WebDriverError(f"no element {css!r} on {self.url} ({exc}); the page:\n"
-                                         f"{self.source[:1500]}") from None
-                time.sleep(0.2)
+        def element() -> str | None:
+            found = self._answers("POST", f"/session/{self._session}/element", {"using": "css selector", "value": css})
+            return str(found[ELEMENT]) if isinstance(found, dict) and found.get(ELEMENT) else None
+
+        return poll(element, timeout, lambda: f"element {css!r} on {self.url} ({self._last_error}); the page:\n"
+                                              f"{self.source[:1500]}")
 
     def text(self, css: str, timeout: float = 10) -> str:
         return str(self._s(f"/element/{self.find(css, timeout)}/text", method="GET"))
@@ -117,19 +115,13 @@ class Browser:
         self._s(f"/element/{self.find(css)}/click", {})
 
     def wait_for(self, check: Any, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                try:
-                    shown = str(self.script("return (document.querySelector('main') || document.body).innerText"))
-                except WebDriverError:
-                    shown = "?"
-                raise WebDriverError(f"timed out after {timeout:.0f}s waiting for {what} (at {self.url}); the page "
-                                     f"says:\n{shown[:2000]}")
-            time.sleep(0.25)
+        def shown() -> str:
+            try:
+                return str(self.script("return (document.querySelector('main') || document.body).innerText"))
+            except WebDriverError:
+                return "?"
+
+        return poll(check, timeout, lambda: f"{what} (at {self.url}); the page says:\n{shown()[:2000]}", interval=0.25)
 
     def quit(self) -> None:
         try:

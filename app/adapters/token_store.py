@@ -6,7 +6,6 @@ written (and committed) before the access token that came with it is used.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from typing import Protocol
 
 import aiosqlite
 
-from app.private_files import private_dir
+from app.private_files import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refresh_tokens (
@@ -69,12 +68,7 @@ class TokenStore:
         self.path = path
 
     async def _connect(self) -> aiosqlite.Connection:
-        private_dir(self.path.parent)
-        if not self.path.exists():
-            # Created 0600 before SQLite writes a byte (its -wal and -shm files take the same mode).
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
-        db = await aiosqlite.connect(self.path)
+        db = await aiosqlite.connect(private_file(self.path))
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(_SCHEMA)
         async with db.execute("PRAGMA table_info(refresh_tokens)") as cur:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -45,7 +45,6 @@ class Services:
     # The workers' figures now (app.tools.top_view.Snapshot), or None where no /metrics URL is configured.
     figures: Callable[[], Awaitable[Any]] | None = None
     fix: Callable[[list[str]], Awaitable[Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 SERVICES_KEY = web.AppKey("services", Services)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import aiosqlite
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from app.private_files import private_dir
+from app.private_files import private_file
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
@@ -65,11 +64,7 @@ class UserStore:
         self.path = path
 
     async def _connect(self) -> aiosqlite.Connection:
-        private_dir(self.path.parent)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
-        db = await aiosqlite.connect(self.path)
+        db = await aiosqlite.connect(private_file(self.path))
         await db.execute(_SCHEMA)
         async with db.execute("PRAGMA table_info(users)") as cur:
             if "epoch" not in {row[1] for row in await cur.fetchall()}:  # a file from before epochs

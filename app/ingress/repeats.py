@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import jsonutil
+from app.domain.bounded import Lru
 
 
 def digest(kind: str, key: str, body: object) -> str:
@@ -38,23 +38,16 @@ class RepeatGuard:
     def __init__(self, per_minute: int, remembered: int = 50_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
-        self._remembered = remembered
-        self._events: OrderedDict[str, str] = OrderedDict()  # digest → the event id it was recorded under
+        self._events: Lru[str, str] = Lru(remembered)  # digest → the event id it was recorded under
         self._buckets: dict[str, _Bucket] = {}
         self._clock = clock
 
     def recorded(self, body_digest: str) -> str | None:
         """The event id a body was recorded under, if this process recorded it."""
-        event_id = self._events.get(body_digest)
-        if event_id is not None:
-            self._events.move_to_end(body_digest)
-        return event_id
+        return self._events.get(body_digest)
 
     def record(self, body_digest: str, event_id: str) -> None:
         self._events[body_digest] = event_id
-        self._events.move_to_end(body_digest)
-        while len(self._events) > self._remembered:
-            self._events.popitem(last=False)
 
     def admit(self, source: str) -> float:
         """Take one repeat from `source`'s budget: 0 when there was one, else the seconds until there is."""

@@ -126,11 +126,16 @@ class FaustConsumer:
         return self._consumer
 
 
-async def test_a_worker_frozen_past_its_lease_makes_no_effect_until_the_group_answers_or_takes_it_away(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def leased() -> tuple[App, Coordinator, Ownership]:
+    """A worker whose ownership is a lease of 0.9 × a 10 s session, over aiokafka's coordinator as the lease sees it."""
     app, coordinator = App(), Coordinator()
     app.consumer = FaustConsumer(coordinator)
-    own = Ownership(app, session_timeout=10.0)
+    return app, coordinator, Ownership(app, session_timeout=10.0)
+
+
+async def test_a_worker_frozen_past_its_lease_makes_no_effect_until_the_group_answers_or_takes_it_away(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app, coordinator, own = leased()
     clock = [1000.0]
     monkeypatch.setattr("app.adapters.ownership._now", lambda: clock[0])
     monkeypatch.setattr("app.adapters.ownership.FENCE_POLL_SECONDS", 0.001)
@@ -159,9 +164,7 @@ async def test_a_worker_frozen_past_its_lease_makes_no_effect_until_the_group_an
 
 
 async def test_the_heartbeat_is_wrapped_once_however_often_partitions_are_assigned() -> None:
-    app, coordinator = App(), Coordinator()
-    app.consumer = FaustConsumer(coordinator)
-    Ownership(app, session_timeout=10.0)
+    app, coordinator, _ = leased()
     await app.on_partitions_assigned.send({"tp0"})
     first = coordinator._do_heartbeat
     await app.on_partitions_assigned.send({"tp0", "tp1"})
@@ -170,9 +173,7 @@ async def test_the_heartbeat_is_wrapped_once_however_often_partitions_are_assign
 
 async def test_a_heartbeat_answered_while_rebalancing_renews_nothing_and_a_join_counts_from_its_answer(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    app, coordinator = App(), Coordinator()
-    app.consumer = FaustConsumer(coordinator)
-    own = Ownership(app, session_timeout=10.0)
+    app, coordinator, own = leased()
     clock = [500.0]
     monkeypatch.setattr("app.adapters.ownership._now", lambda: clock[0])
     await app.on_partitions_assigned.send({"tp0"})
