@@ -23,7 +23,8 @@ import hashlib
 import logging
 import os
 import socket
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -116,12 +117,10 @@ class Fold:
     """One realm's records read in order: the one that counts, and which offsets counted when written."""
 
     current: Current | None = None
-    accepted: set[int] | None = None
+    accepted: set[int] = field(default_factory=set)
     last_lost: bool = False  # the realm's newest record lost its compare-and-set
 
     def add(self, offset: int, record: TokenRecord) -> None:
-        if self.accepted is None:
-            self.accepted = set()
         # After compaction the first record left may name one now gone: it counts (compaction kept the newest).
         if record.based_on is None or self.current is None or record.based_on == self.current.offset:
             self.current = Current(offset, record)
@@ -241,9 +240,7 @@ class TopicTokenStore:
         try:
             await self.cache.put(record.realm_id, record.refresh_token, record.expires_at, record.hard_expires_at,
                                  connected=record.connected_at is not None and record.based_on is None)
-        except OSError as exc:  # the copy is a convenience: the topic holds the token
-            log.warning("realm=%s the local copy of the token could not be written (%s)", record.realm_id, exc)
-        except Exception as exc:  # noqa: BLE001 - sqlite3.Error: same
+        except (OSError, sqlite3.Error) as exc:  # the copy is a convenience: the topic holds the token
             log.warning("realm=%s the local copy of the token could not be written (%s)", record.realm_id, exc)
 
     async def get(self, realm_id: str) -> str | None:
@@ -298,15 +295,15 @@ class TopicTokenStore:
             rotations=_rotated(before, newest, now), writer=writer_name())
         offset = await self._write(record)
         fold = (await self._folds()).get(realm_id) or Fold()
-        if fold.accepted is not None and offset in fold.accepted:
+        if offset in fold.accepted:
             await self._mirror(record)
             return True
         await self._heal(fold)  # ours lost, and may be the realm's newest
         return False
 
     async def info(self, realm_id: str) -> TokenInfo | None:
-        current = await self._current(realm_id)
-        return current.record.info() if current else None
+        record = await self.record(realm_id)
+        return record.info() if record else None
 
     async def record(self, realm_id: str) -> TokenRecord | None:
         current = await self._current(realm_id)
