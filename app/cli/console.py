@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -37,13 +38,15 @@ def serve(host: str, port: int) -> None:
     private_umask()
     private_dir(settings.data_dir)
     check_port(host, port, "the console")
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.console_secure_cookies:
+    from app.console.server import LOOPBACK
+
+    if host not in LOOPBACK and not settings.console_secure_cookies:
         log.warning("the console listens on %s without MAGQB_CONSOLE_SECURE_COOKIES: put it behind a TLS proxy and set "
                     "that, and MAGQB_CONSOLE_URL, before anyone logs in over a network", host)
     asyncio.run(_serve(settings, host, port))
 
 
-async def _serve(settings: object, host: str, port: int) -> None:
+async def _serve(settings: Any, host: str, port: int) -> None:
     from aiohttp import web
 
     from app.adapters.kafka_admin import BrokerUnavailable, ensure_topics
@@ -55,16 +58,16 @@ async def _serve(settings: object, host: str, port: int) -> None:
 
     s = settings
     try:
-        await ensure_topics(s.kafka_bootstrap_servers, app_topics(s),  # type: ignore[attr-defined]
-                            timeout=s.kafka_connect_timeout_seconds)  # type: ignore[attr-defined]
+        await ensure_topics(s.kafka_bootstrap_servers, app_topics(s),
+                            timeout=s.kafka_connect_timeout_seconds)
     except BrokerUnavailable as exc:
         fail(f"cannot start the console: {exc}")
-    users = UserStore(s.console_users_path)  # type: ignore[attr-defined]
+    users = UserStore(s.console_users_path)
     if await users.count() == 0:
         log.warning("the console has no users yet: `magqb console add-user NAME --role operator`")
-    app = make_app(tool_services(s), users, AuditLog(s.kafka_bootstrap_servers),  # type: ignore[attr-defined]
-                   session_key(s.console_secret.get_secret_value(), s.data_dir),  # type: ignore[attr-defined]
-                   secure_cookies=s.console_secure_cookies)  # type: ignore[attr-defined]
+    app = make_app(tool_services(s), users, AuditLog(s.kafka_bootstrap_servers),
+                   session_key(s.console_secret.get_secret_value(), s.data_dir),
+                   secure_cookies=s.console_secure_cookies)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -5,7 +5,6 @@ recorded on Kafka (app/console/audit.py) before it is answered."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from app.console.quickbooks_pages import quickbooks, quickbooks_callback, quickb
 from app.console.reconcile_pages import reconcile_csv, reconcile_fix, reconcile_page
 from app.console.security import CSRF_FIELD, SESSION_SECONDS, LoginThrottle, csrf_ok, new_csrf_token
 from app.console.users import UserStore
-
-log = logging.getLogger("magqb.console")
 
 HERE = Path(__file__).parent
 OPEN_PATHS = ("/login", "/healthz", "/static/")
