@@ -116,12 +116,7 @@ def main() -> None:
                 killed_at = 0.0
             if n == outage:
                 run.stop_broker()
-                down = time.monotonic()
-                while time.monotonic() - down < 20:  # Magento keeps re-sending; every answer must be 503
-                    status, _ = stack.post_order(order)
-                    assert status == 503, f"got {status} while the broker was down"
-                    refused += 1
-                    time.sleep(0.5)
+                refused += refused_for(run, order, 20, "while the broker was down")
                 run.start_broker()
             refused += run.post(order, timeout=180)
             if n in kills and args.scenario == "kill":
@@ -176,6 +171,18 @@ def main() -> None:
         dump(args.json, report)
 
 
+def refused_for(run: ChaosRun, order: dict[str, object], seconds: float, why: str) -> int:
+    """Magento re-sending a webhook for `seconds` while Kafka cannot take it: every answer must be 503."""
+    assert run.stack is not None
+    refused, since = 0, time.monotonic()
+    while time.monotonic() - since < seconds:
+        status, _ = run.stack.post_order(order)
+        assert status == 503, f"got {status} {why}"
+        refused += 1
+        time.sleep(0.5)
+    return refused
+
+
 CLUSTER = ("broker-hung", "controller-kill", "broker-rolling", "two-down")
 HOSTS = ("zombie", "token-handover")
 
@@ -220,12 +227,7 @@ class ClusterTrouble:
             for node in self.nodes:
                 run.node(node, "kill")
             self.say("brokers 2 and 3 SIGKILLed")
-            assert run.stack is not None
-            while time.monotonic() - self.since < 30:  # Magento keeps re-sending: every answer must be 503
-                status, _ = run.stack.post_order(order)
-                assert status == 503, f"got {status} with two of three brokers down"
-                refused += 1
-                time.sleep(0.5)
+            refused += refused_for(run, order, 30, "with two of three brokers down")
             for node in self.nodes:
                 run.node(node, "start")
             self.say("brokers 2 and 3 restarted")
