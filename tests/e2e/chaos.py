@@ -190,14 +190,19 @@ class ChaosRun:
         found: list[str] = []
 
         def settled() -> bool:
-            last = {w: [line for line in self.stack.log_tail(w, 2000).splitlines() if "worker ready" in line][-1:]
-                    for w in self.web_ports if self.stack is not None and self.stack.procs[w].poll() is None}
-            holders = [w for w, lines in last.items() if lines and "partition(s) 0 assigned" in lines[0]]
+            last = {w: self.last_ready(w) for w in self.web_ports
+                    if self.stack is not None and self.stack.procs[w].poll() is None}
+            holders = [w for w, line in last.items() if "partition(s) 0 assigned" in line]
             found[:] = holders
-            return len(holders) == 1 and all(lines for lines in last.values())
+            return len(holders) == 1 and all(last.values())
 
         poll(settled, timeout, "one worker to hold the partition")
         return found[0]
+
+    def last_ready(self, name: str) -> str:
+        """The worker's newest "worker ready" line (what it holds after its last rebalance); "" before the first."""
+        assert self.stack is not None
+        return ([line for line in self.stack.log_tail(name, 2000).splitlines() if "worker ready" in line] or [""])[-1]
 
     def worker_metric(self, name: str, metric: str) -> float:
         status, raw = http("GET", f"http://127.0.0.1:{self.web_ports[name]}/metrics")

@@ -512,9 +512,7 @@ def test_a_worker_frozen_past_its_session_is_fenced_when_it_wakes(chaos) -> None
             poll(lambda: run.created("SalesReceipt") >= 2, 90, "the first bookings")
             run.signal_worker(zombie, signal.SIGSTOP)  # QuickBooks is answering a command of it right now
             frozen = time.monotonic()
-            poll(lambda: "partition(s) 0 assigned" in (
-                [line for line in run.stack.log_tail(other, 2000).splitlines() if "worker ready" in line] or [""])[-1],
-                 90, f"{other} to take the partition over")
+            poll(lambda: "partition(s) 0 assigned" in run.last_ready(other), 90, f"{other} to take the partition over")
             poll(lambda: time.monotonic() - frozen >= 12, 30, "the zombie to stay frozen 12 s (twice the session)")
             woke.append(time.time())
             run.signal_worker(zombie, signal.SIGCONT)
