@@ -28,7 +28,7 @@ def token_store(settings: Any) -> RefreshTokenStore:
                            timeout=settings.kafka_connect_timeout_seconds)
 
 
-async def check_token_store(settings: Any, what: str) -> str:
+async def check_token_store(settings: Any) -> str:
     """Before a worker or a token tool starts: the key opens every token on the topic, or, without a key, the
     topic holds none (else this host would refresh with its own, stale, file). TokenKeyError is one line to
     show; the answer says where tokens are kept."""
@@ -39,7 +39,7 @@ async def check_token_store(settings: Any, what: str) -> str:
     if await holds_tokens(settings.kafka_bootstrap_servers):
         from app import topics
 
-        raise TokenKeyError(f"{what}: the realms' refresh tokens are on topic {topics.TOKENS}, sealed, and "
+        raise TokenKeyError(f"the realms' refresh tokens are on topic {topics.TOKENS}, sealed, and "
                             "MAGQB_TOKEN_KEY is not set: set it to the key the other hosts use")
     return (f"refresh tokens in {settings.data_dir / 'tokens.sqlite3'} (this host only: set MAGQB_TOKEN_KEY on "
             "every host before a second worker host joins)")

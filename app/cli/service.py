@@ -140,9 +140,9 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     from app.adapters.token_topic import TokenKeyError
 
     try:
-        log.info("%s", asyncio.run(check_token_store(settings, "cannot start the worker")))
+        log.info("%s", asyncio.run(check_token_store(settings)))
     except TokenKeyError as exc:
-        fail(f"cannot start the worker: {str(exc).removeprefix('cannot start the worker: ')}")
+        fail(f"cannot start the worker: {exc}")
     except (KafkaError, OSError) as exc:
         fail(f"cannot start the worker: the token topic cannot be read ({exc.__class__.__name__}: {exc})")
 

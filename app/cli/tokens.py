@@ -127,7 +127,7 @@ def _check_store(s: Any) -> str:
     from app.adapters.token_topic import TokenKeyError
 
     try:
-        return asyncio.run(check_token_store(s, "the token store"))
+        return asyncio.run(check_token_store(s))
     except TokenKeyError as exc:
         fail(str(exc))
     except (KafkaError, OSError) as exc:

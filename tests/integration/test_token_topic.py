@@ -128,10 +128,10 @@ async def test_a_wrong_or_missing_key_is_one_clear_line(kafka_bootstrap: str, pr
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("MAGQB_TOKEN_KEY", raising=False)
     with pytest.raises(TokenKeyError, match="MAGQB_TOKEN_KEY is not set"):
-        await check_token_store(load_settings(), "cannot start the worker")
+        await check_token_store(load_settings())
     monkeypatch.setenv("MAGQB_TOKEN_KEY", new_key())
     with pytest.raises(TokenKeyError, match="sealed with another key"):
-        await check_token_store(load_settings(), "cannot start the worker")
+        await check_token_store(load_settings())
 
 
 async def test_a_host_without_a_key_keeps_its_file_while_the_topic_is_empty(
@@ -141,5 +141,5 @@ async def test_a_host_without_a_key_keeps_its_file_while_the_topic_is_empty(
                  "MAGQB_DATA_DIR": str(tmp_path / "d")}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("MAGQB_TOKEN_KEY", raising=False)
-    where = await check_token_store(load_settings(), "cannot start the worker")
+    where = await check_token_store(load_settings())
     assert "this host only" in where and "MAGQB_TOKEN_KEY" in where
