@@ -14,6 +14,7 @@ from faust.types.tables import GlobalTableT
 
 from app.adapters.ownership import Ownership
 from app.domain.mapping import MappingConfig
+from app.domain.state_tally import StateTally
 from app.settings import Settings
 
 # Every command and result a worker writes names it in this header (host:pid): which worker booked what, for an
@@ -39,6 +40,7 @@ class WorkerContext:
     items: GlobalTableT
     mapping: MappingConfig
     ownership: Ownership
+    tally: StateTally
 
 
 def raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:

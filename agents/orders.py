@@ -29,6 +29,7 @@ from app.adapters.acks import acknowledge, manual_acks
 from app.adapters.dead_letter_writer import DeadLetterWriter
 from app.adapters.log_reader import LogReader
 from app.adapters.ownership import CURRENT_TP
+from app.adapters.table_rows import tally_key
 from app.adapters.transient import Abandoned, retry_transient
 from app.domain import state_size
 from app.domain.order_flow import Decision, on_order, on_result, unseen_and_old
@@ -173,13 +174,22 @@ def register_orders_agent(ctx: WorkerContext) -> None:
 
     async def save_state(order_id: str, state: OrderState) -> None:
         """The order's row, acknowledged by Kafka before the event is: faust's own table writes are
-        buffered, and its commit can pass them (its flush gives up after 0.1 s)."""
+        buffered, and its commit can pass them (its flush gives up after 0.1 s).
+
+        Kept here only once Kafka has it, and the offset a restart reads the changelog from moves only
+        after that: a worker killed in between finds the row again in the changelog, never a row on its
+        disk that Kafka does not have (faust's own order: row, then send, then offset at the ack)."""
         await ctx.ownership.held()
-        table = ctx.order_state
+        table: Any = ctx.order_state  # the Collection: TableT declares neither its serializers nor its store's offsets
         value = state_size.fit(state, ctx.settings.max_event_bytes).model_dump(mode="json")
-        fut = table.send_changelog(table.partition_for_key(order_id), order_id, value)
+        partition = table.partition_for_key(order_id)
+        old = table.data.get(order_id)
+        sent = await table.changelog_topic.send_soon(
+            key=order_id, value=value, partition=partition, key_serializer=table.key_serializer,
+            value_serializer=table.value_serializer, eager_partitioning=True)
         table.data[order_id] = value
-        await fut
+        table.data.set_persisted_offset(sent.topic_partition, sent.offset)
+        ctx.tally.change(sent.topic_partition.partition, tally_key(table, order_id), old, value)
 
     def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder | MagentoCreditMemo | MagentoInvoice | Notice]:
         try:
@@ -219,7 +229,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             how += f" (replay {envelope.replay_id} of {envelope.replay_of})"
         if envelope.retry_of:
             how += f" (retry of dead letter {envelope.retry_of})"
-        decision = _story(decision, "order event", f"{how}: {decision.outcome}", source)
+        decision = add_story(decision, "order event", f"{how}: {decision.outcome}", source)
         await apply(order.key, order.order_ref, decision, source, envelope.event_id)
         if decision.outcome == "duplicate":
             log.info("order_id=%s order=%s duplicate delivery (event %s): already %s, nothing to do",
@@ -270,7 +280,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         how = f"{what}: {envelope.source} event {envelope.event_id}"
         if envelope.retry_of:
             how += f" (retry of dead letter {envelope.retry_of})"
-        decision = _story(decision, "later event", f"{how}: {decision.outcome}", source)
+        decision = add_story(decision, "later event", f"{how}: {decision.outcome}", source)
         await apply(body.key, order_ref, decision, source, envelope.event_id)
         if decision.outcome == "waiting_for_order":
             log.info("order_id=%s order=%s %s waits for the order's document", body.key, order_ref, what)
@@ -296,7 +306,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         elif isinstance(result, ItemResolved):
             await remember_ref(ctx.items, result.name.lower(), ItemEntry(item_id=result.item_id).model_dump())
         decision = on_result(await load_whole(result.order_id), result, customer, item, ctx.mapping, realm_id)
-        decision = _story(decision, "result", _describe_result(result), source)
+        decision = add_story(decision, "result", _describe_result(result), source)
         await apply(result.order_id, result.order_ref, decision, source)
         if isinstance(result, DocumentCreated) and decision.outcome == "synced":
             received = decision.state.received_at if decision.state is not None else None
@@ -461,7 +471,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             await acknowledge(stream, event)
 
 
-def _story(decision: Decision, what: str, detail: str, source: EventSource) -> Decision:
+def add_story(decision: Decision, what: str, detail: str, source: EventSource) -> Decision:
     """The decision with this step (and the commands it sends, or its parking) in the order's story."""
     if decision.state is None:
         return decision

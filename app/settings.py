@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", validation_alias="MAGQB_METRICS_HOST")
     # Seconds between a worker's rounds of lag, orders-by-state and oldest-unbooked figures.
     monitor_seconds: float = Field(15.0, gt=0, le=3600, validation_alias="MAGQB_MONITOR_SECONDS")
+    # Where the worker keeps the orders' table: on disk under MAGQB_DATA_DIR (RocksDB: memory flat however
+    # many orders, a restart reads only the changelog written since), or in memory (rebuilt from the whole
+    # changelog at every start: for a laptop, or a disk that cannot be trusted).
+    table_store: Literal["rocksdb", "memory"] = Field("rocksdb", validation_alias="MAGQB_TABLE_STORE")
+    # RocksDB's memory for the orders' table, in MiB: one block cache for every partition's database
+    # (active and standby), memtables charged to it (app.adapters.rocks_store).
+    table_memory_mb: int = Field(64, ge=8, le=65536, validation_alias="MAGQB_TABLE_MEMORY_MB")
     log_level: str = Field("INFO", validation_alias="MAGQB_LOG_LEVEL")
 
     # How orders map to QBO documents: a TOML file (docs/mapping.example.toml); none = the defaults.

@@ -13,6 +13,7 @@ from app import topics
 from app.adapters.faust_consumer import KeepingFlowControl, RewindingTransport
 from app.adapters.ownership import Ownership
 from app.domain.mapping import MappingConfig
+from app.domain.state_tally import StateTally
 from app.private_files import private_dir
 from app.settings import Settings
 
@@ -43,6 +44,22 @@ async def _end_offsets(bootstrap: str, app_id: str, tps: list[Any]) -> dict[Any,
         await kafka_io.close(consumer)
 
 
+def order_state_store(settings: Settings) -> dict[str, Any]:
+    """The orders' table's store: on disk, a RocksDB database per partition under the data dir, with one
+    memory budget for all of them (app.adapters.rocks_store); customers and items stay in memory (a row
+    per customer and SKU, not per order)."""
+    if settings.table_store == "memory":
+        return {}
+    from app.adapters import rocks_store
+
+    rocks_store.register()
+    # "<scheme>:order_state": databases tabledir/order_state-<partition>.db ("<scheme>://" is a falsy URL
+    # to faust, which then quietly keeps the table in memory).
+    return {"store": f"{rocks_store.SCHEME}:order_state", "options": {
+        "memory_mb": settings.table_memory_mb, "write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2,
+        "max_open_files": 256}}
+
+
 def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
     n = settings.kafka_partitions
     private_dir(settings.data_dir)
@@ -51,7 +68,9 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         broker=settings.kafka_broker_url,
         broker_credentials=settings.kafka_security().faust_credentials(),
         datadir=str(settings.data_dir / "faust"),
-        store="memory://",  # tables are rebuilt from their changelog topics on start
+        store="memory://",  # customers and items: rebuilt from their changelogs on start (order_state_store)
+        # A standby copy of other workers' order partitions, on disk: a takeover reads only the newest rows.
+        table_standby_replicas=1,
         topic_partitions=n,
         topic_replication_factor=settings.kafka_replication_factor or 1,  # resolved by the caller (cluster_replication)
         key_serializer="raw",
@@ -76,6 +95,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
     commands = raw_topic(app, topics.COMMANDS, partitions=n)
     results = raw_topic(app, topics.RESULTS, partitions=n)
     table: dict[str, Any] = {"partitions": n}  # keys and values are JSON (faust's default for tables)
+    orders_table = {**table, **order_state_store(settings)}
     # Every worker needs every customer and item id, whichever partitions it owns.
     global_table = {**table, "synchronize_all_active_partitions": True}
     ctx = WorkerContext(
@@ -86,12 +106,13 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         results=results,
         dead_letter=raw_topic(app, topics.DEAD_LETTER, partitions=1),
         # Names as in topics.TABLES: their changelog topics are created before the worker joins.
-        order_state=app.Table("order_state", default=None, **table),
+        order_state=app.Table("order_state", default=None, **orders_table),
         customers=app.GlobalTable("customers", default=None, **global_table),
         items=app.GlobalTable("items", default=None, **global_table),
         mapping=mapping,
         ownership=Ownership(app, partial(_end_offsets, settings.kafka_bootstrap_servers, settings.app_id),
                             session_timeout=settings.kafka_session_timeout_seconds),
+        tally=StateTally(),
     )
     from agents.dispatcher import register_dispatcher
     from agents.follower import register_follower
@@ -109,7 +130,7 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
 
     from app.adapters.monitor import Monitor
 
-    monitor = Monitor(app, ctx.order_state, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
+    monitor = Monitor(app, ctx.order_state, ctx.tally, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
                       settings.monitor_seconds, settings.kafka_partitions, settings.stuck_after_minutes)
 
     @app.task

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -20,50 +20,25 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app import metrics, topics
 from app.adapters import kafka_io, kafka_security
+from app.adapters.table_rows import scan
 from app.domain.retry_ladder import Rung
-from app.domain.stuck import is_stuck, stuck_after
+from app.domain.state_tally import StateTally
+from app.domain.stuck import stuck_after
 
 log = logging.getLogger("magqb.monitor")
 MONITOR_SECONDS = 15.0
-STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "parked", "synced": "booked",
-               "skipped": "cancelled", "pending": "waiting_for_order"}
-STUCK = "_stuck"  # counted beside the states, reported as magqb_orders_stuck
-
-
-def _count(rows: Any, counts: Counter[str], oldest: datetime | None, now: datetime | None = None,
-           stuck_after: timedelta | None = None) -> datetime | None:
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        status = row.get("status")
-        counts[STATE_NAMES.get(str(status), str(status))] += 1
-        if stuck_after is not None and now is not None and is_stuck(status, row.get("updated_at"), now, stuck_after):
-            counts[STUCK] += 1
-        if status in ("resolving", "requested"):
-            received = _when(row.get("received_at") or row.get("updated_at"))
-            if received is not None and (oldest is None or received < oldest):
-                oldest = received
-    return oldest
-
-
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class Monitor:
-    def __init__(self, app: Any, order_state: Any, bootstrap: str, group: str, ladder: tuple[Rung, ...],
-                 every: float = MONITOR_SECONDS, partitions: int = 8, stuck_minutes: float | None = None) -> None:
+    def __init__(self, app: Any, order_state: Any, tally: StateTally, bootstrap: str, group: str,
+                 ladder: tuple[Rung, ...], every: float = MONITOR_SECONDS, partitions: int = 8,
+                 stuck_minutes: float | None = None) -> None:
         self.app = app
+        self.tally = tally
+        self._generation: Any = None
         self.stuck_after = stuck_after(ladder, stuck_minutes)
         self.every = every
         self.partitions = partitions
-        self._partitions: dict[Any, int] = {}
         self.order_state = order_state
         self.bootstrap = bootstrap
         self.group = group
@@ -76,29 +51,33 @@ class Monitor:
         assigned = self.app.consumer.assignment() if self.app.consumer else ()
         return {tp.partition for tp in assigned if tp.topic == topics.ORDERS}
 
-    def _partition(self, key: Any) -> int:
-        """The partition of `magento.orders` an order id hashes to (remembered: murmur2 is not free)."""
-        part = self._partitions.get(key)
-        if part is None:
-            part = self._partitions[key] = kafka_io.partition_of(str(key).encode(), self.partitions)
-        return part
+    def _settled(self) -> bool:
+        return not (getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False))
 
     async def states(self) -> None:
-        """Orders by state and the oldest order on its way, over the rows of the partitions this worker
-        owns: its table also holds standby copies of others' partitions, and rows of partitions it
-        owned before. Read in slices that give the event loop back."""
+        """Orders by state and the oldest order on its way, over the partitions this worker owns (its
+        table also holds standby copies of others'). Counts are kept as rows change (StateTally); a
+        partition is read once, when it becomes ours and its rows are recovered."""
+        if not self._settled():
+            return  # mid-rebalance or recovering: last round's figures stand
+        generation = getattr(self.app, "consumer_generation_id", None)
+        if generation != self._generation:  # a rebalance: what we counted may have changed hands and back
+            for p in self.tally.known():
+                self.tally.drop(p)
+            self._generation = generation
         owned = self._owned()
-        counts: Counter[str] = Counter({name: 0 for name in STATE_NAMES.values()})
-        oldest: datetime | None = None
+        for p in self.tally.known() - owned:
+            self.tally.drop(p)
+        for p in sorted(owned - self.tally.complete()):
+            still = lambda: self._settled() and getattr(self.app, "consumer_generation_id", None) == generation  # noqa: E731
+            if not await scan(self.order_state, p, self.partitions, self.tally, still):
+                return
         now = datetime.now(UTC)
-        items = list(self.order_state.data.items())
-        for start in range(0, len(items), 5000):
-            rows = [row for key, row in items[start:start + 5000] if self._partition(key) in owned]
-            oldest = _count(rows, counts, oldest, now, self.stuck_after)
-            await asyncio.sleep(0)
-        metrics.ORDERS_STUCK.set(counts.pop(STUCK, 0))
-        for name, n in counts.items():
+        report = self.tally.report(owned, now, self.stuck_after)
+        metrics.ORDERS_STUCK.set(report.stuck)
+        for name, n in report.counts.items():
             metrics.ORDERS_BY_STATE.labels(state=name).set(n)
+        oldest = report.oldest
         metrics.OLDEST_UNBOOKED_SECONDS.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
     async def lag(self, admin: AIOKafkaAdminClient, consumer: Any) -> None:

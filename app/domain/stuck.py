@@ -28,11 +28,11 @@ def is_stuck(status: Any, updated_at: Any, now: datetime, after: timedelta) -> b
     """A row (its status and its updated_at, as stored: ISO text or a datetime) waiting longer than `after`."""
     if status not in IN_PROGRESS:
         return False
-    when = _when(updated_at)
+    when = as_datetime(updated_at)
     return when is not None and now - when > after
 
 
-def _when(value: Any) -> datetime | None:
+def as_datetime(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)

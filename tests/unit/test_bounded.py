@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from app import redact
 from app.domain.bounded import KeyedLocks, Lru
@@ -45,3 +49,19 @@ def test_the_scrubber_keeps_the_settings_secrets_for_ever_and_the_newest_tokens(
     assert redact.known_count() <= redact.ROTATING_KEPT + 50  # the newest tokens, the settings' secrets
     newest = f"access-token-{redact.ROTATING_KEPT + 499:06d}"
     assert redact.scrub(f"x {newest} the-webhook-secret-value y") == "x [redacted] [redacted] y"
+
+
+def test_the_orders_table_is_on_disk_under_the_data_dir_unless_memory_is_asked_for(
+        settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.domain.mapping import MappingConfig
+    from app.settings import Settings
+    from app.worker_app import create_worker_app
+
+    ctx = create_worker_app(Settings(), MappingConfig())
+    store: Any = ctx.order_state.data
+    assert type(store).__module__ == "app.adapters.rocks_store"  # not faust quietly falling back to memory
+    assert store.partition_path(3) == Path(settings_env["MAGQB_DATA_DIR"]) / "faust/v1/tables/order_state-3.db"
+    assert store.rocksdb_options.memory_bytes == 64 * 1024 * 1024
+    assert type(ctx.customers.data).__module__ == "faust.stores.memory"  # a row per customer, not per order
+    monkeypatch.setenv("MAGQB_TABLE_STORE", "memory")
+    assert type(create_worker_app(Settings(), MappingConfig()).order_state.data).__module__ == "faust.stores.memory"

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from app import topics
 from app.adapters.kafka_io import partition_of as kafka_partition_of
 from app.adapters.monitor import Monitor
+from app.domain.state_tally import StateTally
 
 
 def partition_of(key: str) -> int:
@@ -28,8 +29,10 @@ def test_only_the_owned_partitions_rows_count() -> None:
         age = timedelta(minutes=n)
         rows[key] = {"status": "requested" if n % 2 else "synced", "received_at": (now - age).isoformat()}
     consumer = SimpleNamespace(assignment=lambda: {TopicPartition(topics.ORDERS, p) for p in mine})
-    monitor = Monitor(SimpleNamespace(consumer=consumer), SimpleNamespace(data=rows), "127.0.0.1:1", "g", (),
-                      partitions=4)
+    app = SimpleNamespace(consumer=consumer, consumer_generation_id=1, rebalancing=False, in_recovery=False)
+    memory_store = SimpleNamespace(data=rows)
+    tally = StateTally()
+    monitor = Monitor(app, SimpleNamespace(data=memory_store), tally, "127.0.0.1:1", "g", (), partitions=4)
     asyncio.run(monitor.states())
     owned = [(n, k) for n, k in enumerate(keys) if partition_of(k) in mine]
     requested = [n for n, _ in owned if n % 2]
@@ -37,3 +40,38 @@ def test_only_the_owned_partitions_rows_count() -> None:
     assert REGISTRY.get_sample_value("magqb_orders", {"state": "booked"}) == len(owned) - len(requested)
     oldest = REGISTRY.get_sample_value("magqb_oldest_unbooked_order_seconds")
     assert oldest is not None and abs(oldest - 60 * max(requested)) < 5
+
+
+def test_counts_follow_the_rows_written_without_reading_the_table_again() -> None:
+    now = datetime.now(UTC)
+    keys = [str(k) for k in range(2000, 2030)]
+    rows = {k: {"status": "requested", "received_at": now.isoformat()} for k in keys}
+    every = {TopicPartition(topics.ORDERS, p) for p in range(4)}
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: every), consumer_generation_id=7,
+                          rebalancing=False, in_recovery=False)
+    tally = StateTally()
+    reads = []
+
+    class Store:
+        @property
+        def data(self) -> dict[str, object]:
+            reads.append(1)
+            return rows
+
+    monitor = Monitor(app, SimpleNamespace(data=Store()), tally, "127.0.0.1:1", "g", (), partitions=4)
+    asyncio.run(monitor.states())
+    assert REGISTRY.get_sample_value("magqb_orders", {"state": "requested"}) == 30
+    first_reads = len(reads)
+    for k in keys[:10]:  # booked, as the orders agent writes them
+        booked = {"status": "synced", "updated_at": now.isoformat()}
+        tally.change(partition_of(k), k, rows[k], booked)
+        rows[k] = booked
+    asyncio.run(monitor.states())
+    assert len(reads) == first_reads  # the table was not read again
+    assert REGISTRY.get_sample_value("magqb_orders", {"state": "requested"}) == 20
+    assert REGISTRY.get_sample_value("magqb_orders", {"state": "booked"}) == 10
+    # A rebalance: counted again from the rows.
+    app.consumer_generation_id = 8
+    asyncio.run(monitor.states())
+    assert len(reads) > first_reads
+    assert REGISTRY.get_sample_value("magqb_orders", {"state": "booked"}) == 10

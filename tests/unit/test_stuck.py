@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from app.adapters.monitor import STUCK, _count
 from app.domain.mapping import MappingConfig
 from app.domain.order_flow import on_order, on_result
 from app.domain.retry_ladder import parse_ladder
+from app.domain.state_tally import StateTally
 from app.domain.stuck import is_stuck, stuck_after
 from schemas.commands import CreateDocument, EnsureCustomer
 from schemas.events import DocumentCreated
@@ -45,9 +44,10 @@ def test_stuck_means_in_progress_longer_than_the_whole_ladder_and_an_hour() -> N
     assert is_stuck("requested", (NOW - after * 2).replace(tzinfo=None), NOW, after) is True  # naive: UTC
     rows = [{"status": "requested", "updated_at": old}, {"status": "resolving", "updated_at": fresh},
             {"status": "failed", "updated_at": old}, "garbage"]
-    counts: Counter[str] = Counter()
-    _count(rows, counts, None, NOW, after)
-    assert (counts[STUCK], counts["requested"], counts["waiting"], counts["parked"]) == (1, 1, 1, 1)
+    tally = StateTally()
+    tally.load(0, enumerate(rows))
+    report = tally.report([0], NOW, after)
+    assert (report.stuck, report.counts["requested"], report.counts["waiting"], report.counts["parked"]) == (1, 1, 1, 1)
 
 
 def test_a_stuck_order_is_sent_on_under_new_ids_looking_first_and_only_while_it_is_stuck() -> None:
