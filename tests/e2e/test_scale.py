@@ -33,9 +33,9 @@ def test_memory_stays_flat_as_booked_orders_accumulate() -> None:
             run.start_worker("a")
             run.wait_ready("a", lambda p: len(p) == PARTITIONS, timeout=300)
             restart(run)  # measured after a restart: what a worker holds once its table is on disk
-            booked = len(rss) + 1  # each round's restart books one order
-            poll(lambda: run.orders_counted("a") == total + booked, 120,
-                 lambda: f"the monitor to count {total + booked} booked orders (counts {run.orders_counted('a')})")
+            want = total + len(rss) + 1  # each round's restart books one order
+            poll(lambda w=want: run.orders_counted("a") == w, 120,
+                 lambda w=want: f"the monitor to count {w} booked orders (counts {run.orders_counted('a')})")
             rss[total] = run.settle_rss("a", 10)
         slope_kb = (rss[20_000] - rss[4_000]) * 1024 / 16_000
         print(f"RSS {rss[4_000]:.0f} MB at 4,000 orders, {rss[20_000]:.0f} MB at 20,000: {slope_kb:.2f} KB an order")
