@@ -187,9 +187,21 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         sent = await table.changelog_topic.send_soon(
             key=order_id, value=value, partition=partition, key_serializer=table.key_serializer,
             value_serializer=table.value_serializer, eager_partitioning=True)
+        event_tp = CURRENT_TP.get()
+        if event_tp is not None and not ctx.ownership.owns(event_tp):
+            # Revoked while Kafka took it: the new owner has the row from the changelog (and may have written
+            # after it). Ours is not written, nor the offset moved past rows this disk never saw.
+            raise Abandoned
+        tp = sent.topic_partition
+        persisted = table.data.persisted_offset(tp) if ctx.settings.table_store == "rocksdb" else None
         table.data[order_id] = value
-        table.data.set_persisted_offset(sent.topic_partition, sent.offset)
-        ctx.tally.change(sent.topic_partition.partition, tally_key(table, order_id), old, value)
+        if persisted is None or sent.offset == persisted + 1:
+            table.data.set_persisted_offset(tp, sent.offset)
+        else:  # someone else wrote between (cannot be while we own it): a restart reads from our last own row
+            log.warning("order_id=%s the changelog of partition %d moved from offset %d to %d under this worker: "
+                        "its disk copy is read again from the changelog at the next start", order_id,
+                        tp.partition, persisted, sent.offset)
+        ctx.tally.change(tp.partition, tally_key(table, order_id), old, value)
 
     def read_order(raw: bytes | None) -> tuple[OrderEnvelope, MagentoOrder | MagentoCreditMemo | MagentoInvoice | Notice]:
         try:

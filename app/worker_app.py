@@ -67,7 +67,8 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
         settings.app_id,
         broker=settings.kafka_broker_url,
         broker_credentials=settings.kafka_security().faust_credentials(),
-        datadir=str(settings.data_dir / "faust"),
+        # Per installation: two apps on one host (MAGQB_APP_ID, MAGQB_TOPIC_PREFIX) never share table files.
+        datadir=str(settings.data_dir / "faust" / settings.app_id),
         store="memory://",  # customers and items: rebuilt from their changelogs on start (order_state_store)
         # A standby copy of other workers' order partitions, on disk: a takeover reads only the newest rows.
         table_standby_replicas=1,
@@ -132,6 +133,11 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
 
     monitor = Monitor(app, ctx.order_state, ctx.tally, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
                       settings.monitor_seconds, settings.kafka_partitions, settings.stuck_after_minutes)
+
+    async def _uncount(revoked: set[Any]) -> None:
+        monitor.revoked({tp.partition for tp in revoked if tp.topic == topics.ORDERS})
+
+    ctx.ownership.on_revoke(_uncount)
 
     @app.task
     async def _monitor() -> None:

@@ -35,7 +35,7 @@ class Monitor:
                  stuck_minutes: float | None = None) -> None:
         self.app = app
         self.tally = tally
-        self._generation: Any = None
+        self._partitions: dict[Any, int] = {}  # the memory store's keys: their partition, hashed once
         self.stuck_after = stuck_after(ladder, stuck_minutes)
         self.every = every
         self.partitions = partitions
@@ -54,24 +54,29 @@ class Monitor:
     def _settled(self) -> bool:
         return not (getattr(self.app, "rebalancing", False) or getattr(self.app, "in_recovery", False))
 
+    def revoked(self, partitions: set[int]) -> None:
+        """Partitions taken away: their counts are the next owner's (and ours read again if they come back)."""
+        for p in partitions:
+            self.tally.drop(p)
+
     async def states(self) -> None:
         """Orders by state and the oldest order on its way, over the partitions this worker owns (its
         table also holds standby copies of others'). Counts are kept as rows change (StateTally); a
         partition is read once, when it becomes ours and its rows are recovered."""
-        if not self._settled():
-            return  # mid-rebalance or recovering: last round's figures stand
-        generation = getattr(self.app, "consumer_generation_id", None)
-        if generation != self._generation:  # a rebalance: what we counted may have changed hands and back
-            for p in self.tally.known():
-                self.tally.drop(p)
-            self._generation = generation
         owned = self._owned()
         for p in self.tally.known() - owned:
             self.tally.drop(p)
-        for p in sorted(owned - self.tally.complete()):
-            still = lambda: self._settled() and getattr(self.app, "consumer_generation_id", None) == generation  # noqa: E731
-            if not await scan(self.order_state, p, self.partitions, self.tally, still):
-                return
+        if self._settled():
+            generation = getattr(self.app, "consumer_generation_id", None)
+
+            def still() -> bool:
+                return self._settled() and getattr(self.app, "consumer_generation_id", None) == generation
+
+            for p in sorted(owned - self.tally.complete()):
+                if not await scan(self.order_state, p, self.partitions, self.tally, still, self._partitions):
+                    break
+        # Mid-rebalance or recovering: the partitions already counted (a partition being recovered is
+        # left out until it is read, rather than counted by two workers).
         now = datetime.now(UTC)
         report = self.tally.report(owned, now, self.stuck_after)
         metrics.ORDERS_STUCK.set(report.stuck)

@@ -22,19 +22,23 @@ def tally_key(table: Any, key: Any) -> Any:
     return store._encode_key(key) if hasattr(store, "_dbs") else key
 
 
-async def scan(table: Any, partition: int, partitions: int, tally: StateTally, still: Callable[[], bool]) -> bool:
+async def scan(table: Any, partition: int, partitions: int, tally: StateTally, still: Callable[[], bool],
+               hashed: dict[Any, int] | None = None) -> bool:
     """Count `partition`'s rows into `tally`; False (and nothing counted) when `still()` turns false
-    midway (a rebalance: the next owner counts them)."""
+    midway (a rebalance: the next owner counts them). `hashed`: the memory store's key → partition."""
     store = table.data
-    dbs = getattr(store, "_dbs", None)
-    if dbs is None:  # the memory store: one dict for every partition, read without a pause
-        tally.load(partition, ((k, v) for k, v in list(store.data.items())
-                               if kafka_io.partition_of(str(k).encode(), partitions) == partition))
+    if not hasattr(store, "_dbs"):  # the memory store: one dict for every partition, read without a pause
+        known = hashed if hashed is not None else {}
+
+        def part(key: Any) -> int:
+            p = known.get(key)
+            if p is None:
+                p = known[key] = kafka_io.partition_of(str(key).encode(), partitions)
+            return p
+
+        tally.load(partition, ((k, v) for k, v in list(store.data.items()) if part(k) == partition))
         return True
-    db = dbs.get(partition)
-    if db is None:
-        tally.load(partition, ())
-        return True
+    db = store._db_for_partition(partition)  # open while the partition is ours
     tally.begin(partition)
     after: bytes | None = None
     while True:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.cli.common import app_topics, check_magento_rest, check_port, fail, get_settings, retry_topics, serve_until_signal
 from app.cli.common import mapping as mapping_
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 log = logging.getLogger("magqb")
 
@@ -152,6 +156,8 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     from app.worker_app import create_worker_app
 
     ctx = create_worker_app(settings, mapping, web_port=web_port)
+    if settings.table_store == "rocksdb":
+        _warm_up_table(settings, ctx.order_state)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -203,6 +209,37 @@ def worker(web_port: int, metrics_port: int | None) -> None:
         ctx.app, loglevel=settings.log_level.lower(), quiet=True,
         logging_config=worker_logging_config(settings.log_level),
     ).execute_from_commandline()
+
+
+def _warm_up_table(settings: Settings, table: Any) -> None:
+    """The orders' table on disk brought up to its changelog's end before the worker joins (see
+    app.adapters.table_warmup): a start or a takeover then books within seconds."""
+    from aiokafka.errors import KafkaError
+
+    from app.adapters.table_warmup import warm_up
+
+    said = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - said[0] >= 5:
+            said[0] = time.monotonic()
+            log.info("orders' table on disk: %d of %d changelog records applied", done, total)
+
+    try:
+        done = asyncio.run(warm_up(table.data, table.changelog_topic.get_topic_name(),
+                                   settings.kafka_bootstrap_servers, settings.kafka_partitions, progress))
+    except (KafkaError, OSError) as exc:
+        # faust's own recovery reads what this could not: slower, never wrong
+        log.warning("orders' table not warmed up (%s: %s): the worker recovers it as it joins",
+                    exc.__class__.__name__, exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises bare Exceptions ("IO error: lock …")
+        if "lock" in str(exc).lower():
+            fail(f"cannot start the worker: its tables under {settings.data_dir} are open in another process "
+                 "(each worker needs a MAGQB_DATA_DIR of its own)")
+        fail(f"cannot start the worker: the orders' table under {settings.data_dir} cannot be opened: {exc}")
+    if done.rows:
+        log.info("orders' table on disk up to date: %d changelog records applied in %.1fs", done.rows, done.seconds)
 
 
 # ---------------------------------------------------------------- tools

@@ -60,7 +60,8 @@ def test_the_orders_table_is_on_disk_under_the_data_dir_unless_memory_is_asked_f
     ctx = create_worker_app(Settings(), MappingConfig())
     store: Any = ctx.order_state.data
     assert type(store).__module__ == "app.adapters.rocks_store"  # not faust quietly falling back to memory
-    assert store.partition_path(3) == Path(settings_env["MAGQB_DATA_DIR"]) / "faust/v1/tables/order_state-3.db"
+    assert store.partition_path(3) == (Path(settings_env["MAGQB_DATA_DIR"]) / "faust" / Settings().app_id
+                                         / "v1/tables/order_state-3.db")
     assert store.rocksdb_options.memory_bytes == 64 * 1024 * 1024
     assert type(ctx.customers.data).__module__ == "faust.stores.memory"  # a row per customer, not per order
     monkeypatch.setenv("MAGQB_TABLE_STORE", "memory")

@@ -50,6 +50,9 @@ class FakeRocksStore:
         self.db = Rdict(str(path), Options(raw_mode=True))
         self._dbs = {0: self.db}
 
+    def _db_for_partition(self, partition: int) -> Any:
+        return self._dbs[partition]
+
     def _encode_key(self, key: str) -> bytes:
         return json.dumps(key).encode()
 
