@@ -43,11 +43,12 @@ kafka-start:  ## Start the local Kafka in the background
 kafka-stop:  ## Stop the local Kafka
 	ops/kafka/stop
 
-bench: install  ## Ingress (real broker), sandbox, quota and replay benchmarks; they print their figures
+bench: install  ## Ingress (real broker), sandbox, quota, replay and scale benchmarks; they print their figures
 	@ops/with-kafka $(BIN)/python bench/ingress.py
 	@$(BIN)/python bench/sandbox.py
 	@$(BIN)/python bench/quota.py
 	@$(BIN)/python bench/replay.py
+	@$(BIN)/python bench/scale.py
 
 clean:  ## Remove the venv, broker data and local state (not the jar cache)
 	-ops/kafka/stop
