@@ -184,13 +184,15 @@ def register_orders_agent(ctx: WorkerContext) -> None:
         value = state_size.fit(state, ctx.settings.max_event_bytes).model_dump(mode="json")
         partition = table.partition_for_key(order_id)
         old = table.data.get(order_id)
+        epoch = ctx.ownership.epoch
         sent = await table.changelog_topic.send_soon(
             key=order_id, value=value, partition=partition, key_serializer=table.key_serializer,
             value_serializer=table.value_serializer, eager_partitioning=True)
         event_tp = CURRENT_TP.get()
-        if event_tp is not None and not ctx.ownership.owns(event_tp):
-            # Revoked while Kafka took it: the new owner has the row from the changelog (and may have written
-            # after it). Ours is not written, nor the offset moved past rows this disk never saw.
+        if event_tp is not None and (not ctx.ownership.owns(event_tp) or ctx.ownership.epoch != epoch):
+            # A rebalance while Kafka took it: another owner may have had the partition and written after our
+            # row, and recovery may have brought that here. Ours is not written, nor the offset moved; the
+            # event is delivered again and decided from what the changelog says.
             raise Abandoned
         tp = sent.topic_partition
         persisted = table.data.persisted_offset(tp) if ctx.settings.table_store == "rocksdb" else None

@@ -62,7 +62,7 @@ def order_state_store(settings: Settings) -> dict[str, Any]:
 
 def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int = 6066) -> WorkerContext:
     n = settings.kafka_partitions
-    private_dir(settings.data_dir)
+    private_dir(settings.data_dir / "faust" / settings.app_id)  # faust makes only the last directory
     app = WorkerApp(
         settings.app_id,
         broker=settings.kafka_broker_url,
@@ -134,10 +134,19 @@ def create_worker_app(settings: Settings, mapping: MappingConfig, web_port: int 
     monitor = Monitor(app, ctx.order_state, ctx.tally, settings.kafka_bootstrap_servers, settings.app_id, settings.retry_ladder,
                       settings.monitor_seconds, settings.kafka_partitions, settings.stuck_after_minutes)
 
-    async def _uncount(revoked: set[Any]) -> None:
-        monitor.revoked({tp.partition for tp in revoked if tp.topic == topics.ORDERS})
+    last_generation: list[int | None] = [None]
 
-    ctx.ownership.on_revoke(_uncount)
+    async def _uncount(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # At each assignment, not each revocation: the eager protocol revokes everything every time, and a
+        # partition handed straight back was nobody else's meanwhile (its counts stand) -- unless this worker
+        # missed a generation (frozen, fenced), when any of them may have been someone else's.
+        generation = getattr(app, "consumer_generation_id", None)
+        ours = {tp.partition for tp in assigned if tp.topic == topics.ORDERS}
+        previous, last_generation[0] = last_generation[0], generation
+        missed = previous is None or generation is None or generation != previous + 1
+        monitor.revoked(monitor.tally.known() - (set() if missed else ours))
+
+    app.on_partitions_assigned.connect(_uncount)  # type: ignore[arg-type]  # mode's Signal types lag
 
     @app.task
     async def _monitor() -> None:

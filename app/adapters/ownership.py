@@ -71,6 +71,12 @@ class Ownership:
         """Assigned to this worker (an effect also waits for the lease: `held`)."""
         return tp in self._owned
 
+    @property
+    def epoch(self) -> int:
+        """Changes at every assignment: an effect begun in one epoch and ended in another may have crossed a
+        rebalance, even when the partition is ours again."""
+        return self._epoch
+
     def leased(self) -> bool:
         return _now() < self._lease_until
 

@@ -211,6 +211,9 @@ def worker(web_port: int, metrics_port: int | None) -> None:
     ).execute_from_commandline()
 
 
+LOCK_WAIT_SECONDS = 30.0  # as faust waits for a locked table (30 tries a second apart)
+
+
 def _warm_up_table(settings: Settings, table: Any) -> None:
     """The orders' table on disk brought up to its changelog's end before the worker joins (see
     app.adapters.table_warmup): a start or a takeover then books within seconds."""
@@ -225,19 +228,24 @@ def _warm_up_table(settings: Settings, table: Any) -> None:
             said[0] = time.monotonic()
             log.info("orders' table on disk: %d of %d changelog records applied", done, total)
 
-    try:
-        done = asyncio.run(warm_up(table.data, table.changelog_topic.get_topic_name(),
-                                   settings.kafka_bootstrap_servers, settings.kafka_partitions, progress))
-    except (KafkaError, OSError) as exc:
-        # faust's own recovery reads what this could not: slower, never wrong
-        log.warning("orders' table not warmed up (%s: %s): the worker recovers it as it joins",
-                    exc.__class__.__name__, exc)
-        return
-    except Exception as exc:  # noqa: BLE001 - rocksdict raises bare Exceptions ("IO error: lock …")
-        if "lock" in str(exc).lower():
-            fail(f"cannot start the worker: its tables under {settings.data_dir} are open in another process "
-                 "(each worker needs a MAGQB_DATA_DIR of its own)")
-        fail(f"cannot start the worker: the orders' table under {settings.data_dir} cannot be opened: {exc}")
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            done = asyncio.run(warm_up(table.data, table.changelog_topic.get_topic_name(),
+                                       settings.kafka_bootstrap_servers, settings.kafka_partitions, progress))
+            break
+        except (KafkaError, OSError) as exc:
+            # faust's own recovery reads what this could not: slower, never wrong
+            log.warning("orders' table not warmed up (%s: %s): the worker recovers it as it joins",
+                        exc.__class__.__name__, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises bare Exceptions ("IO error: lock …")
+            if "lock" not in str(exc).lower():
+                fail(f"cannot start the worker: the orders' table under {settings.data_dir} cannot be opened: {exc}")
+            if time.monotonic() > deadline:
+                fail(f"cannot start the worker: its tables under {settings.data_dir} are open in another process "
+                     "(each worker needs a MAGQB_DATA_DIR of its own)")
+            time.sleep(1)  # the worker before us on this data dir may still be exiting
     if done.rows:
         log.info("orders' table on disk up to date: %d changelog records applied in %.1fs", done.rows, done.seconds)
 

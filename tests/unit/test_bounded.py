@@ -65,4 +65,9 @@ def test_the_orders_table_is_on_disk_under_the_data_dir_unless_memory_is_asked_f
     assert store.rocksdb_options.memory_bytes == 64 * 1024 * 1024
     assert type(ctx.customers.data).__module__ == "faust.stores.memory"  # a row per customer, not per order
     monkeypatch.setenv("MAGQB_TABLE_STORE", "memory")
-    assert type(create_worker_app(Settings(), MappingConfig()).order_state.data).__module__ == "faust.stores.memory"
+    fresh = Path(settings_env["MAGQB_DATA_DIR"]).with_name("fresh")
+    monkeypatch.setenv("MAGQB_DATA_DIR", str(fresh))
+    memory = create_worker_app(Settings(), MappingConfig())
+    assert type(memory.order_state.data).__module__ == "faust.stores.memory"
+    memory.app._create_directories()  # faust makes only the last directory of its datadir: ours made the rest
+    assert (fresh / "faust" / Settings().app_id / "v1" / "tables").is_dir()
