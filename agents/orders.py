@@ -195,7 +195,7 @@ def register_orders_agent(ctx: WorkerContext) -> None:
             # event is delivered again and decided from what the changelog says.
             raise Abandoned
         tp = sent.topic_partition
-        persisted = table.data.persisted_offset(tp) if ctx.settings.table_store == "rocksdb" else None
+        persisted = table.data.persisted_offset(tp)  # None from the memory store: it keeps no offsets
         table.data[order_id] = value
         if persisted is None or sent.offset == persisted + 1:
             table.data.set_persisted_offset(tp, sent.offset)

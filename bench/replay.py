@@ -82,7 +82,13 @@ async def seed(bootstrap: str, app_id: str, rows: list[tuple[str, bytes, bytes]]
     finally:
         await kafka_io.close(producer)
     # The workers have handled every seeded event: their group's offsets are at the end.
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
+    await commit_at_end(bootstrap, app_id)
+
+
+async def commit_at_end(bootstrap: str, group: str) -> None:
+    """The worker group's offsets at the end of magento.orders: every event there handled (no member may
+    be in the group meanwhile)."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
         tps = [TopicPartition(topics.ORDERS, p) for p in range(PARTITIONS)]

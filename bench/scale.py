@@ -51,14 +51,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
 from app import jsonutil, topics  # noqa: E402
 from app.adapters import kafka_io  # noqa: E402
+from bench.replay import PARTITIONS, commit_at_end  # noqa: E402
 from tests.conftest import TEST_ENV, blueprint_order, free_port  # noqa: E402
 from tests.e2e.harness import MAGQB, Stack, http, poll, start, stop  # noqa: E402
 
-PARTITIONS = 8
 FIRST_ID = 20_000_000
 
 
@@ -141,29 +140,23 @@ async def seed(bootstrap: str, app_id: str, first: int, n: int, progress: Callab
         progress(n)
     finally:
         await kafka_io.close(producer)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
-    await c.start()
-    try:
-        tps = [TopicPartition(topics.ORDERS, p) for p in range(PARTITIONS)]
-        c.assign(tps)
-        ends = await c.end_offsets(tps)
-        await c.commit({tp: ends[tp] for tp in tps})
-    finally:
-        await kafka_io.close(c)
+    await commit_at_end(bootstrap, app_id)
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status (VmRSS: resident now, VmHWM: its peak), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _status_mb(pid, "VmRSS")
 
 
 def hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _status_mb(pid, "VmHWM")
 
 
 READY = re.compile(r"worker ready: \S+ partition\(s\) ([\d,]*|none) assigned")

@@ -64,8 +64,7 @@ class Monitor:
         table also holds standby copies of others'). Counts are kept as rows change (StateTally); a
         partition is read once, when it becomes ours and its rows are recovered."""
         owned = self._owned()
-        for p in self.tally.known() - owned:
-            self.tally.drop(p)
+        self.revoked(self.tally.known() - owned)
         if self._settled():
             generation = getattr(self.app, "consumer_generation_id", None)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.domain.stuck import IN_PROGRESS, as_datetime
+from app.domain.stuck import IN_PROGRESS, as_datetime, is_stuck
 
 STATE_NAMES = {"resolving": "waiting", "requested": "requested", "failed": "parked", "synced": "booked",
                "skipped": "cancelled", "pending": "waiting_for_order"}
@@ -120,8 +120,7 @@ class StateTally:
                 continue
             counts.update(part.counts)
             for status, received, updated in part.open.values():
-                if stuck_after is not None and updated is not None and now - updated > stuck_after \
-                        and status in IN_PROGRESS:
+                if stuck_after is not None and is_stuck(status, updated, now, stuck_after):
                     stuck += 1
                 if received is not None and (oldest is None or received < oldest):
                     oldest = received

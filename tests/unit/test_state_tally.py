@@ -89,7 +89,7 @@ def test_rows_written_while_the_scan_reads_are_counted_once(tmp_path: Path, monk
             new = row("synced")
             store.put(key, new)
             tally.change(0, table_rows.tally_key(table, key), old, new)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the scan's turn between two writes: an interleaving, not a wait
 
     async def both() -> bool:
         results = await asyncio.gather(table_rows.scan(table, 0, 1, tally, lambda: True), writer())
